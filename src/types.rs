@@ -1,0 +1,307 @@
+//! Types shared by the storage engine, the consensus core and the wire codecs.
+//!
+//! Only plain data lives here: what an entry is and what a cluster membership
+//! is. Each module that stores or sends them owns its own byte layout, except
+//! the membership, whose encoding is shared because it is the payload of a
+//! config entry (stored and replicated) and also part of the log-start file.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+/// A node's identity in the cluster; never 0.
+pub type NodeId = u64;
+/// A Raft term; 0 means "before any term".
+pub type Term = u64;
+/// A position in the log; entries start at index 1, 0 means "before the log".
+pub type LogIndex = u64;
+
+/// What an entry carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum EntryKind {
+    /// A record appended by a publisher.
+    Data = 1,
+    /// A membership change: the payload is an encoded [`Membership`].
+    Config = 2,
+    /// The empty entry a new leader appends to commit entries of older terms.
+    Noop = 3,
+}
+
+impl EntryKind {
+    pub fn from_u8(value: u8) -> Option<EntryKind> {
+        match value {
+            1 => Some(EntryKind::Data),
+            2 => Some(EntryKind::Config),
+            3 => Some(EntryKind::Noop),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Data => "data",
+            EntryKind::Config => "config",
+            EntryKind::Noop => "noop",
+        }
+    }
+}
+
+/// The exactly-once tag of a data entry: which producer wrote it and its
+/// sequence number in that producer's stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProducerSeq {
+    pub producer_id: u64,
+    pub sequence: u64,
+}
+
+/// One log entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub index: LogIndex,
+    pub term: Term,
+    pub kind: EntryKind,
+    pub producer: Option<ProducerSeq>,
+    pub payload: Bytes,
+}
+
+impl Entry {
+    pub fn data(index: LogIndex, term: Term, payload: Bytes) -> Entry {
+        Entry {
+            index,
+            term,
+            kind: EntryKind::Data,
+            producer: None,
+            payload,
+        }
+    }
+
+    pub fn noop(index: LogIndex, term: Term) -> Entry {
+        Entry {
+            index,
+            term,
+            kind: EntryKind::Noop,
+            producer: None,
+            payload: Bytes::new(),
+        }
+    }
+}
+
+/// The members of the cluster and their roles.
+///
+/// Invariants: every id in `voters`, `voters_outgoing` and `learners` has an
+/// address in `addrs`; `learners` is disjoint from `voters` and from
+/// `voters_outgoing`. `voters_outgoing` is non-empty only during joint
+/// consensus (C_old,new), when a decision needs a majority of both sets.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Membership {
+    pub addrs: BTreeMap<NodeId, String>,
+    pub voters: BTreeSet<NodeId>,
+    pub voters_outgoing: BTreeSet<NodeId>,
+    pub learners: BTreeSet<NodeId>,
+}
+
+/// Why bytes did not decode as a [`Membership`].
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MembershipDecodeError {
+    #[error("membership encoding is truncated")]
+    Truncated,
+    #[error("unsupported membership encoding version {0}")]
+    UnsupportedVersion(u8),
+    #[error("membership has {0} members, more than the limit of {MEMBERS_MAX}")]
+    TooManyMembers(u32),
+    #[error("member address is {0} bytes, more than the limit of {ADDR_BYTES_MAX}")]
+    AddressTooLong(u32),
+    #[error("member address is not UTF-8")]
+    AddressNotUtf8,
+    #[error("unknown member role {0}")]
+    UnknownRole(u8),
+    #[error("node id 0 is reserved")]
+    ZeroNodeId,
+    #[error("{0} trailing bytes after the membership")]
+    TrailingBytes(usize),
+}
+
+/// More members than any real cluster has; bounds what a decoder allocates.
+pub const MEMBERS_MAX: u32 = 1024;
+/// A host:port fits easily; bounds what a decoder allocates.
+pub const ADDR_BYTES_MAX: u32 = 1024;
+
+const MEMBERSHIP_VERSION: u8 = 1;
+const ROLE_VOTER: u8 = 1 << 0;
+const ROLE_VOTER_OUTGOING: u8 = 1 << 1;
+const ROLE_LEARNER: u8 = 1 << 2;
+const ROLES_KNOWN: u8 = ROLE_VOTER | ROLE_VOTER_OUTGOING | ROLE_LEARNER;
+
+impl Membership {
+    /// A cluster of voters only, as bootstrapped from `--peer` flags.
+    pub fn with_voters(members: impl IntoIterator<Item = (NodeId, String)>) -> Membership {
+        let addrs: BTreeMap<NodeId, String> = members.into_iter().collect();
+        let voters = addrs.keys().copied().collect();
+        Membership {
+            addrs,
+            voters,
+            ..Membership::default()
+        }
+    }
+
+    /// True during joint consensus.
+    pub fn is_joint(&self) -> bool {
+        !self.voters_outgoing.is_empty()
+    }
+
+    /// True if `id` votes in either half of the configuration.
+    pub fn is_voter(&self, id: NodeId) -> bool {
+        self.voters.contains(&id) || self.voters_outgoing.contains(&id)
+    }
+
+    pub fn is_learner(&self, id: NodeId) -> bool {
+        self.learners.contains(&id)
+    }
+
+    /// Every member, voters and learners, in id order.
+    pub fn members(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.addrs.keys().copied()
+    }
+
+    /// Layout (all integers little-endian):
+    /// `version: u8 = 1, count: u32, count × { id: u64, roles: u8, addr_len: u32, addr: [u8] }`
+    /// where `roles` is a bit set: 1 voter, 2 outgoing voter, 4 learner.
+    pub fn encode(&self, out: &mut BytesMut) {
+        out.put_u8(MEMBERSHIP_VERSION);
+        out.put_u32_le(self.addrs.len() as u32);
+        for (id, addr) in &self.addrs {
+            let mut roles = 0u8;
+            if self.voters.contains(id) {
+                roles |= ROLE_VOTER;
+            }
+            if self.voters_outgoing.contains(id) {
+                roles |= ROLE_VOTER_OUTGOING;
+            }
+            if self.learners.contains(id) {
+                roles |= ROLE_LEARNER;
+            }
+            out.put_u64_le(*id);
+            out.put_u8(roles);
+            out.put_u32_le(addr.len() as u32);
+            out.put_slice(addr.as_bytes());
+        }
+    }
+
+    pub fn to_bytes(&self) -> Bytes {
+        let mut out = BytesMut::new();
+        self.encode(&mut out);
+        out.freeze()
+    }
+
+    /// Decodes exactly one membership from `bytes`; trailing bytes are an error.
+    pub fn decode(mut bytes: &[u8]) -> Result<Membership, MembershipDecodeError> {
+        use MembershipDecodeError as E;
+        if bytes.remaining() < 5 {
+            return Err(E::Truncated);
+        }
+        let version = bytes.get_u8();
+        if version != MEMBERSHIP_VERSION {
+            return Err(E::UnsupportedVersion(version));
+        }
+        let count = bytes.get_u32_le();
+        if count > MEMBERS_MAX {
+            return Err(E::TooManyMembers(count));
+        }
+        let mut membership = Membership::default();
+        for _ in 0..count {
+            if bytes.remaining() < 13 {
+                return Err(E::Truncated);
+            }
+            let id = bytes.get_u64_le();
+            let roles = bytes.get_u8();
+            let addr_len = bytes.get_u32_le();
+            if id == 0 {
+                return Err(E::ZeroNodeId);
+            }
+            if roles & !ROLES_KNOWN != 0 {
+                return Err(E::UnknownRole(roles));
+            }
+            if addr_len > ADDR_BYTES_MAX {
+                return Err(E::AddressTooLong(addr_len));
+            }
+            if bytes.remaining() < addr_len as usize {
+                return Err(E::Truncated);
+            }
+            let addr = std::str::from_utf8(&bytes[..addr_len as usize])
+                .map_err(|_| E::AddressNotUtf8)?
+                .to_string();
+            bytes.advance(addr_len as usize);
+            membership.addrs.insert(id, addr);
+            if roles & ROLE_VOTER != 0 {
+                membership.voters.insert(id);
+            }
+            if roles & ROLE_VOTER_OUTGOING != 0 {
+                membership.voters_outgoing.insert(id);
+            }
+            if roles & ROLE_LEARNER != 0 {
+                membership.learners.insert(id);
+            }
+        }
+        if bytes.has_remaining() {
+            return Err(E::TrailingBytes(bytes.remaining()));
+        }
+        Ok(membership)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn joint() -> Membership {
+        let mut m = Membership::with_voters([
+            (1, "127.0.0.1:7001".to_string()),
+            (2, "127.0.0.1:7002".to_string()),
+        ]);
+        m.addrs.insert(3, "127.0.0.1:7003".to_string());
+        m.addrs.insert(4, "host-4:7004".to_string());
+        m.voters_outgoing = [1, 2, 3].into_iter().collect();
+        m.learners.insert(4);
+        m
+    }
+
+    #[test]
+    fn membership_round_trips_through_its_encoding() {
+        let m = joint();
+        assert_eq!(Membership::decode(&m.to_bytes()), Ok(m));
+    }
+
+    #[test]
+    fn membership_decode_rejects_every_truncation() {
+        let bytes = joint().to_bytes();
+        for len in 0..bytes.len() {
+            assert!(Membership::decode(&bytes[..len]).is_err(), "prefix {len}");
+        }
+    }
+
+    #[test]
+    fn membership_decode_rejects_trailing_bytes_and_bad_version() {
+        let mut bytes = joint().to_bytes().to_vec();
+        bytes.push(0);
+        assert_eq!(
+            Membership::decode(&bytes),
+            Err(MembershipDecodeError::TrailingBytes(1))
+        );
+        bytes[0] = 9;
+        assert_eq!(
+            Membership::decode(&bytes),
+            Err(MembershipDecodeError::UnsupportedVersion(9))
+        );
+    }
+
+    #[test]
+    fn membership_decode_refuses_a_huge_declared_count_without_allocating() {
+        let mut bytes = vec![MEMBERSHIP_VERSION];
+        bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(
+            Membership::decode(&bytes),
+            Err(MembershipDecodeError::TooManyMembers(u32::MAX))
+        );
+    }
+}
