@@ -87,6 +87,38 @@ impl Entry {
     }
 }
 
+/// The state Raft requires to be durable before a node answers a message
+/// that depends on it: the current term and the vote cast in it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HardState {
+    pub term: Term,
+    pub voted_for: Option<NodeId>,
+}
+
+/// Where a node's log begins: entries below `first_index` were dropped by
+/// retention (or never received, after a reset to the leader's log start).
+/// `prev_term` is the term of entry `first_index - 1` (0 when `first_index`
+/// is 1), needed for the AppendEntries consistency check at the boundary;
+/// `membership` is the configuration in force at that point, so a node whose
+/// log starts after the last config entry still knows its cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogStart {
+    pub first_index: LogIndex,
+    pub prev_term: Term,
+    pub membership: Membership,
+}
+
+impl LogStart {
+    /// The start of a brand-new log whose first configuration is `membership`.
+    pub fn initial(membership: Membership) -> LogStart {
+        LogStart {
+            first_index: 1,
+            prev_term: 0,
+            membership,
+        }
+    }
+}
+
 /// The members of the cluster and their roles.
 ///
 /// Invariants: every id in `voters`, `voters_outgoing` and `learners` has an
