@@ -1,6 +1,5 @@
-//! The `raftlog` command line. See README.md and the CLI contract.
+//! The `raftlog` binary: all of it lives in `raftlog::cli`.
 
-fn main() {
-    eprintln!("error: raftlog is under construction; no subcommand is available yet");
-    std::process::exit(2);
+fn main() -> std::process::ExitCode {
+    raftlog::cli::main()
 }

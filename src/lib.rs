@@ -10,6 +10,7 @@
 //! - [`server`]: the node runtime that drives core, storage and network.
 //! - [`client`]: the async publisher and consumer library.
 
+pub mod cli;
 pub mod client;
 pub mod net;
 pub mod raft;

@@ -1,1 +1,4 @@
-//! server: under construction.
+//! The node runtime: drives the consensus core, the storage engine and the
+//! network with tokio.
+
+pub mod config;

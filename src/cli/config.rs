@@ -1,0 +1,242 @@
+//! `serve` settings: the optional TOML file, then the flags on top of it.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use super::args::{FsyncPolicy, MillisRange, NodeAddr, ServeArgs};
+use crate::server::config::{self as defaults, ConfigError, Fsync, ServerConfig};
+use crate::types::NodeId;
+
+/// The config file: the same settings as the flags, `_` in place of `-`.
+/// An unknown key is an error that names it (a typo must not be ignored).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeFile {
+    pub id: Option<NodeId>,
+    pub listen: Option<String>,
+    /// `["2=10.0.0.2:7000", ...]`, as the `--peer` flag.
+    pub peer: Option<Vec<String>>,
+    pub data_dir: Option<PathBuf>,
+    pub tls_dir: Option<PathBuf>,
+    pub election_timeout_ms: Option<MillisRange>,
+    pub heartbeat_ms: Option<u64>,
+    pub fsync: Option<FsyncPolicy>,
+    pub segment_bytes: Option<u64>,
+    pub retention_bytes: Option<u64>,
+    pub retention_ms: Option<u64>,
+    pub require_client_cert: Option<bool>,
+    pub join: Option<bool>,
+    pub max_record_bytes: Option<u64>,
+    pub producer_expiry_ms: Option<u64>,
+    pub metrics_listen: Option<String>,
+}
+
+pub fn load_file(path: &Path) -> anyhow::Result<ServeFile> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).map_err(|error| {
+        anyhow::anyhow!(
+            "config file {}: {}",
+            path.display(),
+            error.message().replace('\n', " ")
+        )
+    })
+}
+
+pub fn resolve_addr(option: &'static str, text: &str) -> anyhow::Result<SocketAddr> {
+    text.to_socket_addrs()
+        .map_err(|error| ConfigError::Invalid {
+            option,
+            reason: format!("cannot resolve `{text}`: {error}"),
+        })?
+        .next()
+        .ok_or_else(|| {
+            ConfigError::Invalid {
+                option,
+                reason: format!("`{text}` resolves to no address"),
+            }
+            .into()
+        })
+}
+
+/// Flags win over the file; the file wins over the defaults.
+pub fn serve_config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
+    let file = match &args.config {
+        Some(path) => load_file(path)?,
+        None => ServeFile::default(),
+    };
+    let id = args.id.or(file.id).ok_or(ConfigError::Missing("id"))?;
+    let listen_text = args
+        .listen
+        .or(file.listen)
+        .ok_or(ConfigError::Missing("listen"))?;
+    let listen = resolve_addr("listen", &listen_text)?;
+    let mut peer_list = args.peers;
+    if peer_list.is_empty() {
+        for text in file.peer.unwrap_or_default() {
+            let peer: NodeAddr = text.parse().map_err(|reason| ConfigError::Invalid {
+                option: "peer",
+                reason,
+            })?;
+            peer_list.push(peer);
+        }
+    }
+    let mut peers = BTreeMap::new();
+    for peer in peer_list {
+        if let Some(previous) = peers.insert(peer.id, peer.addr.clone()) {
+            if previous != peer.addr {
+                return Err(ConfigError::Invalid {
+                    option: "peer",
+                    reason: format!(
+                        "node {} is listed twice ({previous} and {})",
+                        peer.id, peer.addr
+                    ),
+                }
+                .into());
+            }
+        }
+    }
+    let timeouts = args.election_timeout_ms.or(file.election_timeout_ms);
+    let fsync = match args.fsync.or(file.fsync).unwrap_or_default() {
+        FsyncPolicy::Always => Fsync::Always,
+        FsyncPolicy::Never => Fsync::Never,
+    };
+    let metrics_listen = match args.metrics_listen.or(file.metrics_listen) {
+        Some(text) => Some(resolve_addr("metrics-listen", &text)?),
+        None => None,
+    };
+    let config = ServerConfig {
+        id,
+        listen,
+        peers,
+        data_dir: args
+            .data_dir
+            .or(file.data_dir)
+            .ok_or(ConfigError::Missing("data-dir"))?,
+        tls_dir: args
+            .tls_dir
+            .or(file.tls_dir)
+            .ok_or(ConfigError::Missing("tls-dir"))?,
+        election_timeout_min: timeouts
+            .map(|range| Duration::from_millis(range.min_ms))
+            .unwrap_or(defaults::ELECTION_TIMEOUT_MIN_DEFAULT),
+        election_timeout_max: timeouts
+            .map(|range| Duration::from_millis(range.max_ms))
+            .unwrap_or(defaults::ELECTION_TIMEOUT_MAX_DEFAULT),
+        heartbeat_interval: args
+            .heartbeat_ms
+            .or(file.heartbeat_ms)
+            .map(Duration::from_millis)
+            .unwrap_or(defaults::HEARTBEAT_INTERVAL_DEFAULT),
+        fsync,
+        segment_bytes: args
+            .segment_bytes
+            .or(file.segment_bytes)
+            .unwrap_or(defaults::SEGMENT_BYTES_DEFAULT),
+        retention_bytes: args.retention_bytes.or(file.retention_bytes),
+        retention: args
+            .retention_ms
+            .or(file.retention_ms)
+            .map(Duration::from_millis),
+        require_client_cert: args.require_client_cert || file.require_client_cert.unwrap_or(false),
+        join: args.join || file.join.unwrap_or(false),
+        record_bytes_max: args
+            .max_record_bytes
+            .or(file.max_record_bytes)
+            .unwrap_or(defaults::RECORD_BYTES_MAX_DEFAULT),
+        producer_expiry: args
+            .producer_expiry_ms
+            .or(file.producer_expiry_ms)
+            .map(Duration::from_millis)
+            .unwrap_or(defaults::PRODUCER_EXPIRY_DEFAULT),
+        metrics_listen,
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::args::{Cli, Command};
+    use clap::Parser;
+
+    fn serve_args(extra: &[&str]) -> ServeArgs {
+        let mut argv = vec!["raftlog", "serve"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Serve(args) => *args,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn config_file_unknown_key_is_an_error_that_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "id = 1\nlisten = \"127.0.0.1:7001\"\nfsink = \"never\"\n",
+        )
+        .unwrap();
+        let error = load_file(&path).unwrap_err().to_string();
+        assert!(error.contains("fsink"), "{error}");
+    }
+
+    #[test]
+    fn flags_override_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "id = 1\nlisten = \"127.0.0.1:7001\"\ndata_dir = \"/d\"\ntls_dir = \"/t\"\n\
+             peer = [\"2=127.0.0.1:7002\"]\nheartbeat_ms = 40\nfsync = \"never\"\n\
+             election_timeout_ms = \"200..400\"\n",
+        )
+        .unwrap();
+        let config = serve_config(serve_args(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--heartbeat-ms",
+            "30",
+        ]))
+        .unwrap();
+        assert_eq!(config.id, 1);
+        assert_eq!(config.heartbeat_interval, Duration::from_millis(30));
+        assert_eq!(config.fsync, Fsync::Never);
+        assert_eq!(config.election_timeout_min, Duration::from_millis(200));
+        assert_eq!(
+            config.peers.get(&2).map(String::as_str),
+            Some("127.0.0.1:7002")
+        );
+    }
+
+    #[test]
+    fn serve_without_an_id_names_the_missing_option() {
+        let error = serve_config(serve_args(&["--listen", "127.0.0.1:1"])).unwrap_err();
+        assert!(error.to_string().contains("--id"), "{error}");
+    }
+
+    #[test]
+    fn heartbeat_must_be_below_the_election_timeout() {
+        let error = serve_config(serve_args(&[
+            "--id",
+            "1",
+            "--listen",
+            "127.0.0.1:1",
+            "--data-dir",
+            "/d",
+            "--tls-dir",
+            "/t",
+            "--heartbeat-ms",
+            "500",
+        ]))
+        .unwrap_err();
+        assert!(error.to_string().contains("heartbeat"), "{error}");
+    }
+}
