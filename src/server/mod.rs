@@ -2,3 +2,4 @@
 //! network with tokio.
 
 pub mod config;
+pub mod producers;
