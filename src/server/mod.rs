@@ -2,4 +2,5 @@
 //! network with tokio.
 
 pub mod config;
+pub mod metrics;
 pub mod producers;
