@@ -5,6 +5,7 @@
 
 pub mod args;
 mod config;
+pub mod output;
 
 use std::process::ExitCode;
 
