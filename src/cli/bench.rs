@@ -1,0 +1,448 @@
+//! `raftlog bench`: the load generator people use to measure a cluster.
+//!
+//! P publishers, each with W appends in flight, append records of S bytes for
+//! N records or T seconds. Commit latency is measured per append with an HDR
+//! histogram: from the moment the append was sent, or with `--rate` from the
+//! moment it was *meant* to be sent, so a cluster that falls behind the
+//! offered load shows it as latency instead of hiding it (coordinated
+//! omission). Then a consumer reads everything back.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::args::{BenchArgs, FsyncPolicy, OutputFormat};
+use crate::client::{
+    AppendTicket, ClientConfig, Consumer, ConsumerOptions, Publisher, PublisherOptions, StartFrom,
+};
+use crate::server::config::Fsync;
+use crate::types::LogIndex;
+
+/// Records appended when neither --records nor --seconds is given.
+pub const BENCH_RECORDS_DEFAULT: u64 = 100_000;
+/// Latencies above this are clamped into the histogram's top bucket.
+const LATENCY_US_MAX: u64 = 600_000_000;
+/// Publishers and in-flight appends allowed; far above what one client needs.
+const PUBLISHERS_MAX: usize = 1024;
+const INFLIGHT_MAX: usize = 4096;
+
+/// What one run measured.
+#[derive(Debug)]
+pub struct BenchReport {
+    pub records: u64,
+    pub record_bytes: usize,
+    pub seconds: f64,
+    pub latency_us: Histogram<u64>,
+    pub consume_records: u64,
+    pub consume_seconds: f64,
+}
+
+impl BenchReport {
+    pub fn records_per_sec(&self) -> f64 {
+        self.records as f64 / self.seconds.max(f64::MIN_POSITIVE)
+    }
+
+    pub fn mb_per_sec(&self) -> f64 {
+        self.records_per_sec() * self.record_bytes as f64 / 1e6
+    }
+
+    pub fn consume_records_per_sec(&self) -> f64 {
+        self.consume_records as f64 / self.consume_seconds.max(f64::MIN_POSITIVE)
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        let latency = &self.latency_us;
+        json!({
+            "records": self.records,
+            "size": self.record_bytes,
+            "seconds": self.seconds,
+            "records_per_sec": self.records_per_sec(),
+            "mb_per_sec": self.mb_per_sec(),
+            "latency_us": {
+                "p50": latency.value_at_quantile(0.50),
+                "p99": latency.value_at_quantile(0.99),
+                "p999": latency.value_at_quantile(0.999),
+                "max": latency.max(),
+            },
+            "consume_records": self.consume_records,
+            "consume_seconds": self.consume_seconds,
+            "consume_records_per_sec": self.consume_records_per_sec(),
+        })
+    }
+
+    pub fn to_text(&self) -> String {
+        let latency = &self.latency_us;
+        let ms = |us: u64| us as f64 / 1000.0;
+        format!(
+            "appended {} records of {} bytes in {:.2} s: {:.0} records/s, {:.2} MB/s\n\
+             commit latency: p50 {:.3} ms, p99 {:.3} ms, p999 {:.3} ms, max {:.3} ms\n\
+             read back {} records in {:.2} s: {:.0} records/s",
+            self.records,
+            self.record_bytes,
+            self.seconds,
+            self.records_per_sec(),
+            self.mb_per_sec(),
+            ms(latency.value_at_quantile(0.50)),
+            ms(latency.value_at_quantile(0.99)),
+            ms(latency.value_at_quantile(0.999)),
+            ms(latency.max()),
+            self.consume_records,
+            self.consume_seconds,
+            self.consume_records_per_sec(),
+        )
+    }
+}
+
+/// When to stop appending.
+#[derive(Clone, Copy, Debug)]
+enum Goal {
+    Records(u64),
+    Duration(Duration),
+}
+
+struct Shared {
+    records_claimed: AtomicU64,
+    records_committed: AtomicU64,
+    stop: AtomicBool,
+}
+
+impl Shared {
+    /// Claims up to `batch` more records to send; 0 when the goal is reached.
+    fn claim(&self, goal: Goal, batch: u64, started: Instant) -> u64 {
+        if self.stop.load(Ordering::Relaxed) {
+            return 0;
+        }
+        match goal {
+            Goal::Duration(duration) => {
+                if started.elapsed() >= duration {
+                    0
+                } else {
+                    self.records_claimed.fetch_add(batch, Ordering::Relaxed);
+                    batch
+                }
+            }
+            Goal::Records(total) => {
+                let mut claimed = self.records_claimed.load(Ordering::Relaxed);
+                loop {
+                    let take = batch.min(total.saturating_sub(claimed));
+                    if take == 0 {
+                        return 0;
+                    }
+                    match self.records_claimed.compare_exchange(
+                        claimed,
+                        claimed + take,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    ) {
+                        Ok(_) => return take,
+                        Err(now) => claimed = now,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One publisher's results: its latency histogram and the index range it wrote.
+struct PublisherResult {
+    latency_us: Histogram<u64>,
+    records: u64,
+    first_index: Option<LogIndex>,
+    last_index: Option<LogIndex>,
+}
+
+fn new_histogram() -> anyhow::Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).context("cannot create latency histogram")
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_publisher(
+    config: ClientConfig,
+    goal: Goal,
+    record_bytes: usize,
+    batch: usize,
+    inflight: usize,
+    interval: Option<Duration>,
+    shared: Arc<Shared>,
+    started: Instant,
+) -> anyhow::Result<PublisherResult> {
+    let mut publisher = Publisher::connect(
+        config,
+        PublisherOptions {
+            producer_id: None,
+            first_sequence: 0,
+            inflight_max: inflight,
+        },
+    )
+    .await?;
+    let payload = Bytes::from(vec![b'x'; record_bytes]);
+    // Tickets are awaited in send order by a second task, so a slow append never
+    // stops the sender from filling the window.
+    let (ticket_tx, mut ticket_rx) = mpsc::channel::<(AppendTicket, Instant, u64)>(inflight);
+    let collector_shared = shared.clone();
+    let collector = tokio::spawn(async move {
+        let mut result = PublisherResult {
+            latency_us: new_histogram()?,
+            records: 0,
+            first_index: None,
+            last_index: None,
+        };
+        while let Some((ticket, intended, count)) = ticket_rx.recv().await {
+            let range = ticket.await?;
+            let micros = intended.elapsed().as_micros().clamp(1, LATENCY_US_MAX as u128) as u64;
+            result.latency_us.saturating_record(micros);
+            result.records += count;
+            result.first_index = Some(result.first_index.map_or(*range.start(), |first| {
+                first.min(*range.start())
+            }));
+            result.last_index = Some(
+                result
+                    .last_index
+                    .map_or(*range.end(), |last| last.max(*range.end())),
+            );
+            collector_shared
+                .records_committed
+                .fetch_add(count, Ordering::Relaxed);
+        }
+        anyhow::Ok(result)
+    });
+    let mut sent: u32 = 0;
+    loop {
+        let count = shared.claim(goal, batch as u64, started);
+        if count == 0 {
+            break;
+        }
+        let intended = match interval {
+            Some(interval) => {
+                let at = started + interval * sent;
+                tokio::time::sleep_until(at.into()).await;
+                at
+            }
+            None => Instant::now(),
+        };
+        sent = sent.saturating_add(1);
+        let records = vec![payload.clone(); count as usize];
+        let ticket = publisher.send(records).await?;
+        if ticket_tx.send((ticket, intended, count)).await.is_err() {
+            break; // the collector failed; its error is reported below
+        }
+    }
+    drop(ticket_tx);
+    let result = collector.await.context("latency collector panicked")?;
+    publisher.close().await;
+    if result.is_err() {
+        shared.stop.store(true, Ordering::Relaxed);
+    }
+    result
+}
+
+async fn read_back(
+    config: ClientConfig,
+    first_index: LogIndex,
+    last_index: LogIndex,
+) -> anyhow::Result<(u64, f64)> {
+    let started = Instant::now();
+    let mut consumer = Consumer::connect(
+        config,
+        ConsumerOptions {
+            from: StartFrom::Index(first_index),
+            follow: false,
+        },
+    )
+    .await?;
+    let mut records = 0u64;
+    'read: while let Some(batch) = consumer.next_batch().await? {
+        for record in batch {
+            if record.index > last_index {
+                break 'read;
+            }
+            records += 1;
+        }
+    }
+    Ok((records, started.elapsed().as_secs_f64()))
+}
+
+pub async fn measure(config: ClientConfig, args: &BenchArgs) -> anyhow::Result<BenchReport> {
+    if args.publishers == 0 || args.publishers > PUBLISHERS_MAX {
+        anyhow::bail!("--publishers must be between 1 and {PUBLISHERS_MAX}");
+    }
+    if args.inflight == 0 || args.inflight > INFLIGHT_MAX {
+        anyhow::bail!("--inflight must be between 1 and {INFLIGHT_MAX}");
+    }
+    if args.batch == 0 || args.batch > crate::wire::client::RECORDS_PER_APPEND_MAX {
+        anyhow::bail!(
+            "--batch must be between 1 and {}",
+            crate::wire::client::RECORDS_PER_APPEND_MAX
+        );
+    }
+    let goal = match (args.records, args.seconds) {
+        (Some(records), _) => Goal::Records(records),
+        (None, Some(seconds)) if seconds > 0.0 && seconds.is_finite() => {
+            Goal::Duration(Duration::from_secs_f64(seconds))
+        }
+        (None, Some(seconds)) => anyhow::bail!("--seconds must be positive, got {seconds}"),
+        (None, None) => Goal::Records(BENCH_RECORDS_DEFAULT),
+    };
+    let interval = match args.rate {
+        None => None,
+        Some(rate) if rate > 0.0 && rate.is_finite() => {
+            // Each publisher offers rate / publishers records/s, in batches.
+            let appends_per_sec = rate / args.publishers as f64 / args.batch as f64;
+            Some(Duration::from_secs_f64(1.0 / appends_per_sec))
+        }
+        Some(rate) => anyhow::bail!("--rate must be positive, got {rate}"),
+    };
+    let shared = Arc::new(Shared {
+        records_claimed: AtomicU64::new(0),
+        records_committed: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+    });
+    let progress = progress_bar(goal, args.output);
+    let ticker = progress.clone().map(|bar| {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                bar.set_position(shared.records_committed.load(Ordering::Relaxed));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    });
+    let started = Instant::now();
+    let mut publishers = Vec::new();
+    for _ in 0..args.publishers {
+        publishers.push(tokio::spawn(run_publisher(
+            config.clone(),
+            goal,
+            args.size,
+            args.batch,
+            args.inflight,
+            interval,
+            shared.clone(),
+            started,
+        )));
+    }
+    let mut latency_us = new_histogram()?;
+    let mut records = 0u64;
+    let mut first_index = LogIndex::MAX;
+    let mut last_index = 0;
+    let mut first_error = None;
+    for publisher in publishers {
+        match publisher.await.context("publisher task panicked")? {
+            Ok(result) => {
+                latency_us
+                    .add(&result.latency_us)
+                    .context("cannot merge latency histograms")?;
+                records += result.records;
+                first_index = first_index.min(result.first_index.unwrap_or(LogIndex::MAX));
+                last_index = last_index.max(result.last_index.unwrap_or(0));
+            }
+            Err(error) => {
+                shared.stop.store(true, Ordering::Relaxed);
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(ticker) = ticker {
+        ticker.abort();
+    }
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    if let Some(error) = first_error {
+        return Err(error.context("an append failed"));
+    }
+    let (consume_records, consume_seconds) = if records == 0 {
+        (0, 0.0)
+    } else {
+        read_back(config, first_index, last_index).await?
+    };
+    Ok(BenchReport {
+        records,
+        record_bytes: args.size,
+        seconds,
+        latency_us,
+        consume_records,
+        consume_seconds,
+    })
+}
+
+fn progress_bar(goal: Goal, output: OutputFormat) -> Option<indicatif::ProgressBar> {
+    if output == OutputFormat::Json || !std::io::stdout().is_terminal() {
+        return None;
+    }
+    let bar = match goal {
+        Goal::Records(total) => indicatif::ProgressBar::new(total),
+        Goal::Duration(_) => indicatif::ProgressBar::new_spinner(),
+    };
+    let template = "{spinner} {elapsed_precise} [{bar:30}] {pos} records committed, {per_sec}";
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    Some(bar)
+}
+
+/// Finds `count` consecutive free UDP ports on 127.0.0.1 for an embedded cluster.
+fn free_port_range(count: u64) -> anyhow::Result<u16> {
+    let seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
+    for attempt in 0..200u64 {
+        let base = 20_000 + ((seed.wrapping_mul(2654435761) + attempt * 7919) % 40_000) as u16;
+        let all_free = (0..count).all(|offset| {
+            std::net::UdpSocket::bind(("127.0.0.1", base + offset as u16)).is_ok()
+        });
+        if all_free {
+            return Ok(base);
+        }
+    }
+    anyhow::bail!("found no {count} consecutive free UDP ports on 127.0.0.1")
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let report = if args.embedded {
+        let dir = tempfile::Builder::new()
+            .prefix("raftlog-bench-")
+            .tempdir()
+            .context("cannot create a temporary directory")?;
+        let fsync = match args.fsync {
+            FsyncPolicy::Always => Fsync::Always,
+            FsyncPolicy::Never => Fsync::Never,
+        };
+        let base_port = free_port_range(args.nodes)?;
+        let cluster =
+            super::dev::start_local_cluster(dir.path(), args.nodes, base_port, fsync).await?;
+        let config = ClientConfig {
+            cluster: cluster.addrs.clone(),
+            tls_dir: cluster.tls_dir.clone(),
+            request_timeout: timeout,
+        };
+        let report = measure(config, &args).await;
+        let stopped = cluster.shutdown().await;
+        let report = report?;
+        stopped?;
+        report
+    } else {
+        let tls_dir = args
+            .tls_dir
+            .clone()
+            .context("--tls-dir is required without --embedded")?;
+        let config = ClientConfig {
+            cluster: args.cluster.clone(),
+            tls_dir,
+            request_timeout: timeout,
+        };
+        measure(config, &args).await?
+    };
+    match args.output {
+        OutputFormat::Json => println!("{}", report.to_json()),
+        OutputFormat::Text => println!("{}", report.to_text()),
+    }
+    Ok(())
+}
