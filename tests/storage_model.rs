@@ -16,11 +16,21 @@ use raftlog::types::{Entry, EntryKind, LogIndex, LogStart, Membership, ProducerS
 
 #[derive(Clone, Debug)]
 enum Op {
-    Append { count: u64, payload_bytes: usize, new_term: bool },
+    Append {
+        count: u64,
+        payload_bytes: usize,
+        new_term: bool,
+    },
     Sync,
-    Truncate { back: u64 },
-    AdvanceStart { forward: u64 },
-    Reset { gap: u64 },
+    Truncate {
+        back: u64,
+    },
+    AdvanceStart {
+        forward: u64,
+    },
+    Reset {
+        gap: u64,
+    },
     Reopen,
 }
 
@@ -56,11 +66,16 @@ impl Model {
 }
 
 fn membership() -> Membership {
-    Membership::with_voters([(1, "127.0.0.1:7001".to_string()), (2, "127.0.0.1:7002".to_string())])
+    Membership::with_voters([
+        (1, "127.0.0.1:7001".to_string()),
+        (2, "127.0.0.1:7002".to_string()),
+    ])
 }
 
 fn make_entry(index: LogIndex, term: Term, payload_bytes: usize) -> Entry {
-    let payload: Vec<u8> = (0..payload_bytes).map(|i| (index as usize * 31 + i) as u8).collect();
+    let payload: Vec<u8> = (0..payload_bytes)
+        .map(|i| (index as usize * 31 + i) as u8)
+        .collect();
     let kind = match index % 7 {
         0 => EntryKind::Noop,
         3 => EntryKind::Config,
@@ -74,7 +89,11 @@ fn make_entry(index: LogIndex, term: Term, payload_bytes: usize) -> Entry {
             producer_id: index * 5,
             sequence: index,
         }),
-        payload: if kind == EntryKind::Noop { Bytes::new() } else { Bytes::from(payload) },
+        payload: if kind == EntryKind::Noop {
+            Bytes::new()
+        } else {
+            Bytes::from(payload)
+        },
     }
 }
 
@@ -89,7 +108,10 @@ fn check(log: &Log, model: &Model) -> Result<(), TestCaseError> {
     prop_assert_eq!(log.first_index(), model.first_index);
     prop_assert_eq!(log.last_index(), model.last_index());
     prop_assert_eq!(log.last_term(), model.last_term());
-    prop_assert_eq!(log.term_at(model.first_index - 1).ok().flatten(), Some(model.prev_term));
+    prop_assert_eq!(
+        log.term_at(model.first_index - 1).ok().flatten(),
+        Some(model.prev_term)
+    );
     prop_assert_eq!(log.term_at(model.last_index() + 1).ok().flatten(), None);
     for entry in &model.entries {
         prop_assert_eq!(log.term_at(entry.index).ok().flatten(), Some(entry.term));
@@ -113,7 +135,8 @@ fn check(log: &Log, model: &Model) -> Result<(), TestCaseError> {
         let (frames, last) = log
             .frames(low, model.last_index(), 1000)
             .map_err(|e| TestCaseError::fail(format!("frames failed: {e}")))?;
-        let entries = decode_frames(&frames).map_err(|e| TestCaseError::fail(format!("decode failed: {e}")))?;
+        let entries = decode_frames(&frames)
+            .map_err(|e| TestCaseError::fail(format!("decode failed: {e}")))?;
         prop_assert_eq!(entries.last().map(|e| e.index), Some(last));
         decoded.extend(entries);
         low = last + 1;
@@ -136,7 +159,11 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut held: Vec<Entry> = Vec::new();
     for op in ops {
         match op {
-            Op::Append { count, payload_bytes, new_term } => {
+            Op::Append {
+                count,
+                payload_bytes,
+                new_term,
+            } => {
                 if new_term {
                     model.term += 1;
                 }
@@ -152,8 +179,11 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 prop_assert_eq!(durable, model.last_index());
             }
             Op::Truncate { back } => {
-                let from = (model.last_index() + 1).saturating_sub(back).max(model.first_index);
-                if let Ok(entries) = log.entries(model.first_index, model.last_index(), usize::MAX) {
+                let from = (model.last_index() + 1)
+                    .saturating_sub(back)
+                    .max(model.first_index);
+                if let Ok(entries) = log.entries(model.first_index, model.last_index(), usize::MAX)
+                {
                     held = entries;
                 }
                 log.truncate_suffix(from).map_err(fail)?;
@@ -196,13 +226,19 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let opened = Log::open(dir.path(), config()).map_err(fail)?;
                 log = opened.log;
                 if model.first_index != 1 || model.prev_term != 0 {
-                    prop_assert_eq!(opened.log_start.map(|s| (s.first_index, s.prev_term)), Some((model.first_index, model.prev_term)));
+                    prop_assert_eq!(
+                        opened.log_start.map(|s| (s.first_index, s.prev_term)),
+                        Some((model.first_index, model.prev_term))
+                    );
                 }
             }
         }
         check(&log, &model)?;
         for entry in &held {
-            prop_assert_eq!(&entry.payload, &make_entry(entry.index, entry.term, entry.payload.len()).payload);
+            prop_assert_eq!(
+                &entry.payload,
+                &make_entry(entry.index, entry.term, entry.payload.len()).payload
+            );
         }
     }
     Ok(())
@@ -225,7 +261,10 @@ fn seed() -> u64 {
 fn storage_matches_an_in_memory_model_after_every_operation() {
     let seed = seed();
     eprintln!("storage_model seed = {seed} (replay: PROPTEST_RNG_SEED={seed})");
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(64);
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64);
     let mut runner = TestRunner::new(Config {
         cases,
         rng_seed: RngSeed::Fixed(seed),

@@ -102,7 +102,13 @@ pub fn write_frame(entry: &Entry, dst: &mut [u8]) {
     header[OFFSET_KIND] = entry.kind as u8;
     let (flags, producer) = match entry.producer {
         Some(p) => (FLAG_HAS_PRODUCER, p),
-        None => (0, ProducerSeq { producer_id: 0, sequence: 0 }),
+        None => (
+            0,
+            ProducerSeq {
+                producer_id: 0,
+                sequence: 0,
+            },
+        ),
     };
     header[OFFSET_FLAGS] = flags;
     header[OFFSET_RESERVED..OFFSET_PRODUCER_ID].fill(0);
@@ -135,7 +141,11 @@ pub fn is_end_mark(buf: &[u8], offset: usize) -> bool {
 
 /// Decodes the frame header at `offset` of `buf`. With `check_crc` the
 /// checksum over the header and payload is verified too.
-pub fn decode_header(buf: &[u8], offset: usize, check_crc: bool) -> Result<FrameHeader, FrameError> {
+pub fn decode_header(
+    buf: &[u8],
+    offset: usize,
+    check_crc: bool,
+) -> Result<FrameHeader, FrameError> {
     let available = buf.len().saturating_sub(offset);
     if available < FRAME_HEADER_BYTES {
         return Err(FrameError::Truncated {
@@ -182,7 +192,9 @@ pub fn decode_header(buf: &[u8], offset: usize, check_crc: bool) -> Result<Frame
         kind: kind_byte,
     })?;
     let flags = frame.get(OFFSET_FLAGS).copied().unwrap_or(0);
-    let reserved = frame.get(OFFSET_RESERVED..OFFSET_PRODUCER_ID).unwrap_or_default();
+    let reserved = frame
+        .get(OFFSET_RESERVED..OFFSET_PRODUCER_ID)
+        .unwrap_or_default();
     if flags & !FLAG_HAS_PRODUCER != 0 || reserved.iter().any(|b| *b != 0) {
         return Err(FrameError::ReservedBits { offset });
     }
@@ -285,7 +297,11 @@ mod tests {
         for bit in 0..bytes.len() * 8 {
             let mut flipped = bytes.to_vec();
             flipped[bit / 8] ^= 1 << (bit % 8);
-            assert_ne!(decode_frames(&Bytes::from(flipped)), Ok(sample()), "bit {bit}");
+            assert_ne!(
+                decode_frames(&Bytes::from(flipped)),
+                Ok(sample()),
+                "bit {bit}"
+            );
         }
     }
 

@@ -20,8 +20,8 @@ use memmap2::MmapRaw;
 use super::frame::{self, FRAME_HEADER_BYTES};
 use super::meta::{self, DirLock, TEMP_SUFFIX};
 use super::segment::{
-    self, create_segment, open_segment, parse_name, read_index_file, write_index_file, ScanStop, SegIndex,
-    Segment, SEGMENT_HEADER_BYTES, SEGMENT_SUFFIX,
+    self, create_segment, open_segment, parse_name, read_index_file, write_index_file, ScanStop,
+    SegIndex, Segment, SEGMENT_HEADER_BYTES, SEGMENT_SUFFIX,
 };
 use super::{LogConfig, StorageError, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
 use crate::types::{Entry, HardState, LogIndex, LogStart, Term};
@@ -223,7 +223,8 @@ impl Log {
         for first in names {
             let id = self.new_segment_id();
             let path = self.log_dir.join(segment::segment_file_name(first));
-            self.segments.push(open_segment(path, first, !self.read_only, id)?);
+            self.segments
+                .push(open_segment(path, first, !self.read_only, id)?);
         }
         // Segments wholly below the log start (left by a crash during
         // advance_start) are no longer part of the log.
@@ -274,7 +275,11 @@ impl Log {
                 }
                 ScanStop::Bad { offset, error } => {
                     if *offset < watermark {
-                        return Err(StorageError::corrupt(&segment.path, *offset as u64, error.to_string()));
+                        return Err(StorageError::corrupt(
+                            &segment.path,
+                            *offset as u64,
+                            error.to_string(),
+                        ));
                     }
                     true
                 }
@@ -283,8 +288,9 @@ impl Log {
             if stopped_early && !is_last {
                 // A torn end of a segment that was followed by more segments:
                 // legal only if none of those later segments was ever synced.
-                if let Some(synced) =
-                    self.segments[pos + 1..].iter().find(|s| s.watermark_on_disk > SEGMENT_HEADER_BYTES)
+                if let Some(synced) = self.segments[pos + 1..]
+                    .iter()
+                    .find(|s| s.watermark_on_disk > SEGMENT_HEADER_BYTES)
                 {
                     return Err(StorageError::corrupt(
                         &self.segments[pos].path,
@@ -438,18 +444,31 @@ impl Log {
             }
         }
         for entry in entries {
-            debug_assert!(entry.term >= self.last_term, "terms in a log never decrease");
+            debug_assert!(
+                entry.term >= self.last_term,
+                "terms in a log never decrease"
+            );
             let frame_bytes = frame::frame_bytes(entry);
             let fits = self.segments.last().is_some_and(|segment| {
-                segment.index.get().is_some_and(|ix| ix.end + frame_bytes <= segment.capacity())
+                segment
+                    .index
+                    .get()
+                    .is_some_and(|ix| ix.end + frame_bytes <= segment.capacity())
             });
             if !fits {
                 self.roll(entry.index)?;
             }
             let Some(segment) = self.segments.last_mut() else {
-                return Err(StorageError::corrupt(&self.log_dir, 0, "no active segment after roll"));
+                return Err(StorageError::corrupt(
+                    &self.log_dir,
+                    0,
+                    "no active segment after roll",
+                ));
             };
-            let start = segment.index.get().map_or(SEGMENT_HEADER_BYTES, |ix| ix.end);
+            let start = segment
+                .index
+                .get()
+                .map_or(SEGMENT_HEADER_BYTES, |ix| ix.end);
             frame::write_frame(entry, segment.bytes_mut(start, start + frame_bytes));
             if let Some(ix) = segment.index.get_mut() {
                 debug_assert_eq!(segment.first_index + ix.offsets.len() as u64, entry.index);
@@ -482,10 +501,16 @@ impl Log {
     /// Writes the index file of the last segment; a failure only costs a
     /// rebuild later, so it is logged, not returned.
     fn seal_last(&mut self) {
-        let Some(segment) = self.segments.last_mut() else { return };
+        let Some(segment) = self.segments.last_mut() else {
+            return;
+        };
         segment.modified = SystemTime::now();
-        let Some(ix) = segment.index.get() else { return };
-        let path = self.log_dir.join(segment::index_file_name(segment.first_index));
+        let Some(ix) = segment.index.get() else {
+            return;
+        };
+        let path = self
+            .log_dir
+            .join(segment::index_file_name(segment.first_index));
         if let Err(error) = write_index_file(&path, segment.first_index, &ix.offsets) {
             tracing::warn!(%error, "could not write an index file; it will be rebuilt when needed");
             let _ = std::fs::remove_file(&path);
@@ -499,7 +524,9 @@ impl Log {
         let mut marks = Vec::new();
         let segment_count = self.segments.len();
         for (pos, segment) in self.segments.iter_mut().enumerate().rev() {
-            let Some(end) = segment.index.get().map(|ix| ix.end) else { break };
+            let Some(end) = segment.index.get().map(|ix| ix.end) else {
+                break;
+            };
             let sealed = pos + 1 < segment_count;
             if segment.requested_end == usize::MAX {
                 break;
@@ -571,7 +598,9 @@ impl Log {
     /// Position in `segments` of the segment holding `index` (which must be
     /// at or above the first segment's first index).
     fn segment_position(&self, index: LogIndex) -> Option<usize> {
-        self.segments.partition_point(|s| s.first_index <= index).checked_sub(1)
+        self.segments
+            .partition_point(|s| s.first_index <= index)
+            .checked_sub(1)
     }
 
     /// Last entry index segment `pos` holds.
@@ -590,25 +619,30 @@ impl Log {
         }
         let entry_count = self.segment_last_index(pos) + 1 - segment.first_index;
         let index_path = self.index_path(segment.first_index);
-        let loaded = read_index_file(&index_path, segment.first_index, entry_count, segment.capacity())
-            .ok()
-            .and_then(|offsets| {
-                let end = match offsets.last() {
-                    None => SEGMENT_HEADER_BYTES,
-                    Some(last) => {
-                        let header = frame::decode_header(segment.view(), *last as usize, true).ok()?;
-                        if header.index != segment.first_index + entry_count - 1 {
-                            return None;
-                        }
-                        *last as usize + header.frame_bytes
+        let loaded = read_index_file(
+            &index_path,
+            segment.first_index,
+            entry_count,
+            segment.capacity(),
+        )
+        .ok()
+        .and_then(|offsets| {
+            let end = match offsets.last() {
+                None => SEGMENT_HEADER_BYTES,
+                Some(last) => {
+                    let header = frame::decode_header(segment.view(), *last as usize, true).ok()?;
+                    if header.index != segment.first_index + entry_count - 1 {
+                        return None;
                     }
-                };
-                Some(SegIndex {
-                    offsets,
-                    end,
-                    crc_on_read: true,
-                })
-            });
+                    *last as usize + header.frame_bytes
+                }
+            };
+            Some(SegIndex {
+                offsets,
+                end,
+                crc_on_read: true,
+            })
+        });
         let ix = match loaded {
             Some(ix) => ix,
             None => {
@@ -620,15 +654,24 @@ impl Log {
                         return Err(StorageError::corrupt(
                             &segment.path,
                             scan.end as u64,
-                            format!("segment ends before index {}", segment.first_index + scan.offsets.len() as u64),
+                            format!(
+                                "segment ends before index {}",
+                                segment.first_index + scan.offsets.len() as u64
+                            ),
                         ))
                     }
                     ScanStop::Bad { offset, error } => {
-                        return Err(StorageError::corrupt(&segment.path, offset as u64, error.to_string()))
+                        return Err(StorageError::corrupt(
+                            &segment.path,
+                            offset as u64,
+                            error.to_string(),
+                        ))
                     }
                 }
                 if !self.read_only {
-                    if let Err(error) = write_index_file(&index_path, segment.first_index, &scan.offsets) {
+                    if let Err(error) =
+                        write_index_file(&index_path, segment.first_index, &scan.offsets)
+                    {
                         tracing::warn!(%error, "could not rewrite an index file");
                     }
                 }
@@ -640,10 +683,11 @@ impl Log {
             }
         };
         let _ = segment.index.set(ix);
-        segment
-            .index
-            .get()
-            .ok_or(StorageError::corrupt(&segment.path, 0, "segment index vanished"))
+        segment.index.get().ok_or(StorageError::corrupt(
+            &segment.path,
+            0,
+            "segment index vanished",
+        ))
     }
 
     fn check_range(&self, index: LogIndex) -> Result<(), StorageError> {
@@ -660,19 +704,24 @@ impl Log {
     /// Locates entry `index`: (segment position, frame offset, checked header).
     fn locate(&self, index: LogIndex) -> Result<(usize, usize, frame::FrameHeader), StorageError> {
         self.check_range(index)?;
-        let pos = self.segment_position(index).ok_or(StorageError::OutOfRange {
-            index,
-            first_index: self.first_index,
-            last_index: self.last_index,
-        })?;
+        let pos = self
+            .segment_position(index)
+            .ok_or(StorageError::OutOfRange {
+                index,
+                first_index: self.first_index,
+                last_index: self.last_index,
+            })?;
         let segment = &self.segments[pos];
         let ix = self.segment_index(pos)?;
         let offset = ix
             .offsets
             .get((index - segment.first_index) as usize)
             .copied()
-            .ok_or(StorageError::corrupt(&segment.path, 0, format!("index has no entry {index}")))?
-            as usize;
+            .ok_or(StorageError::corrupt(
+                &segment.path,
+                0,
+                format!("index has no entry {index}"),
+            ))? as usize;
         let header = self.checked_header(pos, offset, index, ix.crc_on_read)?;
         Ok((pos, offset, header))
     }
@@ -710,7 +759,10 @@ impl Log {
             return Ok(Some(self.last_term));
         }
         let (pos, offset, header) = self.locate(index)?;
-        debug_assert_eq!(frame::peek_term(self.segments[pos].view(), offset), header.term);
+        debug_assert_eq!(
+            frame::peek_term(self.segments[pos].view(), offset),
+            header.term
+        );
         Ok(Some(header.term))
     }
 
@@ -719,13 +771,19 @@ impl Log {
     /// returning at least one entry. Payloads are zero-copy slices of the
     /// mapping and stay valid (and unchanged) while held, even across
     /// truncation and retention.
-    pub fn entries(&self, low: LogIndex, high_inclusive: LogIndex, bytes_max: usize) -> Result<Vec<Entry>, StorageError> {
+    pub fn entries(
+        &self,
+        low: LogIndex,
+        high_inclusive: LogIndex,
+        bytes_max: usize,
+    ) -> Result<Vec<Entry>, StorageError> {
         if low > high_inclusive {
             return Ok(Vec::new());
         }
         self.check_range(low)?;
         self.check_range(high_inclusive)?;
-        let mut out = Vec::with_capacity(((high_inclusive - low + 1) as usize).min(READ_ENTRIES_RESERVE_MAX));
+        let mut out =
+            Vec::with_capacity(((high_inclusive - low + 1) as usize).min(READ_ENTRIES_RESERVE_MAX));
         let mut bytes_total = 0usize;
         let mut index = low;
         while index <= high_inclusive {
@@ -739,7 +797,11 @@ impl Log {
                 .map_or(ix.end, |o| *o as usize);
             let region = segment.bytes(first_offset, end_offset);
             while index <= segment_last {
-                let offset = ix.offsets.get((index - segment.first_index) as usize).copied().unwrap_or(0) as usize;
+                let offset = ix
+                    .offsets
+                    .get((index - segment.first_index) as usize)
+                    .copied()
+                    .unwrap_or(0) as usize;
                 let header = self.checked_header(pos, offset, index, ix.crc_on_read)?;
                 bytes_total += header.frame_bytes;
                 if bytes_total > bytes_max && !out.is_empty() {
@@ -748,7 +810,11 @@ impl Log {
                 let payload_start = offset + FRAME_HEADER_BYTES - first_offset;
                 let payload_end = offset + header.frame_bytes - first_offset;
                 if payload_end > region.len() {
-                    return Err(StorageError::corrupt(&segment.path, offset as u64, "frame runs past the segment's data"));
+                    return Err(StorageError::corrupt(
+                        &segment.path,
+                        offset as u64,
+                        "frame runs past the segment's data",
+                    ));
                 }
                 out.push(Entry {
                     index,
@@ -767,7 +833,12 @@ impl Log {
     /// zero-copy `Bytes` in the exact layout of the frame codec, plus the last
     /// index included. Stops at a segment boundary or before exceeding
     /// `bytes_max` (but includes at least one frame).
-    pub fn frames(&self, low: LogIndex, high_inclusive: LogIndex, bytes_max: usize) -> Result<(Bytes, LogIndex), StorageError> {
+    pub fn frames(
+        &self,
+        low: LogIndex,
+        high_inclusive: LogIndex,
+        bytes_max: usize,
+    ) -> Result<(Bytes, LogIndex), StorageError> {
         self.check_range(low)?;
         self.check_range(high_inclusive.max(low))?;
         let (pos, first_offset, header) = self.locate(low)?;
@@ -778,7 +849,11 @@ impl Log {
         let mut last = low;
         while last < segment_last {
             let next = last + 1;
-            let offset = ix.offsets.get((next - segment.first_index) as usize).copied().unwrap_or(0) as usize;
+            let offset = ix
+                .offsets
+                .get((next - segment.first_index) as usize)
+                .copied()
+                .unwrap_or(0) as usize;
             let header = self.checked_header(pos, offset, next, ix.crc_on_read)?;
             if offset + header.frame_bytes - first_offset > bytes_max {
                 break;
@@ -809,13 +884,21 @@ impl Log {
                 last_index: self.last_index,
             })?;
         // Later segments go first, so a crash leaves a prefix of the old log.
-        while self.segments.last().is_some_and(|s| s.first_index > from_index) {
+        while self
+            .segments
+            .last()
+            .is_some_and(|s| s.first_index > from_index)
+        {
             if let Some(segment) = self.segments.pop() {
                 self.remove_segment_files(&segment)?;
             }
         }
         // A segment starting exactly at `from_index` is replaced by rename.
-        if self.segments.last().is_some_and(|s| s.first_index == from_index) {
+        if self
+            .segments
+            .last()
+            .is_some_and(|s| s.first_index == from_index)
+        {
             self.segments.pop();
             let index_path = self.index_path(from_index);
             if let Err(e) = std::fs::remove_file(&index_path) {
@@ -897,7 +980,12 @@ impl Log {
     /// retention may drop any segment: only sealed segments whose every entry
     /// is at or below `floor_index` are candidates. Pass the result (with
     /// its previous term and membership) to `advance_start`.
-    pub fn retention_first_index(&self, policy: &RetentionPolicy, floor_index: LogIndex, now: SystemTime) -> Option<LogIndex> {
+    pub fn retention_first_index(
+        &self,
+        policy: &RetentionPolicy,
+        floor_index: LogIndex,
+        now: SystemTime,
+    ) -> Option<LogIndex> {
         let mut bytes_total: u64 = self.segments.iter().map(|s| s.capacity() as u64).sum();
         let mut keep_from = None;
         for pos in 0..self.segments.len().saturating_sub(1) {

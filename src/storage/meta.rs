@@ -46,7 +46,11 @@ impl DirLock {
             .truncate(false)
             .open(&path)
             .map_err(|e| StorageError::io(&path, e))?;
-        let mode = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
+        let mode = if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        };
         // SAFETY: flock only reads the descriptor, which `file` keeps open.
         let rc = unsafe { libc::flock(file.as_raw_fd(), mode | libc::LOCK_NB) };
         if rc != 0 {
@@ -95,7 +99,11 @@ fn read_small_file(path: &Path, bytes_max: u64) -> Result<Option<Vec<u8>>, Stora
         .read_to_end(&mut bytes)
         .map_err(|e| StorageError::io(path, e))?;
     if bytes.len() as u64 > bytes_max {
-        return Err(StorageError::corrupt(path, bytes_max, "file is larger than its format allows"));
+        return Err(StorageError::corrupt(
+            path,
+            bytes_max,
+            "file is larger than its format allows",
+        ));
     }
     Ok(Some(bytes))
 }
@@ -117,12 +125,23 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
 }
 
 /// Checks magic, version and the trailing CRC of a small file.
-fn check_envelope(path: &Path, bytes: &[u8], magic: &[u8; 8], len_min: usize) -> Result<(), StorageError> {
+fn check_envelope(
+    path: &Path,
+    bytes: &[u8],
+    magic: &[u8; 8],
+    len_min: usize,
+) -> Result<(), StorageError> {
     if bytes.len() < len_min {
-        return Err(StorageError::corrupt(path, bytes.len() as u64, "file is truncated"));
+        return Err(StorageError::corrupt(
+            path,
+            bytes.len() as u64,
+            "file is truncated",
+        ));
     }
     if bytes.get(0..8) != Some(&magic[..]) {
-        return Err(StorageError::BadMagic { path: path.to_path_buf() });
+        return Err(StorageError::BadMagic {
+            path: path.to_path_buf(),
+        });
     }
     let version = u32_at(bytes, 8);
     if version != META_VERSION {
@@ -150,7 +169,11 @@ pub(crate) fn encode_hard_state(state: &HardState, generation: u64) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(HARD_STATE_BYTES);
     bytes.extend_from_slice(HARD_STATE_MAGIC);
     bytes.extend_from_slice(&META_VERSION.to_le_bytes());
-    let flags = if state.voted_for.is_some() { FLAG_VOTED } else { 0 };
+    let flags = if state.voted_for.is_some() {
+        FLAG_VOTED
+    } else {
+        0
+    };
     bytes.extend_from_slice(&flags.to_le_bytes());
     bytes.extend_from_slice(&generation.to_le_bytes());
     bytes.extend_from_slice(&state.term.to_le_bytes());
@@ -162,9 +185,16 @@ pub(crate) fn encode_hard_state(state: &HardState, generation: u64) -> Vec<u8> {
 }
 
 /// Decodes one hard-state copy: (state, generation).
-pub(crate) fn decode_hard_state(path: &Path, bytes: &[u8]) -> Result<(HardState, u64), StorageError> {
+pub(crate) fn decode_hard_state(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(HardState, u64), StorageError> {
     if bytes.len() != HARD_STATE_BYTES {
-        return Err(StorageError::corrupt(path, bytes.len() as u64, "hard-state file has the wrong length"));
+        return Err(StorageError::corrupt(
+            path,
+            bytes.len() as u64,
+            "hard-state file has the wrong length",
+        ));
     }
     check_envelope(path, bytes, HARD_STATE_MAGIC, HARD_STATE_BYTES)?;
     let flags = u32_at(bytes, 12);
@@ -224,14 +254,20 @@ pub(crate) fn read_hard_state_copies(dir: &Path) -> Result<HardStateCopies, Stor
     }
     if copies.any_file_present {
         for path in missing {
-            copies.problems.push(StorageError::corrupt(path, 0, "hard-state copy is missing"));
+            copies
+                .problems
+                .push(StorageError::corrupt(path, 0, "hard-state copy is missing"));
         }
     }
     Ok(copies)
 }
 
 /// Writes both copies, one after the other, each atomically.
-pub(crate) fn store_hard_state(dir: &Path, state: &HardState, generation: u64) -> Result<(), StorageError> {
+pub(crate) fn store_hard_state(
+    dir: &Path,
+    state: &HardState,
+    generation: u64,
+) -> Result<(), StorageError> {
     let bytes = encode_hard_state(state, generation);
     for name in HARD_STATE_FILE_NAMES {
         replace_atomically(dir, name, &bytes)?;
@@ -258,13 +294,21 @@ pub(crate) fn decode_log_start(path: &Path, bytes: &[u8]) -> Result<LogStart, St
     check_envelope(path, bytes, LOG_START_MAGIC, LOG_START_HEADER_BYTES + 4)?;
     let membership_len = u32_at(bytes, 12) as usize;
     if LOG_START_HEADER_BYTES + membership_len + 4 != bytes.len() {
-        return Err(StorageError::corrupt(path, 12, "membership length does not match the file length"));
+        return Err(StorageError::corrupt(
+            path,
+            12,
+            "membership length does not match the file length",
+        ));
     }
     let membership_bytes = bytes
         .get(LOG_START_HEADER_BYTES..LOG_START_HEADER_BYTES + membership_len)
         .unwrap_or_default();
     let membership = Membership::decode(membership_bytes).map_err(|e| {
-        StorageError::corrupt(path, LOG_START_HEADER_BYTES as u64, format!("bad membership: {e}"))
+        StorageError::corrupt(
+            path,
+            LOG_START_HEADER_BYTES as u64,
+            format!("bad membership: {e}"),
+        )
     })?;
     let first_index = u64_at(bytes, 16);
     if first_index == 0 {

@@ -54,7 +54,10 @@ pub(crate) fn parse_name(name: &str, suffix: &str) -> Option<LogIndex> {
 }
 
 /// Encodes a segment header with a zero watermark (`synced_bytes` = 0).
-pub fn encode_segment_header(first_index: LogIndex, segment_bytes: u64) -> [u8; SEGMENT_HEADER_BYTES] {
+pub fn encode_segment_header(
+    first_index: LogIndex,
+    segment_bytes: u64,
+) -> [u8; SEGMENT_HEADER_BYTES] {
     let mut header = [0u8; SEGMENT_HEADER_BYTES];
     header[0..8].copy_from_slice(SEGMENT_MAGIC);
     header[8..12].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
@@ -92,10 +95,16 @@ pub(crate) fn check_segment_header(
     first_index: LogIndex,
 ) -> Result<usize, StorageError> {
     if header.len() < SEGMENT_HEADER_BYTES {
-        return Err(StorageError::corrupt(path, header.len() as u64, "segment is shorter than its header"));
+        return Err(StorageError::corrupt(
+            path,
+            header.len() as u64,
+            "segment is shorter than its header",
+        ));
     }
     if header.get(0..8) != Some(&SEGMENT_MAGIC[..]) {
-        return Err(StorageError::BadMagic { path: path.to_path_buf() });
+        return Err(StorageError::BadMagic {
+            path: path.to_path_buf(),
+        });
     }
     let version = u32_at(header, 8);
     if version != SEGMENT_VERSION {
@@ -108,21 +117,36 @@ pub(crate) fn check_segment_header(
     let stored = u32_at(header, HEADER_CRC_AT);
     let computed = crc32fast::hash(header.get(..HEADER_CRC_AT).unwrap_or_default());
     if stored != computed {
-        return Err(StorageError::corrupt(path, HEADER_CRC_AT as u64, "segment header checksum mismatch"));
+        return Err(StorageError::corrupt(
+            path,
+            HEADER_CRC_AT as u64,
+            "segment header checksum mismatch",
+        ));
     }
     if u32_at(header, 12) as usize != SEGMENT_HEADER_BYTES {
-        return Err(StorageError::corrupt(path, 12, "unexpected segment header length"));
+        return Err(StorageError::corrupt(
+            path,
+            12,
+            "unexpected segment header length",
+        ));
     }
     if u64_at(header, 16) != first_index {
         return Err(StorageError::corrupt(
             path,
             16,
-            format!("header says first index {}, file name says {first_index}", u64_at(header, 16)),
+            format!(
+                "header says first index {}, file name says {first_index}",
+                u64_at(header, 16)
+            ),
         ));
     }
     let watermark = u64_at(header, WATERMARK_AT);
     let watermark_ok = u32_at(header, WATERMARK_CRC_AT)
-        == crc32fast::hash(header.get(WATERMARK_AT..WATERMARK_CRC_AT).unwrap_or_default());
+        == crc32fast::hash(
+            header
+                .get(WATERMARK_AT..WATERMARK_CRC_AT)
+                .unwrap_or_default(),
+        );
     // A torn watermark slot only makes recovery more conservative.
     Ok(if watermark_ok {
         usize::try_from(watermark).unwrap_or(0)
@@ -302,8 +326,13 @@ impl Segment {
         let mut chunk_start = from;
         let mut dirty: Option<(usize, usize)> = None;
         while chunk_start < capacity {
-            let chunk_end = (chunk_start + ZERO_SCAN_CHUNK_BYTES - chunk_start % ZERO_SCAN_CHUNK_BYTES).min(capacity);
-            let nonzero = self.view().get(chunk_start..chunk_end).is_some_and(|c| c.iter().any(|b| *b != 0));
+            let chunk_end = (chunk_start + ZERO_SCAN_CHUNK_BYTES
+                - chunk_start % ZERO_SCAN_CHUNK_BYTES)
+                .min(capacity);
+            let nonzero = self
+                .view()
+                .get(chunk_start..chunk_end)
+                .is_some_and(|c| c.iter().any(|b| *b != 0));
             if nonzero {
                 self.bytes_mut(chunk_start, chunk_end).fill(0);
                 dirty = Some(match dirty {
@@ -351,7 +380,10 @@ pub(crate) fn create_segment(
         if rc == 0 {
             allocated = true;
         } else if rc != libc::EOPNOTSUPP && rc != libc::EINVAL {
-            return Err(StorageError::io(&temp_path, std::io::Error::from_raw_os_error(rc)));
+            return Err(StorageError::io(
+                &temp_path,
+                std::io::Error::from_raw_os_error(rc),
+            ));
         }
     }
     if !allocated {
@@ -407,7 +439,11 @@ pub(crate) fn open_segment(
     let watermark = check_segment_header(&path, &header, first_index)?;
     let capacity = metadata.len();
     if capacity > super::SEGMENT_BYTES_MAX || usize::try_from(capacity).is_err() {
-        return Err(StorageError::corrupt(&path, 0, "segment file is larger than the format allows"));
+        return Err(StorageError::corrupt(
+            &path,
+            0,
+            "segment file is larger than the format allows",
+        ));
     }
     let map = if writable {
         MmapOptions::new().map_raw(&file)
@@ -415,7 +451,11 @@ pub(crate) fn open_segment(
         MmapOptions::new().map_raw_read_only(&file)
     }
     .map_err(|e| StorageError::io(&path, e))?;
-    let watermark_on_disk = if watermark > capacity as usize { 0 } else { watermark };
+    let watermark_on_disk = if watermark > capacity as usize {
+        0
+    } else {
+        watermark
+    };
     Ok(Segment {
         id,
         first_index,
@@ -432,7 +472,11 @@ pub(crate) fn open_segment(
 }
 
 /// Writes the index file of a sealed segment. Not fsynced: it can be rebuilt.
-pub(crate) fn write_index_file(path: &Path, first_index: LogIndex, offsets: &[u32]) -> Result<(), StorageError> {
+pub(crate) fn write_index_file(
+    path: &Path,
+    first_index: LogIndex,
+    offsets: &[u32],
+) -> Result<(), StorageError> {
     let mut bytes = Vec::with_capacity(INDEX_HEADER_BYTES + offsets.len() * 4 + 4);
     bytes.extend_from_slice(INDEX_MAGIC);
     bytes.extend_from_slice(&SEGMENT_VERSION.to_le_bytes());
@@ -465,12 +509,18 @@ pub(crate) fn read_index_file(
 ) -> Result<Vec<u32>, IndexFileProblem> {
     let invalid = |offset: u64, reason| IndexFileProblem::Invalid { offset, reason };
     let expected_len = (INDEX_HEADER_BYTES as u64)
-        .checked_add(entry_count.checked_mul(4).ok_or(invalid(24, "entry count overflows"))?)
+        .checked_add(
+            entry_count
+                .checked_mul(4)
+                .ok_or(invalid(24, "entry count overflows"))?,
+        )
         .and_then(|n| n.checked_add(4))
         .ok_or(invalid(24, "entry count overflows"))?;
     let file = match File::open(path) {
         Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(IndexFileProblem::Missing),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(IndexFileProblem::Missing)
+        }
         Err(_) => return Err(IndexFileProblem::Unreadable),
     };
     let mut bytes = Vec::new();
@@ -478,7 +528,10 @@ pub(crate) fn read_index_file(
         .read_to_end(&mut bytes)
         .map_err(|_| IndexFileProblem::Unreadable)?;
     if bytes.len() as u64 != expected_len {
-        return Err(invalid(bytes.len() as u64, "index file length does not match the entry count"));
+        return Err(invalid(
+            bytes.len() as u64,
+            "index file length does not match the entry count",
+        ));
     }
     if bytes.get(0..8) != Some(&INDEX_MAGIC[..]) {
         return Err(invalid(0, "bad magic"));
@@ -507,7 +560,10 @@ pub(crate) fn read_index_file(
         let offset = u32_at(word, 0) as usize;
         let at = (INDEX_HEADER_BYTES + 4 * i) as u64;
         if offset < previous_end || offset + frame::FRAME_HEADER_BYTES > capacity {
-            return Err(invalid(at, "offsets are not increasing frame positions inside the segment"));
+            return Err(invalid(
+                at,
+                "offsets are not increasing frame positions inside the segment",
+            ));
         }
         previous_end = offset + frame::FRAME_HEADER_BYTES;
         offsets.push(offset as u32);
