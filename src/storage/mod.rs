@@ -1,1 +1,139 @@
-//! storage: under construction.
+//! storage: the node's durable state on disk — a segmented, memory-mapped,
+//! checksummed Raft log plus the small hard-state and log-start files.
+//!
+//! The byte layout and the recovery procedure are specified in
+//! `storage-format.md`; keep the two in step.
+//!
+//! Invariants kept here:
+//! - Entry indexes are dense: the log holds exactly `first_index..=last_index`.
+//! - Bytes of a segment below its published end are never written again by
+//!   this process (appends go past the end; a truncation starts a new segment
+//!   file instead of overwriting), so zero-copy `Bytes` handed to readers stay
+//!   valid and unchanged for as long as readers hold them.
+//! - An entry is reported durable only after an msync/fsync that covered it
+//!   completed, and never across a truncation that removed it.
+//! - A data directory is used by one process at a time (an exclusive `flock`
+//!   on `DATA_DIR/LOCK`).
+
+pub mod dump;
+pub mod frame;
+mod log;
+mod meta;
+mod segment;
+pub mod verify;
+
+use std::path::PathBuf;
+
+pub use log::{Log, Opened, RetentionPolicy, SyncDone, SyncRequest};
+pub use meta::{HARD_STATE_FILE_NAMES, LOCK_FILE_NAME, LOG_DIR_NAME, LOG_START_FILE_NAME};
+
+use crate::types::LogIndex;
+
+/// Default size of one segment file: large enough that rolling (one fsync,
+/// one file creation) is rare, small enough that retention is fine-grained.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+/// A segment must hold its header and a few frames.
+pub const SEGMENT_BYTES_MIN: u64 = 4096;
+/// Offsets inside a segment are stored as u32 in the index files.
+pub const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64;
+
+/// How the log lays out its files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Size of each segment file, fixed when the segment is created.
+    pub segment_bytes: u64,
+    /// Reserve the blocks of a new segment up front (`posix_fallocate`), so
+    /// appends never run out of space mid-segment and syncs need not allocate.
+    /// When false (or unsupported by the filesystem) segments are sparse.
+    pub preallocate: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+            preallocate: true,
+        }
+    }
+}
+
+/// Every way the storage engine can fail. Paths and offsets say where.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("disk full while writing {path}")]
+    DiskFull { path: PathBuf },
+    #[error("permission denied on {path}")]
+    PermissionDenied { path: PathBuf },
+    #[error("corrupt data in {path} at byte offset {offset}: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    #[error("{path} has format version {version}, this build reads only version {supported}")]
+    UnsupportedVersion {
+        path: PathBuf,
+        version: u32,
+        supported: u32,
+    },
+    #[error("{path} does not start with the expected magic number")]
+    BadMagic { path: PathBuf },
+    #[error("entries must continue the log: expected index {expected}, got {got}")]
+    NotContiguous { expected: LogIndex, got: LogIndex },
+    #[error("index {index} is outside the log {first_index}..={last_index}")]
+    OutOfRange {
+        index: LogIndex,
+        first_index: LogIndex,
+        last_index: LogIndex,
+    },
+    #[error("entry {index} needs {frame_bytes} bytes, more than a segment of {segment_bytes} bytes holds")]
+    EntryTooLarge {
+        index: LogIndex,
+        frame_bytes: u64,
+        segment_bytes: u64,
+    },
+    #[error("invalid storage configuration: {reason}")]
+    BadConfig { reason: &'static str },
+    #[error("log start at entry {index} has term {given_term} but the log holds term {stored_term} there")]
+    LogStartMismatch {
+        index: LogIndex,
+        stored_term: u64,
+        given_term: u64,
+    },
+    #[error("data directory {path} is in use by another process")]
+    DataDirLocked { path: PathBuf },
+    #[error("both hard-state copies in {dir} are unreadable")]
+    HardStateLost { dir: PathBuf },
+}
+
+impl StorageError {
+    /// Classifies an I/O error on `path` into the typed variants.
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> StorageError {
+        let path = path.into();
+        match source.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => StorageError::DiskFull { path },
+            Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS) => {
+                StorageError::PermissionDenied { path }
+            }
+            _ => StorageError::Io { path, source },
+        }
+    }
+
+    pub(crate) fn corrupt(
+        path: impl Into<PathBuf>,
+        offset: u64,
+        reason: impl Into<String>,
+    ) -> StorageError {
+        StorageError::Corrupt {
+            path: path.into(),
+            offset,
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,1038 @@
+//! The log: an ordered list of segments plus the log-start and hard-state
+//! files, with append, group commit, zero-copy reads, truncation, retention
+//! and recovery.
+//!
+//! Durability contract: `sync_request()` captures every byte appended so far
+//! (and every file created or removed, through a directory fsync);
+//! `SyncRequest::run()` (any thread) msyncs them; `mark_synced()` then
+//! reports the highest durable index. A `SyncDone` captured before a
+//! `truncate_suffix` or `reset` does not advance the durable index (its
+//! segment watermarks still count), so a truncation is durable before any
+//! entry appended after it is reported durable.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use memmap2::MmapRaw;
+
+use super::frame::{self, FRAME_HEADER_BYTES};
+use super::meta::{self, DirLock, TEMP_SUFFIX};
+use super::segment::{
+    self, create_segment, open_segment, parse_name, read_index_file, write_index_file, ScanStop,
+    SegIndex, Segment, SEGMENT_HEADER_BYTES, SEGMENT_SUFFIX,
+};
+use super::{LogConfig, StorageError, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
+use crate::types::{Entry, HardState, LogIndex, LogStart, Term};
+
+/// Upper bound on the capacity reserved up front for one read's result.
+const READ_ENTRIES_RESERVE_MAX: usize = 4096;
+
+/// What `Log::open` found on disk.
+pub struct Opened {
+    pub log: Log,
+    /// `None` on a fresh data directory.
+    pub hard_state: Option<HardState>,
+    /// `None` until `reset` or `advance_start` writes one; the log then starts
+    /// at index 1 with previous term 0.
+    pub log_start: Option<LogStart>,
+}
+
+/// Which oldest segments may be dropped.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// Keep at most this many bytes of segment files (oldest dropped first).
+    pub retention_bytes: Option<u64>,
+    /// Drop sealed segments last written longer ago than this.
+    pub retention_ms: Option<u64>,
+}
+
+/// A group commit captured by `Log::sync_request`: run it on any thread.
+pub struct SyncRequest {
+    ranges: Vec<SyncRange>,
+    dir: Option<PathBuf>,
+    done: SyncDone,
+}
+
+struct SyncRange {
+    map: Arc<MmapRaw>,
+    path: PathBuf,
+    offset: usize,
+    len: usize,
+}
+
+/// The result of a completed `SyncRequest`, to hand back to `Log::mark_synced`.
+#[derive(Debug)]
+pub struct SyncDone {
+    index: LogIndex,
+    epoch: u64,
+    marks: Vec<(u64, usize)>,
+}
+
+impl SyncDone {
+    /// The last index the request covered (durable unless truncated since).
+    pub fn index(&self) -> LogIndex {
+        self.index
+    }
+}
+
+impl SyncRequest {
+    /// Makes everything the request captured durable: msync (fdatasync on
+    /// Linux) of each dirty range, then an fsync of the log directory if
+    /// segment files were created or removed.
+    pub fn run(self) -> Result<SyncDone, StorageError> {
+        for range in &self.ranges {
+            range
+                .map
+                .flush_range(range.offset, range.len)
+                .map_err(|e| StorageError::io(&range.path, e))?;
+        }
+        if let Some(dir) = &self.dir {
+            meta::sync_dir(dir)?;
+        }
+        Ok(self.done)
+    }
+
+    /// The last index this request covers.
+    pub fn index(&self) -> LogIndex {
+        self.done.index
+    }
+}
+
+/// The Raft log of one node. See the module docs for the durability contract.
+pub struct Log {
+    dir: PathBuf,
+    log_dir: PathBuf,
+    config: LogConfig,
+    read_only: bool,
+    _lock: DirLock,
+    /// Sorted by first index; the last one takes appends. Segment `i` holds
+    /// entries `segments[i].first_index ..= segments[i + 1].first_index - 1`.
+    segments: Vec<Segment>,
+    /// Invariant: `first_index <= last_index + 1`.
+    first_index: LogIndex,
+    /// Term of entry `first_index - 1`.
+    prev_term: Term,
+    last_index: LogIndex,
+    last_term: Term,
+    log_start: Option<LogStart>,
+    hard_state_generation: u64,
+    /// Highest index known durable; never above `last_index`.
+    durable_index: LogIndex,
+    /// Bumped by every truncation or reset; stale `SyncDone`s are ignored.
+    epoch: u64,
+    /// A segment file was created or removed since the last sync request.
+    dir_dirty: bool,
+    next_segment_id: u64,
+}
+
+impl Log {
+    /// Opens (creating on first use) the data directory `dir` for exclusive
+    /// use, recovering the log as storage-format.md describes.
+    pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Opened, StorageError> {
+        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&config.segment_bytes) {
+            return Err(StorageError::BadConfig {
+                reason: "segment_bytes must be within SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX",
+            });
+        }
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| StorageError::io(&dir, e))?;
+        let lock = DirLock::acquire(&dir, true)?;
+        let log_dir = meta::log_dir(&dir);
+        std::fs::create_dir_all(&log_dir).map_err(|e| StorageError::io(&log_dir, e))?;
+        Self::open_locked(dir, log_dir, config, lock, false)
+    }
+
+    /// Opens `dir` read-only for offline tools, under a shared lock (refused
+    /// while a server holds the directory). Recovery decisions (cutting a torn
+    /// tail) are applied in memory only; nothing on disk changes.
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<Opened, StorageError> {
+        let dir = dir.as_ref().to_path_buf();
+        let lock = DirLock::acquire(&dir, false)?;
+        let log_dir = meta::log_dir(&dir);
+        Self::open_locked(dir, log_dir, LogConfig::default(), lock, true)
+    }
+
+    fn open_locked(
+        dir: PathBuf,
+        log_dir: PathBuf,
+        config: LogConfig,
+        lock: DirLock,
+        read_only: bool,
+    ) -> Result<Opened, StorageError> {
+        let copies = meta::read_hard_state_copies(&dir)?;
+        if copies.any_file_present && copies.newest.is_none() {
+            return Err(StorageError::HardStateLost { dir });
+        }
+        for problem in &copies.problems {
+            tracing::warn!(%problem, "one hard-state copy is bad; using the other");
+        }
+        let hard_state = copies.newest.map(|(state, _)| state);
+        let log_start = meta::read_log_start(&dir)?;
+        let mut log = Log {
+            dir,
+            log_dir,
+            config,
+            read_only,
+            _lock: lock,
+            segments: Vec::new(),
+            first_index: log_start.as_ref().map_or(1, |s| s.first_index),
+            prev_term: log_start.as_ref().map_or(0, |s| s.prev_term),
+            last_index: 0,
+            last_term: 0,
+            log_start: log_start.clone(),
+            hard_state_generation: copies.newest.map_or(0, |(_, g)| g),
+            durable_index: 0,
+            epoch: 0,
+            dir_dirty: false,
+            next_segment_id: 0,
+        };
+        log.recover()?;
+        Ok(Opened {
+            log,
+            hard_state,
+            log_start,
+        })
+    }
+
+    /// Lists and validates segments, scans the tail, cuts a torn tail.
+    fn recover(&mut self) -> Result<(), StorageError> {
+        let mut names = Vec::new();
+        let listing = match std::fs::read_dir(&self.log_dir) {
+            Ok(listing) => Some(listing),
+            Err(e) if self.read_only && e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(StorageError::io(&self.log_dir, e)),
+        };
+        for item in listing.into_iter().flatten() {
+            let item = item.map_err(|e| StorageError::io(&self.log_dir, e))?;
+            let name = item.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.ends_with(TEMP_SUFFIX) {
+                // A file creation that did not finish: never part of the log.
+                if !self.read_only {
+                    let path = item.path();
+                    std::fs::remove_file(&path).map_err(|e| StorageError::io(&path, e))?;
+                }
+            } else if let Some(first) = parse_name(name, SEGMENT_SUFFIX) {
+                names.push(first);
+            }
+            // Anything else (index files, unknown files) is not listed here.
+        }
+        names.sort_unstable();
+        for first in names {
+            let id = self.new_segment_id();
+            let path = self.log_dir.join(segment::segment_file_name(first));
+            self.segments
+                .push(open_segment(path, first, !self.read_only, id)?);
+        }
+        // Segments wholly below the log start (left by a crash during
+        // advance_start) are no longer part of the log.
+        while self.segments.len() >= 2 && self.segments[1].first_index <= self.first_index {
+            let segment = self.segments.remove(0);
+            self.remove_segment_files(&segment)?;
+        }
+        if let Some(first) = self.segments.first() {
+            if first.first_index > self.first_index {
+                return Err(StorageError::corrupt(
+                    &first.path,
+                    0,
+                    format!(
+                        "the log-start file says the log begins at index {} but the first segment begins at {}",
+                        self.first_index, first.first_index
+                    ),
+                ));
+            }
+        }
+        // The scan set: the last segment back to (and including) the last one
+        // whose header records synced frames. Everything before it was synced
+        // before it and is trusted without a scan.
+        let mut scan_from = self.segments.len();
+        while scan_from > 0 {
+            scan_from -= 1;
+            if self.segments[scan_from].watermark_on_disk > SEGMENT_HEADER_BYTES {
+                break;
+            }
+        }
+        let mut pos = scan_from;
+        while pos < self.segments.len() {
+            let limit = self.segments.get(pos + 1).map(|next| next.first_index - 1);
+            let segment = &self.segments[pos];
+            let scan = segment.scan(SEGMENT_HEADER_BYTES, segment.first_index, limit);
+            let watermark = segment.watermark_on_disk;
+            let is_last = pos + 1 == self.segments.len();
+            let stopped_early = match &scan.stop {
+                ScanStop::Limit => false,
+                ScanStop::EndMark => {
+                    if scan.end < watermark {
+                        return Err(StorageError::corrupt(
+                            &segment.path,
+                            scan.end as u64,
+                            format!("synced frames up to byte {watermark} are missing"),
+                        ));
+                    }
+                    !is_last
+                }
+                ScanStop::Bad { offset, error } => {
+                    if *offset < watermark {
+                        return Err(StorageError::corrupt(
+                            &segment.path,
+                            *offset as u64,
+                            error.to_string(),
+                        ));
+                    }
+                    true
+                }
+            };
+            let cut = stopped_early || is_last;
+            if stopped_early && !is_last {
+                // A torn end of a segment that was followed by more segments:
+                // legal only if none of those later segments was ever synced.
+                if let Some(synced) = self.segments[pos + 1..]
+                    .iter()
+                    .find(|s| s.watermark_on_disk > SEGMENT_HEADER_BYTES)
+                {
+                    return Err(StorageError::corrupt(
+                        &self.segments[pos].path,
+                        scan.end as u64,
+                        format!(
+                            "segment ends before index {} but the synced segment {} follows",
+                            limit.unwrap_or(0) + 1,
+                            synced.path.display()
+                        ),
+                    ));
+                }
+                while self.segments.len() > pos + 1 {
+                    if let Some(later) = self.segments.pop() {
+                        self.remove_segment_files(&later)?;
+                    }
+                }
+            }
+            let segment = &mut self.segments[pos];
+            if cut && !self.read_only {
+                segment.zero_tail(scan.end)?;
+                segment
+                    .map
+                    .flush_range(0, scan.end)
+                    .map_err(|e| StorageError::io(&segment.path, e))?;
+            } else if !self.read_only {
+                // A clean restart may leave written pages only in the page
+                // cache: make them durable so they can be reported durable.
+                segment
+                    .map
+                    .flush_range(0, scan.end)
+                    .map_err(|e| StorageError::io(&segment.path, e))?;
+            }
+            segment.requested_end = scan.end;
+            segment.durable_end = scan.end;
+            let _ = segment.index.set(SegIndex {
+                offsets: scan.offsets,
+                end: scan.end,
+                crc_on_read: false,
+            });
+            pos += 1;
+        }
+        // Trusted (unscanned) segments need nothing from sync.
+        for segment in &mut self.segments[..scan_from] {
+            segment.requested_end = usize::MAX;
+            segment.durable_end = usize::MAX;
+            segment.watermark_written = usize::MAX;
+        }
+        self.last_index = self.first_index - 1;
+        self.last_term = self.prev_term;
+        if let Some(last) = self.segments.last() {
+            let count = last.index.get().map_or(0, |ix| ix.offsets.len()) as u64;
+            let last_index = last.first_index + count - 1;
+            if last_index + 1 < self.first_index {
+                // Wholly below the log start too.
+                if let Some(segment) = self.segments.pop() {
+                    self.remove_segment_files(&segment)?;
+                }
+            } else if last_index >= self.first_index {
+                self.last_index = last_index;
+                let (_, _, header) = self.locate(last_index)?;
+                self.last_term = header.term;
+            }
+        }
+        self.durable_index = self.last_index;
+        Ok(())
+    }
+
+    fn new_segment_id(&mut self) -> u64 {
+        self.next_segment_id += 1;
+        self.next_segment_id
+    }
+
+    fn index_path(&self, first_index: LogIndex) -> PathBuf {
+        self.log_dir.join(segment::index_file_name(first_index))
+    }
+
+    /// Unlinks a segment and its index file (readers' mappings stay valid).
+    fn remove_segment_files(&mut self, segment: &Segment) -> Result<(), StorageError> {
+        if self.read_only {
+            return Ok(());
+        }
+        std::fs::remove_file(&segment.path).map_err(|e| StorageError::io(&segment.path, e))?;
+        let index_path = self.index_path(segment.first_index);
+        match std::fs::remove_file(&index_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StorageError::io(&index_path, e)),
+        }
+        self.dir_dirty = true;
+        Ok(())
+    }
+
+    pub fn first_index(&self) -> LogIndex {
+        self.first_index
+    }
+
+    pub fn last_index(&self) -> LogIndex {
+        self.last_index
+    }
+
+    pub fn last_term(&self) -> Term {
+        self.last_term
+    }
+
+    /// Highest index reported durable by a completed sync (or recovered at open).
+    pub fn durable_index(&self) -> LogIndex {
+        self.durable_index
+    }
+
+    /// The data directory this log lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The stored log start, if one was ever written.
+    pub fn log_start(&self) -> Option<&LogStart> {
+        self.log_start.as_ref()
+    }
+
+    fn check_writable(&self) -> Result<(), StorageError> {
+        if self.read_only {
+            return Err(StorageError::PermissionDenied {
+                path: self.dir.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Appends `entries`, which must continue the log at `last_index + 1`.
+    /// Returns once the frames are in the mapping (the page cache). On an
+    /// error after some frames were written, `last_index()` says how far the
+    /// append got.
+    pub fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        self.check_writable()?;
+        for (expected, entry) in (self.last_index + 1..).zip(entries) {
+            if entry.index != expected {
+                return Err(StorageError::NotContiguous {
+                    expected,
+                    got: entry.index,
+                });
+            }
+            let frame_bytes = frame::frame_bytes(entry) as u64;
+            if frame_bytes > self.config.segment_bytes - SEGMENT_HEADER_BYTES as u64
+                || frame_bytes > frame::FRAME_BYTES_MAX as u64
+            {
+                return Err(StorageError::EntryTooLarge {
+                    index: entry.index,
+                    frame_bytes,
+                    segment_bytes: self.config.segment_bytes,
+                });
+            }
+        }
+        for entry in entries {
+            debug_assert!(
+                entry.term >= self.last_term,
+                "terms in a log never decrease"
+            );
+            let frame_bytes = frame::frame_bytes(entry);
+            let fits = self.segments.last().is_some_and(|segment| {
+                segment
+                    .index
+                    .get()
+                    .is_some_and(|ix| ix.end + frame_bytes <= segment.capacity())
+            });
+            if !fits {
+                self.roll(entry.index)?;
+            }
+            let Some(segment) = self.segments.last_mut() else {
+                return Err(StorageError::corrupt(
+                    &self.log_dir,
+                    0,
+                    "no active segment after roll",
+                ));
+            };
+            let start = segment
+                .index
+                .get()
+                .map_or(SEGMENT_HEADER_BYTES, |ix| ix.end);
+            frame::write_frame(entry, segment.bytes_mut(start, start + frame_bytes));
+            if let Some(ix) = segment.index.get_mut() {
+                debug_assert_eq!(segment.first_index + ix.offsets.len() as u64, entry.index);
+                ix.offsets.push(start as u32);
+                ix.end = start + frame_bytes;
+            }
+            self.last_index = entry.index;
+            self.last_term = entry.term;
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment (writes its index file) and starts a new one
+    /// whose first entry is `first_index`.
+    fn roll(&mut self, first_index: LogIndex) -> Result<(), StorageError> {
+        self.seal_last();
+        let id = self.new_segment_id();
+        let segment = create_segment(
+            &self.log_dir,
+            first_index,
+            self.config.segment_bytes,
+            self.config.preallocate,
+            id,
+        )?;
+        self.segments.push(segment);
+        self.dir_dirty = true;
+        Ok(())
+    }
+
+    /// Writes the index file of the last segment; a failure only costs a
+    /// rebuild later, so it is logged, not returned.
+    fn seal_last(&mut self) {
+        let Some(segment) = self.segments.last_mut() else {
+            return;
+        };
+        segment.modified = SystemTime::now();
+        let Some(ix) = segment.index.get() else {
+            return;
+        };
+        let path = self
+            .log_dir
+            .join(segment::index_file_name(segment.first_index));
+        if let Err(error) = write_index_file(&path, segment.first_index, &ix.offsets) {
+            tracing::warn!(%error, "could not write an index file; it will be rebuilt when needed");
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+
+    /// Captures a group commit covering everything appended so far. Run it
+    /// with `SyncRequest::run` (on a blocking thread), then `mark_synced`.
+    pub fn sync_request(&mut self) -> SyncRequest {
+        let mut ranges = Vec::new();
+        let mut marks = Vec::new();
+        let segment_count = self.segments.len();
+        for (pos, segment) in self.segments.iter_mut().enumerate().rev() {
+            let Some(end) = segment.index.get().map(|ix| ix.end) else {
+                break;
+            };
+            let sealed = pos + 1 < segment_count;
+            if segment.requested_end == usize::MAX {
+                break;
+            }
+            if segment.durable_end != segment.watermark_written && !self.read_only {
+                // Lags one sync behind by design: it only claims bytes an
+                // earlier, completed sync made durable.
+                segment.write_watermark(segment.durable_end);
+                ranges.push(SyncRange {
+                    map: Arc::clone(&segment.map),
+                    path: segment.path.clone(),
+                    offset: 0,
+                    len: SEGMENT_HEADER_BYTES,
+                });
+            }
+            if segment.requested_end < end {
+                ranges.push(SyncRange {
+                    map: Arc::clone(&segment.map),
+                    path: segment.path.clone(),
+                    offset: segment.requested_end,
+                    len: end - segment.requested_end,
+                });
+                segment.requested_end = end;
+            }
+            marks.push((segment.id, end));
+            if sealed && segment.durable_end == end && segment.watermark_written == end {
+                // Fully durable and its header says so: nothing left to do.
+                segment.requested_end = usize::MAX;
+                segment.durable_end = usize::MAX;
+                segment.watermark_written = usize::MAX;
+                break;
+            }
+        }
+        let dir = std::mem::take(&mut self.dir_dirty).then(|| self.log_dir.clone());
+        SyncRequest {
+            ranges,
+            dir,
+            done: SyncDone {
+                index: self.last_index,
+                epoch: self.epoch,
+                marks,
+            },
+        }
+    }
+
+    /// Records a completed sync; returns the durable index.
+    pub fn mark_synced(&mut self, done: SyncDone) -> LogIndex {
+        for (id, end) in done.marks {
+            if let Some(segment) = self.segments.iter_mut().rev().find(|s| s.id == id) {
+                if segment.durable_end != usize::MAX {
+                    segment.durable_end = segment.durable_end.max(end);
+                }
+            }
+        }
+        if done.epoch == self.epoch {
+            self.durable_index = self.durable_index.max(done.index.min(self.last_index));
+        }
+        debug_assert!(self.durable_index <= self.last_index);
+        self.durable_index
+    }
+
+    /// Syncs on the calling thread; returns the durable index.
+    pub fn sync(&mut self) -> Result<LogIndex, StorageError> {
+        let request = self.sync_request();
+        let done = request.run()?;
+        Ok(self.mark_synced(done))
+    }
+
+    /// Position in `segments` of the segment holding `index` (which must be
+    /// at or above the first segment's first index).
+    fn segment_position(&self, index: LogIndex) -> Option<usize> {
+        self.segments
+            .partition_point(|s| s.first_index <= index)
+            .checked_sub(1)
+    }
+
+    /// Last entry index segment `pos` holds.
+    fn segment_last_index(&self, pos: usize) -> LogIndex {
+        match self.segments.get(pos + 1) {
+            Some(next) => next.first_index - 1,
+            None => self.last_index,
+        }
+    }
+
+    /// The index of segment `pos`, loading (or rebuilding) it on first use.
+    fn segment_index(&self, pos: usize) -> Result<&SegIndex, StorageError> {
+        let segment = &self.segments[pos];
+        if let Some(ix) = segment.index.get() {
+            return Ok(ix);
+        }
+        let entry_count = self.segment_last_index(pos) + 1 - segment.first_index;
+        let index_path = self.index_path(segment.first_index);
+        let loaded = read_index_file(
+            &index_path,
+            segment.first_index,
+            entry_count,
+            segment.capacity(),
+        )
+        .ok()
+        .and_then(|offsets| {
+            let end = match offsets.last() {
+                None => SEGMENT_HEADER_BYTES,
+                Some(last) => {
+                    let header = frame::decode_header(segment.view(), *last as usize, true).ok()?;
+                    if header.index != segment.first_index + entry_count - 1 {
+                        return None;
+                    }
+                    *last as usize + header.frame_bytes
+                }
+            };
+            Some(SegIndex {
+                offsets,
+                end,
+                crc_on_read: true,
+            })
+        });
+        let ix = match loaded {
+            Some(ix) => ix,
+            None => {
+                let last = segment.first_index + entry_count - 1;
+                let scan = segment.scan(SEGMENT_HEADER_BYTES, segment.first_index, Some(last));
+                match scan.stop {
+                    ScanStop::Limit => {}
+                    ScanStop::EndMark => {
+                        return Err(StorageError::corrupt(
+                            &segment.path,
+                            scan.end as u64,
+                            format!(
+                                "segment ends before index {}",
+                                segment.first_index + scan.offsets.len() as u64
+                            ),
+                        ))
+                    }
+                    ScanStop::Bad { offset, error } => {
+                        return Err(StorageError::corrupt(
+                            &segment.path,
+                            offset as u64,
+                            error.to_string(),
+                        ))
+                    }
+                }
+                if !self.read_only {
+                    if let Err(error) =
+                        write_index_file(&index_path, segment.first_index, &scan.offsets)
+                    {
+                        tracing::warn!(%error, "could not rewrite an index file");
+                    }
+                }
+                SegIndex {
+                    offsets: scan.offsets,
+                    end: scan.end,
+                    crc_on_read: false,
+                }
+            }
+        };
+        let _ = segment.index.set(ix);
+        segment.index.get().ok_or(StorageError::corrupt(
+            &segment.path,
+            0,
+            "segment index vanished",
+        ))
+    }
+
+    fn check_range(&self, index: LogIndex) -> Result<(), StorageError> {
+        if index < self.first_index || index > self.last_index {
+            return Err(StorageError::OutOfRange {
+                index,
+                first_index: self.first_index,
+                last_index: self.last_index,
+            });
+        }
+        Ok(())
+    }
+
+    /// Locates entry `index`: (segment position, frame offset, checked header).
+    fn locate(&self, index: LogIndex) -> Result<(usize, usize, frame::FrameHeader), StorageError> {
+        self.check_range(index)?;
+        let pos = self
+            .segment_position(index)
+            .ok_or(StorageError::OutOfRange {
+                index,
+                first_index: self.first_index,
+                last_index: self.last_index,
+            })?;
+        let segment = &self.segments[pos];
+        let ix = self.segment_index(pos)?;
+        let offset = ix
+            .offsets
+            .get((index - segment.first_index) as usize)
+            .copied()
+            .ok_or(StorageError::corrupt(
+                &segment.path,
+                0,
+                format!("index has no entry {index}"),
+            ))? as usize;
+        let header = self.checked_header(pos, offset, index, ix.crc_on_read)?;
+        Ok((pos, offset, header))
+    }
+
+    fn checked_header(
+        &self,
+        pos: usize,
+        offset: usize,
+        index: LogIndex,
+        check_crc: bool,
+    ) -> Result<frame::FrameHeader, StorageError> {
+        let segment = &self.segments[pos];
+        let header = frame::decode_header(segment.view(), offset, check_crc)
+            .map_err(|e| StorageError::corrupt(&segment.path, offset as u64, e.to_string()))?;
+        if header.index != index {
+            return Err(StorageError::corrupt(
+                &segment.path,
+                offset as u64,
+                format!("frame holds index {}, expected {index}", header.index),
+            ));
+        }
+        Ok(header)
+    }
+
+    /// The term of entry `index`; `first_index - 1` gives the log start's
+    /// previous term. `None` outside the log.
+    pub fn term_at(&self, index: LogIndex) -> Result<Option<Term>, StorageError> {
+        if index + 1 == self.first_index {
+            return Ok(Some(self.prev_term));
+        }
+        if index < self.first_index || index > self.last_index {
+            return Ok(None);
+        }
+        if index == self.last_index {
+            return Ok(Some(self.last_term));
+        }
+        let (pos, offset, header) = self.locate(index)?;
+        debug_assert_eq!(
+            frame::peek_term(self.segments[pos].view(), offset),
+            header.term
+        );
+        Ok(Some(header.term))
+    }
+
+    /// Entries `low..=high_inclusive` (clamped to nothing if `low > high`),
+    /// stopping before the total frame bytes exceed `bytes_max` but always
+    /// returning at least one entry. Payloads are zero-copy slices of the
+    /// mapping and stay valid (and unchanged) while held, even across
+    /// truncation and retention.
+    pub fn entries(
+        &self,
+        low: LogIndex,
+        high_inclusive: LogIndex,
+        bytes_max: usize,
+    ) -> Result<Vec<Entry>, StorageError> {
+        if low > high_inclusive {
+            return Ok(Vec::new());
+        }
+        self.check_range(low)?;
+        self.check_range(high_inclusive)?;
+        let mut out =
+            Vec::with_capacity(((high_inclusive - low + 1) as usize).min(READ_ENTRIES_RESERVE_MAX));
+        let mut bytes_total = 0usize;
+        let mut index = low;
+        while index <= high_inclusive {
+            let (pos, first_offset, _) = self.locate(index)?;
+            let segment = &self.segments[pos];
+            let ix = self.segment_index(pos)?;
+            let segment_last = self.segment_last_index(pos).min(high_inclusive);
+            let end_offset = ix
+                .offsets
+                .get((segment_last + 1 - segment.first_index) as usize)
+                .map_or(ix.end, |o| *o as usize);
+            let region = segment.bytes(first_offset, end_offset);
+            while index <= segment_last {
+                let offset = ix
+                    .offsets
+                    .get((index - segment.first_index) as usize)
+                    .copied()
+                    .unwrap_or(0) as usize;
+                let header = self.checked_header(pos, offset, index, ix.crc_on_read)?;
+                bytes_total += header.frame_bytes;
+                if bytes_total > bytes_max && !out.is_empty() {
+                    return Ok(out);
+                }
+                let payload_start = offset + FRAME_HEADER_BYTES - first_offset;
+                let payload_end = offset + header.frame_bytes - first_offset;
+                if payload_end > region.len() {
+                    return Err(StorageError::corrupt(
+                        &segment.path,
+                        offset as u64,
+                        "frame runs past the segment's data",
+                    ));
+                }
+                out.push(Entry {
+                    index,
+                    term: header.term,
+                    kind: header.kind,
+                    producer: header.producer,
+                    payload: region.slice(payload_start..payload_end),
+                });
+                index += 1;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The stored frames of entries `low..=`(at most `high_inclusive`), as one
+    /// zero-copy `Bytes` in the exact layout of the frame codec, plus the last
+    /// index included. Stops at a segment boundary or before exceeding
+    /// `bytes_max` (but includes at least one frame).
+    pub fn frames(
+        &self,
+        low: LogIndex,
+        high_inclusive: LogIndex,
+        bytes_max: usize,
+    ) -> Result<(Bytes, LogIndex), StorageError> {
+        self.check_range(low)?;
+        self.check_range(high_inclusive.max(low))?;
+        let (pos, first_offset, header) = self.locate(low)?;
+        let segment = &self.segments[pos];
+        let ix = self.segment_index(pos)?;
+        let segment_last = self.segment_last_index(pos).min(high_inclusive.max(low));
+        let mut end = first_offset + header.frame_bytes;
+        let mut last = low;
+        while last < segment_last {
+            let next = last + 1;
+            let offset = ix
+                .offsets
+                .get((next - segment.first_index) as usize)
+                .copied()
+                .unwrap_or(0) as usize;
+            let header = self.checked_header(pos, offset, next, ix.crc_on_read)?;
+            if offset + header.frame_bytes - first_offset > bytes_max {
+                break;
+            }
+            end = offset + header.frame_bytes;
+            last = next;
+        }
+        Ok((segment.bytes(first_offset, end), last))
+    }
+
+    /// Removes entries `from_index..` (Raft conflict repair). Bytes already
+    /// handed to readers stay valid: the kept part of the segment is sealed
+    /// and a fresh segment named `from_index` takes later appends (its
+    /// existence is what overrides the stale frames on disk). The change is
+    /// durable once the next sync (which fsyncs the directory) completes; no
+    /// later append is reported durable before that.
+    pub fn truncate_suffix(&mut self, from_index: LogIndex) -> Result<(), StorageError> {
+        self.check_writable()?;
+        if from_index == self.last_index + 1 {
+            return Ok(());
+        }
+        self.check_range(from_index)?;
+        let new_last_term = self
+            .term_at(from_index - 1)?
+            .ok_or(StorageError::OutOfRange {
+                index: from_index - 1,
+                first_index: self.first_index,
+                last_index: self.last_index,
+            })?;
+        // Later segments go first, so a crash leaves a prefix of the old log.
+        while self
+            .segments
+            .last()
+            .is_some_and(|s| s.first_index > from_index)
+        {
+            if let Some(segment) = self.segments.pop() {
+                self.remove_segment_files(&segment)?;
+            }
+        }
+        // A segment starting exactly at `from_index` is replaced by rename.
+        if self
+            .segments
+            .last()
+            .is_some_and(|s| s.first_index == from_index)
+        {
+            self.segments.pop();
+            let index_path = self.index_path(from_index);
+            if let Err(e) = std::fs::remove_file(&index_path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(StorageError::io(&index_path, e));
+                }
+            }
+        }
+        if let Some(pos) = self.segments.len().checked_sub(1) {
+            // Make sure the kept segment's index is loaded, then cut it.
+            self.segment_index(pos)?;
+            let segment = &mut self.segments[pos];
+            let keep = (from_index - segment.first_index) as usize;
+            if let Some(ix) = segment.index.get_mut() {
+                if keep < ix.offsets.len() {
+                    let cut_at = ix.offsets[keep] as usize;
+                    ix.offsets.truncate(keep);
+                    ix.end = cut_at;
+                }
+                if segment.requested_end != usize::MAX {
+                    segment.requested_end = segment.requested_end.min(ix.end);
+                    segment.durable_end = segment.durable_end.min(ix.end);
+                }
+            }
+            self.seal_last();
+        }
+        let id = self.new_segment_id();
+        let segment = create_segment(
+            &self.log_dir,
+            from_index,
+            self.config.segment_bytes,
+            self.config.preallocate,
+            id,
+        )?;
+        self.segments.push(segment);
+        self.dir_dirty = true;
+        self.last_index = from_index - 1;
+        self.last_term = new_last_term;
+        self.durable_index = self.durable_index.min(self.last_index);
+        self.epoch += 1;
+        Ok(())
+    }
+
+    /// Moves the log start forward to `new_start.first_index` (at most
+    /// `last_index + 1`): writes the log-start file (the caller supplies the
+    /// previous term, checked against the log, and the membership in force
+    /// at that point), then drops every segment wholly below the new start.
+    pub fn advance_start(&mut self, new_start: LogStart) -> Result<(), StorageError> {
+        self.check_writable()?;
+        let first = new_start.first_index;
+        if first < self.first_index || first > self.last_index + 1 {
+            return Err(StorageError::OutOfRange {
+                index: first,
+                first_index: self.first_index,
+                last_index: self.last_index,
+            });
+        }
+        if let Some(term) = self.term_at(first - 1)? {
+            if term != new_start.prev_term {
+                return Err(StorageError::LogStartMismatch {
+                    index: first - 1,
+                    stored_term: term,
+                    given_term: new_start.prev_term,
+                });
+            }
+        }
+        meta::store_log_start(&self.dir, &new_start)?;
+        while self.segments.len() >= 2 && self.segments[1].first_index <= first {
+            let segment = self.segments.remove(0);
+            self.remove_segment_files(&segment)?;
+        }
+        self.first_index = first;
+        self.prev_term = new_start.prev_term;
+        self.log_start = Some(new_start);
+        Ok(())
+    }
+
+    /// The first index of the oldest segment to keep under `policy`, if
+    /// retention may drop any segment: only sealed segments whose every entry
+    /// is at or below `floor_index` are candidates. Pass the result (with
+    /// its previous term and membership) to `advance_start`.
+    pub fn retention_first_index(
+        &self,
+        policy: &RetentionPolicy,
+        floor_index: LogIndex,
+        now: SystemTime,
+    ) -> Option<LogIndex> {
+        let mut bytes_total: u64 = self.segments.iter().map(|s| s.capacity() as u64).sum();
+        let mut keep_from = None;
+        for pos in 0..self.segments.len().saturating_sub(1) {
+            let segment = &self.segments[pos];
+            let next_first = self.segments[pos + 1].first_index;
+            if next_first - 1 > floor_index {
+                break;
+            }
+            let over_bytes = policy.retention_bytes.is_some_and(|max| bytes_total > max);
+            let too_old = policy.retention_ms.is_some_and(|max_ms| {
+                now.duration_since(segment.modified)
+                    .is_ok_and(|age| age.as_millis() > u128::from(max_ms))
+            });
+            if !(over_bytes || too_old) {
+                break;
+            }
+            bytes_total -= segment.capacity() as u64;
+            keep_from = Some(next_first);
+        }
+        keep_from.filter(|first| *first > self.first_index)
+    }
+
+    /// Drops the whole log and starts an empty one at `log_start.first_index`
+    /// (a follower reset to its leader's log start). Durable on return.
+    pub fn reset(&mut self, log_start: LogStart) -> Result<(), StorageError> {
+        self.check_writable()?;
+        while let Some(segment) = self.segments.pop() {
+            self.remove_segment_files(&segment)?;
+        }
+        meta::sync_dir(&self.log_dir)?;
+        meta::store_log_start(&self.dir, &log_start)?;
+        self.first_index = log_start.first_index;
+        self.prev_term = log_start.prev_term;
+        self.last_index = log_start.first_index - 1;
+        self.last_term = log_start.prev_term;
+        self.durable_index = self.last_index;
+        self.log_start = Some(log_start);
+        self.epoch += 1;
+        self.dir_dirty = false;
+        Ok(())
+    }
+
+    /// Replaces both hard-state copies atomically, one after the other.
+    /// Durable on return.
+    pub fn store_hard_state(&mut self, state: &HardState) -> Result<(), StorageError> {
+        self.check_writable()?;
+        self.hard_state_generation += 1;
+        meta::store_hard_state(&self.dir, state, self.hard_state_generation)
+    }
+}

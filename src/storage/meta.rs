@@ -1,0 +1,339 @@
+//! The small files of a data directory: the lock, the hard state (two
+//! copies) and the log-start file, each replaced atomically (write a temp
+//! file, fsync it, rename it over the old one, fsync the directory), so a
+//! crash at any step leaves the old or the new value, never a torn one.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use bytes::BytesMut;
+
+use super::StorageError;
+use crate::types::{HardState, LogStart, Membership};
+
+pub const LOCK_FILE_NAME: &str = "LOCK";
+pub const LOG_DIR_NAME: &str = "log";
+pub const LOG_START_FILE_NAME: &str = "log-start";
+/// Two copies, written one after the other, so one bad copy is survivable.
+pub const HARD_STATE_FILE_NAMES: [&str; 2] = ["hard-state.0", "hard-state.1"];
+pub(crate) const TEMP_SUFFIX: &str = ".tmp";
+
+const HARD_STATE_MAGIC: &[u8; 8] = b"RLOGHST\0";
+const LOG_START_MAGIC: &[u8; 8] = b"RLOGLST\0";
+pub(crate) const META_VERSION: u32 = 1;
+const HARD_STATE_BYTES: usize = 44;
+const LOG_START_HEADER_BYTES: usize = 32;
+/// A membership of MEMBERS_MAX members with maximal addresses stays below this.
+const LOG_START_BYTES_MAX: u64 = 4 * 1024 * 1024;
+const FLAG_VOTED: u32 = 1;
+
+/// An exclusive (writer) or shared (offline reader) `flock` on `DATA_DIR/LOCK`,
+/// released when dropped (the kernel releases it if the process dies).
+#[derive(Debug)]
+pub(crate) struct DirLock {
+    _file: File,
+}
+
+impl DirLock {
+    pub(crate) fn acquire(dir: &Path, exclusive: bool) -> Result<DirLock, StorageError> {
+        let path = dir.join(LOCK_FILE_NAME);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(exclusive)
+            .create(exclusive)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| StorageError::io(&path, e))?;
+        let mode = if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        };
+        // SAFETY: flock only reads the descriptor, which `file` keeps open.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), mode | libc::LOCK_NB) };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                return Err(StorageError::DataDirLocked {
+                    path: dir.to_path_buf(),
+                });
+            }
+            return Err(StorageError::io(&path, err));
+        }
+        Ok(DirLock { _file: file })
+    }
+}
+
+/// fsyncs a directory so that renames, creations and removals in it are durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StorageError::io(dir, e))
+}
+
+/// Replaces `dir/name` with `bytes`: write `name.tmp`, fsync, rename, fsync dir.
+pub(crate) fn replace_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
+    let final_path = dir.join(name);
+    let temp_path = dir.join(format!("{name}{TEMP_SUFFIX}"));
+    let mut file = File::create(&temp_path).map_err(|e| StorageError::io(&temp_path, e))?;
+    file.write_all(bytes)
+        .and_then(|_| file.sync_all())
+        .map_err(|e| StorageError::io(&temp_path, e))?;
+    drop(file);
+    std::fs::rename(&temp_path, &final_path).map_err(|e| StorageError::io(&final_path, e))?;
+    sync_dir(dir)
+}
+
+/// Reads a whole small file, refusing one larger than `bytes_max`.
+/// `Ok(None)` if it does not exist.
+fn read_small_file(path: &Path, bytes_max: u64) -> Result<Option<Vec<u8>>, StorageError> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StorageError::io(path, e)),
+    };
+    let mut bytes = Vec::new();
+    file.take(bytes_max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| StorageError::io(path, e))?;
+    if bytes.len() as u64 > bytes_max {
+        return Err(StorageError::corrupt(
+            path,
+            bytes_max,
+            "file is larger than its format allows",
+        ));
+    }
+    Ok(Some(bytes))
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    let mut word = [0u8; 4];
+    if let Some(src) = bytes.get(at..at + 4) {
+        word.copy_from_slice(src);
+    }
+    u32::from_le_bytes(word)
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0u8; 8];
+    if let Some(src) = bytes.get(at..at + 8) {
+        word.copy_from_slice(src);
+    }
+    u64::from_le_bytes(word)
+}
+
+/// Checks magic, version and the trailing CRC of a small file.
+fn check_envelope(
+    path: &Path,
+    bytes: &[u8],
+    magic: &[u8; 8],
+    len_min: usize,
+) -> Result<(), StorageError> {
+    if bytes.len() < len_min {
+        return Err(StorageError::corrupt(
+            path,
+            bytes.len() as u64,
+            "file is truncated",
+        ));
+    }
+    if bytes.get(0..8) != Some(&magic[..]) {
+        return Err(StorageError::BadMagic {
+            path: path.to_path_buf(),
+        });
+    }
+    let version = u32_at(bytes, 8);
+    if version != META_VERSION {
+        return Err(StorageError::UnsupportedVersion {
+            path: path.to_path_buf(),
+            version,
+            supported: META_VERSION,
+        });
+    }
+    let crc_at = bytes.len() - 4;
+    let stored = u32_at(bytes, crc_at);
+    let computed = crc32fast::hash(bytes.get(..crc_at).unwrap_or_default());
+    if stored != computed {
+        return Err(StorageError::corrupt(
+            path,
+            crc_at as u64,
+            format!("checksum {stored:#010x} does not match computed {computed:#010x}"),
+        ));
+    }
+    Ok(())
+}
+
+/// One hard-state copy. `generation` orders copies: the higher one is newer.
+pub(crate) fn encode_hard_state(state: &HardState, generation: u64) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(HARD_STATE_BYTES);
+    bytes.extend_from_slice(HARD_STATE_MAGIC);
+    bytes.extend_from_slice(&META_VERSION.to_le_bytes());
+    let flags = if state.voted_for.is_some() {
+        FLAG_VOTED
+    } else {
+        0
+    };
+    bytes.extend_from_slice(&flags.to_le_bytes());
+    bytes.extend_from_slice(&generation.to_le_bytes());
+    bytes.extend_from_slice(&state.term.to_le_bytes());
+    bytes.extend_from_slice(&state.voted_for.unwrap_or(0).to_le_bytes());
+    let crc = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    debug_assert_eq!(bytes.len(), HARD_STATE_BYTES);
+    bytes
+}
+
+/// Decodes one hard-state copy: (state, generation).
+pub(crate) fn decode_hard_state(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(HardState, u64), StorageError> {
+    if bytes.len() != HARD_STATE_BYTES {
+        return Err(StorageError::corrupt(
+            path,
+            bytes.len() as u64,
+            "hard-state file has the wrong length",
+        ));
+    }
+    check_envelope(path, bytes, HARD_STATE_MAGIC, HARD_STATE_BYTES)?;
+    let flags = u32_at(bytes, 12);
+    if flags & !FLAG_VOTED != 0 {
+        return Err(StorageError::corrupt(path, 12, "unknown hard-state flags"));
+    }
+    let voted = u64_at(bytes, 32);
+    let voted_for = if flags & FLAG_VOTED != 0 {
+        if voted == 0 {
+            return Err(StorageError::corrupt(path, 32, "vote for node id 0"));
+        }
+        Some(voted)
+    } else {
+        None
+    };
+    Ok((
+        HardState {
+            term: u64_at(bytes, 24),
+            voted_for,
+        },
+        u64_at(bytes, 16),
+    ))
+}
+
+/// What the two hard-state copies say, and what is wrong with each.
+pub(crate) struct HardStateCopies {
+    /// The newest valid copy: (state, generation).
+    pub newest: Option<(HardState, u64)>,
+    /// Problems per copy (a missing file is not a problem when both are missing).
+    pub problems: Vec<StorageError>,
+    pub any_file_present: bool,
+}
+
+pub(crate) fn read_hard_state_copies(dir: &Path) -> Result<HardStateCopies, StorageError> {
+    let mut copies = HardStateCopies {
+        newest: None,
+        problems: Vec::new(),
+        any_file_present: false,
+    };
+    let mut missing = Vec::new();
+    for name in HARD_STATE_FILE_NAMES {
+        let path = dir.join(name);
+        match read_small_file(&path, HARD_STATE_BYTES as u64)? {
+            None => missing.push(path),
+            Some(bytes) => {
+                copies.any_file_present = true;
+                match decode_hard_state(&path, &bytes) {
+                    Ok((state, generation)) => {
+                        if copies.newest.map_or(true, |(_, g)| generation > g) {
+                            copies.newest = Some((state, generation));
+                        }
+                    }
+                    Err(e) => copies.problems.push(e),
+                }
+            }
+        }
+    }
+    if copies.any_file_present {
+        for path in missing {
+            copies
+                .problems
+                .push(StorageError::corrupt(path, 0, "hard-state copy is missing"));
+        }
+    }
+    Ok(copies)
+}
+
+/// Writes both copies, one after the other, each atomically.
+pub(crate) fn store_hard_state(
+    dir: &Path,
+    state: &HardState,
+    generation: u64,
+) -> Result<(), StorageError> {
+    let bytes = encode_hard_state(state, generation);
+    for name in HARD_STATE_FILE_NAMES {
+        replace_atomically(dir, name, &bytes)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn encode_log_start(start: &LogStart) -> Vec<u8> {
+    let mut membership = BytesMut::new();
+    start.membership.encode(&mut membership);
+    let mut bytes = Vec::with_capacity(LOG_START_HEADER_BYTES + membership.len() + 4);
+    bytes.extend_from_slice(LOG_START_MAGIC);
+    bytes.extend_from_slice(&META_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&(membership.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&start.first_index.to_le_bytes());
+    bytes.extend_from_slice(&start.prev_term.to_le_bytes());
+    bytes.extend_from_slice(&membership);
+    let crc = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
+pub(crate) fn decode_log_start(path: &Path, bytes: &[u8]) -> Result<LogStart, StorageError> {
+    check_envelope(path, bytes, LOG_START_MAGIC, LOG_START_HEADER_BYTES + 4)?;
+    let membership_len = u32_at(bytes, 12) as usize;
+    if LOG_START_HEADER_BYTES + membership_len + 4 != bytes.len() {
+        return Err(StorageError::corrupt(
+            path,
+            12,
+            "membership length does not match the file length",
+        ));
+    }
+    let membership_bytes = bytes
+        .get(LOG_START_HEADER_BYTES..LOG_START_HEADER_BYTES + membership_len)
+        .unwrap_or_default();
+    let membership = Membership::decode(membership_bytes).map_err(|e| {
+        StorageError::corrupt(
+            path,
+            LOG_START_HEADER_BYTES as u64,
+            format!("bad membership: {e}"),
+        )
+    })?;
+    let first_index = u64_at(bytes, 16);
+    if first_index == 0 {
+        return Err(StorageError::corrupt(path, 16, "first index 0"));
+    }
+    Ok(LogStart {
+        first_index,
+        prev_term: u64_at(bytes, 24),
+        membership,
+    })
+}
+
+pub(crate) fn read_log_start(dir: &Path) -> Result<Option<LogStart>, StorageError> {
+    let path = dir.join(LOG_START_FILE_NAME);
+    match read_small_file(&path, LOG_START_BYTES_MAX)? {
+        None => Ok(None),
+        Some(bytes) => decode_log_start(&path, &bytes).map(Some),
+    }
+}
+
+pub(crate) fn store_log_start(dir: &Path, start: &LogStart) -> Result<(), StorageError> {
+    replace_atomically(dir, LOG_START_FILE_NAME, &encode_log_start(start))
+}
+
+/// Path helper used by tests and tools.
+pub(crate) fn log_dir(dir: &Path) -> PathBuf {
+    dir.join(LOG_DIR_NAME)
+}
