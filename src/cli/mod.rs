@@ -5,6 +5,7 @@
 
 pub mod args;
 mod config;
+mod offline;
 pub mod output;
 
 use std::process::ExitCode;
@@ -49,6 +50,8 @@ pub fn one_line(error: &anyhow::Error) -> String {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => config::serve_config(*args).map(|_| ExitCode::SUCCESS),
+        Command::Verify(args) => offline::run_verify(args),
+        Command::Dump(args) => offline::run_dump(args).map(|()| ExitCode::SUCCESS),
         _ => anyhow::bail!("this subcommand is not available in this build yet"),
     }
 }
