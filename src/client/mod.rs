@@ -1,1 +1,101 @@
-//! client: under construction.
+//! The async client library: [`Publisher`] and [`Consumer`], plus one-shot
+//! [`status`] and [`admin`] requests.
+//!
+//! A client knows some node addresses (`ClientConfig::cluster`) and finds the
+//! leader itself, following `NotLeader` redirects.
+//!
+//! Publishing is exactly-once: every append carries a producer id (random
+//! unless the caller gives one) and the sequence number of its first record.
+//! Appends go, in order, on one stream; the node answers them in the same
+//! order once committed. When anything fails (timeout, lost connection,
+//! leader change) the publisher reconnects and sends every unanswered batch
+//! again, in order, with the same sequences: the leader answers a batch that
+//! is already in its log with the original indexes instead of appending it
+//! twice.
+//!
+//! Consuming resumes from the index after the last record it returned, on
+//! any node, so a reconnect never produces a gap or a duplicate.
+
+mod connection;
+mod consumer;
+mod publisher;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use consumer::{Consumer, ConsumerOptions, Record, StartFrom};
+pub use publisher::{AppendTicket, Publisher, PublisherOptions};
+
+pub use crate::wire::client::{AdminRequest, ClusterStatus, NodeStatus};
+use crate::types::Membership;
+use crate::wire::client::{ClientRequest, ErrorCode, ErrorResponse};
+
+/// Where the cluster is and how to trust it.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Addresses (HOST:PORT) of any subset of the cluster's nodes.
+    pub cluster: Vec<String>,
+    /// A directory written by `raftlog certs`: `ca.pem`, and `client.pem` /
+    /// `client.key` when the cluster requires client certificates.
+    pub tls_dir: PathBuf,
+    /// How long one request may wait for an answer before it is retried
+    /// (appends) or fails (everything else).
+    pub request_timeout: Duration,
+}
+
+/// Total time a publisher keeps retrying one batch through failures (leader
+/// elections, restarts) before giving up: many election timeouts.
+pub const RETRY_DEADLINE: Duration = Duration::from_secs(30);
+/// Pause between reconnect attempts; doubled up to the maximum.
+pub const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(20);
+pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no node of the cluster could be reached ({addrs}): {last_error}")]
+    Unreachable { addrs: String, last_error: String },
+    #[error("the cluster answered: {0}")]
+    Refused(ErrorResponse),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("cannot load TLS files: {0}")]
+    Tls(String),
+    #[error("bad address `{addr}`: {reason}")]
+    BadAddress { addr: String, reason: String },
+    #[error("protocol error talking to {addr}: {reason}")]
+    Protocol { addr: String, reason: String },
+    #[error("the publisher is closed")]
+    Closed,
+}
+
+impl ClientError {
+    /// True when retrying the same request later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Unreachable { .. } | ClientError::Timeout(_) => true,
+            ClientError::Protocol { .. } => true,
+            ClientError::Refused(response) => matches!(
+                response.code,
+                ErrorCode::NotLeader | ErrorCode::Unavailable | ErrorCode::ShuttingDown
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// The cluster's status, as its leader sees it (asked of any node, which
+/// redirects to the leader when it knows one).
+pub async fn status(config: &ClientConfig) -> Result<ClusterStatus, ClientError> {
+    match connection::request_leader(config, ClientRequest::Status).await? {
+        crate::wire::client::ClientResponse::Status(status) => Ok(status),
+        other => Err(connection::unexpected(&other)),
+    }
+}
+
+/// A membership change or leadership transfer; returns the membership after it.
+pub async fn admin(config: &ClientConfig, request: AdminRequest) -> Result<Membership, ClientError> {
+    match connection::request_leader(config, ClientRequest::Admin(request)).await? {
+        crate::wire::client::ClientResponse::Admin(membership) => Ok(membership),
+        other => Err(connection::unexpected(&other)),
+    }
+}

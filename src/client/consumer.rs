@@ -1,0 +1,224 @@
+//! The resuming consumer.
+//!
+//! It asks a node for committed records from its cursor and keeps the
+//! stream open for new ones. The cursor is the index after the last record
+//! returned, so after any failure it reconnects (to the next node) and asks
+//! again from there: no record is returned twice and none is skipped.
+//! Without `follow`, it stops at the commit index the first node reported.
+
+use bytes::Bytes;
+
+use super::connection::{self, NodeConnection, Tls};
+use super::{ClientConfig, ClientError, RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN};
+use crate::net;
+use crate::types::LogIndex;
+use crate::wire::client::{ClientRequest, ClientResponse, ConsumeFrom, ConsumeRequest};
+
+/// Where a consumer starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartFrom {
+    /// The first record the cluster still stores.
+    Start,
+    /// After the last committed record: only new records.
+    End,
+    /// This index (or the log start, if the log no longer reaches back so far).
+    Index(LogIndex),
+}
+
+#[derive(Clone, Debug)]
+pub struct ConsumerOptions {
+    pub from: StartFrom,
+    /// Keep waiting for new records instead of ending at the commit index
+    /// seen when the consumer started.
+    pub follow: bool,
+}
+
+/// A committed record and its index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub index: LogIndex,
+    pub data: Bytes,
+}
+
+/// Failed reconnects in a row before `next_batch` gives up.
+pub const RECONNECTS_MAX: u32 = 20;
+
+pub struct Consumer {
+    config: ClientConfig,
+    tls: Tls,
+    /// Where to ask from next time; `Index(n)` once anything was read.
+    cursor: StartFrom,
+    /// Without `follow`: the last index to return, learned from the first answer.
+    until: Option<LogIndex>,
+    follow: bool,
+    position: usize,
+    node: Option<NodeConnection>,
+    recv: Option<quinn::RecvStream>,
+    failures: u32,
+}
+
+impl Consumer {
+    pub async fn connect(
+        config: ClientConfig,
+        options: ConsumerOptions,
+    ) -> Result<Consumer, ClientError> {
+        let tls = Tls::load(&config)?;
+        let (position, node) = connection::connect_any(&config, &tls, 0).await?;
+        Ok(Consumer {
+            config,
+            tls,
+            cursor: options.from,
+            until: None,
+            follow: options.follow,
+            position,
+            node: Some(node),
+            recv: None,
+            failures: 0,
+        })
+    }
+
+    /// The index the next record will have at least.
+    pub fn cursor(&self) -> StartFrom {
+        self.cursor
+    }
+
+    /// The next records in index order; `Ok(None)` at the end (without
+    /// `follow`). Waits for new commits with `follow`.
+    pub async fn next_batch(&mut self) -> Result<Option<Vec<Record>>, ClientError> {
+        loop {
+            if let (Some(until), StartFrom::Index(next)) = (self.until, self.cursor) {
+                if next > until {
+                    return Ok(None);
+                }
+            }
+            if self.recv.is_none() {
+                if let Err(error) = self.open().await {
+                    self.failed(error).await?;
+                    continue;
+                }
+            }
+            let Some(recv) = self.recv.as_mut() else {
+                continue;
+            };
+            let frame = match net::framing::read_frame(recv, crate::wire::FRAME_BYTES_MAX).await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => {
+                    self.failed(ClientError::Protocol {
+                        addr: self.node_addr(),
+                        reason: "the node ended the stream".into(),
+                    })
+                    .await?;
+                    continue;
+                }
+                Err(error) => {
+                    self.failed(ClientError::Protocol {
+                        addr: self.node_addr(),
+                        reason: error.to_string(),
+                    })
+                    .await?;
+                    continue;
+                }
+            };
+            match ClientResponse::decode(frame) {
+                Ok(ClientResponse::Records(batch)) => {
+                    self.failures = 0;
+                    if self.until.is_none() && !self.follow {
+                        self.until = Some(batch.commit_index);
+                    }
+                    let next = match self.cursor {
+                        StartFrom::Index(next) => next,
+                        _ => batch.start_index,
+                    };
+                    let mut records = Vec::with_capacity(batch.records.len());
+                    let mut cursor = next.max(batch.start_index);
+                    for (index, data) in batch.records {
+                        // A resent range after a reconnect: skip what was returned.
+                        if index < cursor {
+                            continue;
+                        }
+                        if self.until.is_some_and(|until| index > until) {
+                            break;
+                        }
+                        records.push(Record { index, data });
+                        cursor = index + 1;
+                    }
+                    // Entries that are not records (leader no-ops, config
+                    // changes) occupy indexes too: the batch says how far it got.
+                    cursor = cursor.max(batch.next_index);
+                    self.cursor = StartFrom::Index(cursor);
+                    if !records.is_empty() {
+                        return Ok(Some(records));
+                    }
+                }
+                Ok(ClientResponse::Error(error)) => {
+                    self.failed(ClientError::Refused(error)).await?;
+                }
+                Ok(other) => self.failed(connection::unexpected(&other)).await?,
+                Err(error) => {
+                    self.failed(ClientError::Protocol {
+                        addr: self.node_addr(),
+                        reason: error.to_string(),
+                    })
+                    .await?
+                }
+            }
+        }
+    }
+
+    async fn open(&mut self) -> Result<(), ClientError> {
+        if self.node.is_none() {
+            let (position, node) =
+                connection::connect_any(&self.config, &self.tls, self.position).await?;
+            self.position = position;
+            self.node = Some(node);
+        }
+        let Some(node) = &self.node else {
+            return Ok(());
+        };
+        let (mut send, recv) =
+            node.connection
+                .open_bi()
+                .await
+                .map_err(|error| ClientError::Unreachable {
+                    addrs: node.addr.clone(),
+                    last_error: error.to_string(),
+                })?;
+        let from = match self.cursor {
+            StartFrom::Start => ConsumeFrom::Start,
+            StartFrom::End => ConsumeFrom::End,
+            StartFrom::Index(index) => ConsumeFrom::Index(index),
+        };
+        let request = ClientRequest::Consume(ConsumeRequest { from, follow: true });
+        net::framing::write_frame(&mut send, &request.encode())
+            .await
+            .map_err(|error| ClientError::Protocol {
+                addr: node.addr.clone(),
+                reason: error.to_string(),
+            })?;
+        let _ = send.finish();
+        self.recv = Some(recv);
+        Ok(())
+    }
+
+    /// Drops the connection and moves to the next node, or gives up after
+    /// too many failures in a row (or at once, for an error retrying cannot fix).
+    async fn failed(&mut self, error: ClientError) -> Result<(), ClientError> {
+        self.recv = None;
+        self.node = None;
+        self.position += 1;
+        self.failures += 1;
+        if !error.is_transient() || self.failures > RECONNECTS_MAX {
+            return Err(error);
+        }
+        let backoff = RECONNECT_BACKOFF_MIN * 2u32.saturating_pow(self.failures.min(8));
+        tokio::time::sleep(backoff.min(RECONNECT_BACKOFF_MAX)).await;
+        Ok(())
+    }
+
+    fn node_addr(&self) -> String {
+        self.node
+            .as_ref()
+            .map(|node| node.addr.clone())
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,470 @@
+//! The exactly-once, pipelined publisher.
+//!
+//! One task owns the connection. Batches go out in order on one stream and
+//! the node answers them in order, so the n-th answer belongs to the oldest
+//! unanswered batch. On any failure the task reconnects (to the leader it was
+//! told of, else the next address) and resends every unanswered batch in
+//! order with its original sequences; the leader answers those already in its
+//! log with their original indexes, so nothing is appended twice.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::ops::RangeInclusive;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+
+use super::connection::{self, NodeConnection, Tls};
+use super::{ClientConfig, ClientError, RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN, RETRY_DEADLINE};
+use crate::net;
+use crate::types::{LogIndex, ProducerSeq};
+use crate::wire::client::{AppendRequest, ClientRequest, ClientResponse, ErrorCode};
+
+/// Appends a publisher keeps in flight unless told otherwise.
+pub const INFLIGHT_DEFAULT: usize = 8;
+/// Upper bound on `inflight_max`: the node's per-stream queue is bounded too.
+pub const INFLIGHT_MAX: usize = 4096;
+
+#[derive(Clone, Debug)]
+pub struct PublisherOptions {
+    /// The exactly-once identity; a random one when `None`.
+    pub producer_id: Option<u64>,
+    /// Sequence number of the first record this publisher sends.
+    pub first_sequence: u64,
+    /// Appends sent and not yet answered, at most.
+    pub inflight_max: usize,
+}
+
+impl Default for PublisherOptions {
+    fn default() -> PublisherOptions {
+        PublisherOptions {
+            producer_id: None,
+            first_sequence: 0,
+            inflight_max: INFLIGHT_DEFAULT,
+        }
+    }
+}
+
+type AppendResult = Result<RangeInclusive<LogIndex>, ClientError>;
+
+/// Resolves to the indexes of a batch's records once they are committed.
+pub struct AppendTicket {
+    answer: oneshot::Receiver<AppendResult>,
+}
+
+impl Future for AppendTicket {
+    type Output = AppendResult;
+
+    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<AppendResult> {
+        Pin::new(&mut self.answer)
+            .poll(context)
+            .map(|answer| answer.unwrap_or(Err(ClientError::Closed)))
+    }
+}
+
+struct Batch {
+    first_sequence: u64,
+    records: Vec<Bytes>,
+    reply: oneshot::Sender<AppendResult>,
+    /// Frees a window slot when the batch is answered.
+    _permit: OwnedSemaphorePermit,
+    /// When the batch was first sent, for the retry deadline.
+    first_sent: Option<Instant>,
+    /// When it was last sent, for the request timeout.
+    last_sent: Option<Instant>,
+}
+
+pub struct Publisher {
+    batches: mpsc::Sender<Batch>,
+    window: Arc<Semaphore>,
+    producer_id: u64,
+    next_sequence: u64,
+    task: JoinHandle<()>,
+}
+
+impl Publisher {
+    /// Connects to some node of the cluster (to fail fast on a bad address or
+    /// certificate) and starts the publisher's task.
+    pub async fn connect(
+        config: ClientConfig,
+        options: PublisherOptions,
+    ) -> Result<Publisher, ClientError> {
+        if options.inflight_max == 0 || options.inflight_max > INFLIGHT_MAX {
+            return Err(ClientError::InvalidInput(format!(
+                "in-flight window must be between 1 and {INFLIGHT_MAX}"
+            )));
+        }
+        let tls = Tls::load(&config)?;
+        let (position, node) = connection::connect_any(&config, &tls, 0).await?;
+        let producer_id = options.producer_id.unwrap_or_else(random_producer_id);
+        let (batches, incoming) = mpsc::channel(options.inflight_max);
+        let session = Session {
+            config,
+            tls,
+            producer_id,
+            position,
+            node: Some(node),
+            stream: None,
+            generation: 0,
+            unanswered: VecDeque::new(),
+            backoff: RECONNECT_BACKOFF_MIN,
+        };
+        let task = tokio::spawn(session.run(incoming));
+        Ok(Publisher {
+            batches,
+            window: Arc::new(Semaphore::new(options.inflight_max)),
+            producer_id,
+            next_sequence: options.first_sequence,
+            task,
+        })
+    }
+
+    pub fn producer_id(&self) -> u64 {
+        self.producer_id
+    }
+
+    /// The sequence number the next record will carry.
+    pub fn next_sequence(&self) -> u64 {
+        self.next_sequence
+    }
+
+    /// Queues a batch; waits while the in-flight window is full. The ticket
+    /// resolves once every record of the batch is committed.
+    pub async fn send(&mut self, records: Vec<Bytes>) -> Result<AppendTicket, ClientError> {
+        if records.is_empty() {
+            return Err(ClientError::InvalidInput("an append needs at least one record".into()));
+        }
+        let permit = self
+            .window
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        let first_sequence = self.next_sequence;
+        self.next_sequence = self
+            .next_sequence
+            .checked_add(records.len() as u64)
+            .ok_or_else(|| ClientError::InvalidInput("sequence numbers exhausted".into()))?;
+        let (reply, answer) = oneshot::channel();
+        self.batches
+            .send(Batch {
+                first_sequence,
+                records,
+                reply,
+                _permit: permit,
+                first_sent: None,
+                last_sent: None,
+            })
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        Ok(AppendTicket { answer })
+    }
+
+    /// Appends one batch and waits for its indexes.
+    pub async fn append(
+        &mut self,
+        records: Vec<Bytes>,
+    ) -> Result<RangeInclusive<LogIndex>, ClientError> {
+        self.send(records).await?.await
+    }
+
+    /// Waits for every queued batch to be answered, then disconnects.
+    pub async fn close(self) {
+        drop(self.batches);
+        let _ = self.task.await;
+    }
+}
+
+fn random_producer_id() -> u64 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded from the OS; mixing in time and pid makes two
+    // publishers started at once differ even if it were not.
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_nanos())
+            .unwrap_or(0),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish() | 1
+}
+
+/// The stream appends currently go on.
+struct Stream {
+    send: quinn::SendStream,
+    generation: u64,
+    reader: JoinHandle<()>,
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+struct Session {
+    config: ClientConfig,
+    tls: Tls,
+    producer_id: u64,
+    /// Which address of `config.cluster` to try next.
+    position: usize,
+    node: Option<NodeConnection>,
+    stream: Option<Stream>,
+    /// Bumped per stream, so answers read from an abandoned stream are ignored.
+    generation: u64,
+    /// Sent (or waiting to be resent) and not yet answered, oldest first.
+    unanswered: VecDeque<Batch>,
+    backoff: std::time::Duration,
+}
+
+/// An answer read from stream `generation`, or why reading it failed.
+type Answer = (u64, Result<ClientResponse, String>);
+
+impl Session {
+    async fn run(mut self, mut incoming: mpsc::Receiver<Batch>) {
+        let (answer_tx, mut answers) = mpsc::channel::<Answer>(64);
+        let mut closing = false;
+        loop {
+            if closing && self.unanswered.is_empty() {
+                return;
+            }
+            if let Err(error) = self.fail_expired() {
+                self.fail_all(error, &mut incoming);
+                return;
+            }
+            if self.stream.is_none() && !self.unanswered.is_empty() {
+                self.open_stream(&answer_tx).await;
+                continue;
+            }
+            let wake_at = self.next_timeout();
+            tokio::select! {
+                batch = incoming.recv(), if !closing => match batch {
+                    Some(batch) => self.submit(batch, &answer_tx).await,
+                    None => closing = true,
+                },
+                Some((generation, answer)) = answers.recv() => {
+                    if Some(generation) == self.stream.as_ref().map(|s| s.generation) {
+                        if let Err(error) = self.on_answer(answer).await {
+                            self.fail_all(error, &mut incoming);
+                            return;
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(wake_at.into()) => {
+                    // The oldest batch waited too long: assume the node is gone.
+                    self.drop_connection();
+                }
+            }
+        }
+    }
+
+    /// When the oldest unanswered batch times out (far future when none).
+    fn next_timeout(&self) -> Instant {
+        self.unanswered
+            .front()
+            .and_then(|batch| batch.last_sent)
+            .map(|sent| sent + self.config.request_timeout)
+            .unwrap_or_else(|| Instant::now() + RETRY_DEADLINE)
+    }
+
+    fn fail_expired(&mut self) -> Result<(), ClientError> {
+        match self.unanswered.front().and_then(|batch| batch.first_sent) {
+            Some(first_sent) if first_sent.elapsed() > RETRY_DEADLINE => {
+                Err(ClientError::Timeout(RETRY_DEADLINE))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn submit(&mut self, mut batch: Batch, answer_tx: &mpsc::Sender<Answer>) {
+        if self.stream.is_none() {
+            self.open_stream(answer_tx).await;
+        }
+        if let Some(stream) = &mut self.stream {
+            if write_batch(stream, self.producer_id, &mut batch).await.is_err() {
+                self.drop_connection();
+            }
+        }
+        self.unanswered.push_back(batch);
+    }
+
+    /// Connects (if needed), opens a fresh stream and resends every unanswered batch.
+    async fn open_stream(&mut self, answer_tx: &mpsc::Sender<Answer>) {
+        if self.node.is_none() {
+            match connection::connect_any(&self.config, &self.tls, self.position).await {
+                Ok((position, node)) => {
+                    self.position = position;
+                    self.node = Some(node);
+                }
+                Err(_) => {
+                    self.back_off().await;
+                    return;
+                }
+            }
+        }
+        let Some(node) = &self.node else { return };
+        let (send, mut recv) = match node.connection.open_bi().await {
+            Ok(pair) => pair,
+            Err(_) => {
+                self.drop_connection();
+                self.back_off().await;
+                return;
+            }
+        };
+        self.generation += 1;
+        let generation = self.generation;
+        let answers = answer_tx.clone();
+        let reader = tokio::spawn(async move {
+            loop {
+                let answer =
+                    match net::framing::read_frame(&mut recv, crate::wire::FRAME_BYTES_MAX).await {
+                        Ok(Some(frame)) => {
+                            ClientResponse::decode(frame).map_err(|error| error.to_string())
+                        }
+                        Ok(None) => Err("the node closed the stream".to_string()),
+                        Err(error) => Err(error.to_string()),
+                    };
+                let failed = answer.is_err();
+                if answers.send((generation, answer)).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let mut stream = Stream {
+            send,
+            generation,
+            reader,
+        };
+        for batch in self.unanswered.iter_mut() {
+            if write_batch(&mut stream, self.producer_id, batch).await.is_err() {
+                self.drop_connection();
+                return;
+            }
+        }
+        self.stream = Some(stream);
+    }
+
+    async fn on_answer(&mut self, answer: Result<ClientResponse, String>) -> Result<(), ClientError> {
+        let response = match answer {
+            Ok(response) => response,
+            Err(_) => {
+                self.drop_connection();
+                self.back_off().await;
+                return Ok(());
+            }
+        };
+        match response {
+            ClientResponse::Appended {
+                first_index,
+                last_index,
+            } => {
+                let Some(batch) = self.unanswered.pop_front() else {
+                    return Err(ClientError::Protocol {
+                        addr: self.node_addr(),
+                        reason: "an answer for an append never sent".into(),
+                    });
+                };
+                let expected = batch.records.len() as u64;
+                if last_index < first_index || last_index - first_index + 1 != expected {
+                    return Err(ClientError::Protocol {
+                        addr: self.node_addr(),
+                        reason: format!(
+                            "{expected} records answered with indexes {first_index}..={last_index}"
+                        ),
+                    });
+                }
+                self.backoff = RECONNECT_BACKOFF_MIN;
+                let _ = batch.reply.send(Ok(first_index..=last_index));
+                Ok(())
+            }
+            ClientResponse::Error(error) => match error.code {
+                ErrorCode::NotLeader => {
+                    let leader = error.leader_addr.clone();
+                    self.drop_connection();
+                    match leader {
+                        Some(addr) => {
+                            if let Ok(node) =
+                                connection::connect(&self.config, &self.tls, &addr).await
+                            {
+                                self.node = Some(node);
+                            } else {
+                                self.back_off().await;
+                            }
+                        }
+                        None => {
+                            self.position += 1;
+                            self.back_off().await;
+                        }
+                    }
+                    Ok(())
+                }
+                ErrorCode::Unavailable | ErrorCode::ShuttingDown | ErrorCode::Timeout => {
+                    self.drop_connection();
+                    self.position += 1;
+                    self.back_off().await;
+                    Ok(())
+                }
+                _ => Err(ClientError::Refused(error)),
+            },
+            other => Err(connection::unexpected(&other)),
+        }
+    }
+
+    fn node_addr(&self) -> String {
+        self.node
+            .as_ref()
+            .map(|node| node.addr.clone())
+            .unwrap_or_default()
+    }
+
+    fn drop_connection(&mut self) {
+        self.stream = None;
+        self.node = None;
+    }
+
+    async fn back_off(&mut self) {
+        tokio::time::sleep(self.backoff).await;
+        self.backoff = (self.backoff * 2).min(RECONNECT_BACKOFF_MAX);
+    }
+
+    /// A batch failed for good: it and every later batch fail with the same
+    /// error (their sequences would leave a gap the cluster refuses).
+    fn fail_all(&mut self, error: ClientError, incoming: &mut mpsc::Receiver<Batch>) {
+        let message = error.to_string();
+        let mut first = Some(error);
+        incoming.close();
+        let mut rest = Vec::new();
+        while let Ok(batch) = incoming.try_recv() {
+            rest.push(batch);
+        }
+        for batch in self.unanswered.drain(..).chain(rest) {
+            let error = first
+                .take()
+                .unwrap_or_else(|| ClientError::Abandoned(message.clone()));
+            let _ = batch.reply.send(Err(error));
+        }
+    }
+}
+
+async fn write_batch(stream: &mut Stream, producer_id: u64, batch: &mut Batch) -> Result<(), ()> {
+    let request = ClientRequest::Append(AppendRequest {
+        producer: Some(ProducerSeq {
+            producer_id,
+            sequence: batch.first_sequence,
+        }),
+        records: batch.records.clone(),
+    });
+    let now = Instant::now();
+    batch.first_sent.get_or_insert(now);
+    batch.last_sent = Some(now);
+    net::framing::write_frame(&mut stream.send, &request.encode())
+        .await
+        .map_err(|_| ())
+}

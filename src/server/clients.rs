@@ -1,0 +1,271 @@
+//! Serving clients: one task per connection, one per request stream.
+//!
+//! A stream carries one request, except appends: a publisher sends its
+//! appends in order on one stream and gets the answers in the same order,
+//! which is what lets it resend after a failure without reordering. Consume
+//! streams stay open and are fed from the log as the commit index moves.
+//!
+//! Nothing here holds the consensus core: requests go to the driver task
+//! through a bounded channel, and consumers read the log under its read lock.
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::debug;
+
+use super::driver::{Commit, DriverRequest, SharedLog};
+use super::metrics::{FrameSource, Metrics, RejectLabels};
+use crate::net;
+use crate::types::{EntryKind, LogIndex};
+use crate::wire::client::{
+    AppendRequest, ClientRequest, ClientResponse, ConsumeFrom, ConsumeRequest, ErrorCode,
+    ErrorResponse, RecordBatch,
+};
+use crate::wire::FRAME_BYTES_MAX;
+
+/// Appends of one stream waiting for their commit, at most; the publisher's
+/// window is smaller, this only bounds a misbehaving client.
+pub const APPENDS_PENDING_PER_STREAM_MAX: usize = 4096;
+/// Payload bytes per consume frame, at most (one larger record still goes alone).
+pub const CONSUME_BATCH_BYTES_MAX: usize = 1024 * 1024;
+
+/// What every client task needs.
+#[derive(Clone)]
+pub struct ClientContext {
+    pub requests: mpsc::Sender<DriverRequest>,
+    pub log: SharedLog,
+    pub commit: watch::Receiver<Commit>,
+    pub metrics: Metrics,
+}
+
+/// Serves every stream of one client connection until it closes.
+pub async fn serve_connection(connection: quinn::Connection, context: ClientContext) {
+    loop {
+        let (send, recv) = match connection.accept_bi().await {
+            Ok(pair) => pair,
+            Err(error) => {
+                debug!(remote = %connection.remote_address(), %error, "client connection closed");
+                return;
+            }
+        };
+        let context = context.clone();
+        tokio::spawn(async move {
+            serve_stream(send, recv, context).await;
+        });
+    }
+}
+
+fn error_response(code: ErrorCode, detail: impl Into<String>) -> ClientResponse {
+    ClientResponse::Error(ErrorResponse {
+        code,
+        leader_id: None,
+        leader_addr: None,
+        detail: detail.into(),
+    })
+}
+
+async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, context: ClientContext) {
+    let first = match read_request(&mut recv, &context).await {
+        Ok(Some(request)) => request,
+        Ok(None) => return,
+        Err(response) => {
+            let _ = write_response(&mut send, &response).await;
+            return;
+        }
+    };
+    match first {
+        ClientRequest::Append(append) => serve_appends(send, recv, append, context).await,
+        ClientRequest::Consume(consume) => serve_consume(send, consume, context).await,
+        request => {
+            let response = ask_driver(&context, |reply| DriverRequest::Other { request, reply })
+                .await;
+            let _ = write_response(&mut send, &response).await;
+            let _ = send.finish();
+        }
+    }
+}
+
+/// Reads and decodes one request; a malformed one is counted and answered
+/// with an error (the stream then ends).
+async fn read_request(
+    recv: &mut quinn::RecvStream,
+    context: &ClientContext,
+) -> Result<Option<ClientRequest>, ClientResponse> {
+    let reject = |detail: String| {
+        context
+            .metrics
+            .rejected_frames
+            .get_or_create(&RejectLabels {
+                source: FrameSource::Client,
+            })
+            .inc();
+        error_response(ErrorCode::InvalidRequest, detail)
+    };
+    let frame: Bytes = match net::framing::read_frame(recv, FRAME_BYTES_MAX).await {
+        Ok(Some(frame)) => frame,
+        Ok(None) => return Ok(None),
+        Err(error) => return Err(reject(error.to_string())),
+    };
+    ClientRequest::decode(frame)
+        .map(Some)
+        .map_err(|error| reject(error.to_string()))
+}
+
+async fn write_response(send: &mut quinn::SendStream, response: &ClientResponse) -> Result<(), ()> {
+    net::framing::write_frame(send, &response.encode())
+        .await
+        .map_err(|_| ())
+}
+
+async fn ask_driver(
+    context: &ClientContext,
+    request: impl FnOnce(oneshot::Sender<ClientResponse>) -> DriverRequest,
+) -> ClientResponse {
+    let (reply, answer) = oneshot::channel();
+    if context.requests.send(request(reply)).await.is_err() {
+        return error_response(ErrorCode::ShuttingDown, "the node is shutting down");
+    }
+    answer
+        .await
+        .unwrap_or_else(|_| error_response(ErrorCode::ShuttingDown, "the node is shutting down"))
+}
+
+/// Appends, in order: each is handed to the driver as soon as it is read;
+/// answers are written in the same order as their commits arrive.
+async fn serve_appends(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    first: AppendRequest,
+    context: ClientContext,
+) {
+    let (pending_tx, mut pending_rx) =
+        mpsc::channel::<oneshot::Receiver<ClientResponse>>(APPENDS_PENDING_PER_STREAM_MAX);
+    let writer = tokio::spawn(async move {
+        while let Some(answer) = pending_rx.recv().await {
+            let response = answer.await.unwrap_or_else(|_| {
+                error_response(ErrorCode::ShuttingDown, "the node is shutting down")
+            });
+            if write_response(&mut send, &response).await.is_err() {
+                return;
+            }
+        }
+        let _ = send.finish();
+    });
+    let mut next = Some(first);
+    while let Some(append) = next.take() {
+        let (reply, answer) = oneshot::channel();
+        if context
+            .requests
+            .send(DriverRequest::Append {
+                request: append,
+                reply,
+            })
+            .await
+            .is_err()
+        {
+            break;
+        }
+        if pending_tx.send(answer).await.is_err() {
+            break;
+        }
+        next = match read_request(&mut recv, &context).await {
+            Ok(Some(ClientRequest::Append(append))) => Some(append),
+            Ok(Some(_)) => {
+                let (reply, answer) = oneshot::channel();
+                let _ = reply.send(error_response(
+                    ErrorCode::InvalidRequest,
+                    "an append stream carries only appends",
+                ));
+                let _ = pending_tx.send(answer).await;
+                None
+            }
+            Ok(None) => None,
+            Err(response) => {
+                let (reply, answer) = oneshot::channel();
+                let _ = reply.send(response);
+                let _ = pending_tx.send(answer).await;
+                None
+            }
+        };
+    }
+    drop(pending_tx);
+    let _ = writer.await;
+}
+
+/// Streams committed data records from the cursor, never past the commit index.
+async fn serve_consume(mut send: quinn::SendStream, request: ConsumeRequest, context: ClientContext) {
+    let mut commit_rx = context.commit.clone();
+    let commit = *commit_rx.borrow_and_update();
+    let mut next = match request.from {
+        ConsumeFrom::Start => commit.first_index,
+        ConsumeFrom::End => commit.commit_index + 1,
+        // Retention may have dropped the start: resume at the log start.
+        ConsumeFrom::Index(index) => index.max(commit.first_index),
+    };
+    let stop_at = (!request.follow).then_some(commit.commit_index);
+    let mut first_frame = true;
+    loop {
+        let commit = *commit_rx.borrow_and_update();
+        next = next.max(commit.first_index);
+        let last = stop_at.map_or(commit.commit_index, |stop| stop.min(commit.commit_index));
+        if next <= last || first_frame {
+            let batch = match read_records(&context.log, next, last, commit.commit_index) {
+                Ok(batch) => batch,
+                Err(detail) => {
+                    let _ = write_response(&mut send, &error_response(ErrorCode::Internal, detail))
+                        .await;
+                    return;
+                }
+            };
+            next = batch.next_index;
+            first_frame = false;
+            if write_response(&mut send, &ClientResponse::Records(batch))
+                .await
+                .is_err()
+            {
+                return; // the consumer went away
+            }
+            continue;
+        }
+        if stop_at.is_some_and(|stop| next > stop) {
+            let _ = send.finish();
+            return;
+        }
+        // Wait for the commit index to move (or the node to stop).
+        tokio::select! {
+            changed = commit_rx.changed() => if changed.is_err() { return },
+            _ = send.stopped() => return,
+        }
+    }
+}
+
+/// Reads data records `next..=last` (bounded by bytes), skipping no-ops and
+/// config entries, and says where the next read starts.
+fn read_records(
+    log: &SharedLog,
+    next: LogIndex,
+    last: LogIndex,
+    commit_index: LogIndex,
+) -> Result<RecordBatch, String> {
+    debug_assert!(last <= commit_index, "a consumer must never read past the commit index");
+    let mut batch = RecordBatch {
+        start_index: next,
+        next_index: next,
+        commit_index,
+        records: Vec::new(),
+    };
+    if next > last {
+        return Ok(batch);
+    }
+    let entries = {
+        let log = log.read().map_err(|_| "the log lock is poisoned".to_string())?;
+        log.entries(next, last, CONSUME_BATCH_BYTES_MAX)
+            .map_err(|error| error.to_string())?
+    };
+    for entry in entries {
+        batch.next_index = entry.index + 1;
+        if entry.kind == EntryKind::Data {
+            batch.records.push((entry.index, entry.payload));
+        }
+    }
+    Ok(batch)
+}
