@@ -108,7 +108,6 @@ fn a_tail_cut_at_any_byte_reopens_as_the_prefix_of_whole_frames() {
 fn a_bit_flip_in_the_unsynced_tail_reopens_as_the_prefix_before_it() {
     let dir = tempfile::tempdir().unwrap();
     let full = build_single_segment(dir.path());
-    let path = segment_path(dir.path(), 1);
     let data_end = frame_offset(LAST + 1);
     for bit in frame_offset(SYNCED + 1) * 8..(data_end + 8) * 8 {
         let mut bytes = full.clone();
