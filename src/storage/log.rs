@@ -577,7 +577,9 @@ impl Log {
         for (id, end) in done.marks {
             if let Some(segment) = self.segments.iter_mut().rev().find(|s| s.id == id) {
                 if segment.durable_end != usize::MAX {
-                    segment.durable_end = segment.durable_end.max(end);
+                    // A truncation since the request may have cut this segment.
+                    let data_end = segment.index.get().map_or(end, |ix| ix.end);
+                    segment.durable_end = segment.durable_end.max(end.min(data_end));
                 }
             }
         }
@@ -766,7 +768,8 @@ impl Log {
         Ok(Some(header.term))
     }
 
-    /// Entries `low..=high_inclusive` (clamped to nothing if `low > high`),
+    /// Entries `low..=high_inclusive` (`high` is clamped to `last_index`;
+    /// empty if `low` is past it; `OutOfRange` if `low < first_index`),
     /// stopping before the total frame bytes exceed `bytes_max` but always
     /// returning at least one entry. Payloads are zero-copy slices of the
     /// mapping and stay valid (and unchanged) while held, even across
@@ -777,11 +780,11 @@ impl Log {
         high_inclusive: LogIndex,
         bytes_max: usize,
     ) -> Result<Vec<Entry>, StorageError> {
+        let high_inclusive = high_inclusive.min(self.last_index);
         if low > high_inclusive {
             return Ok(Vec::new());
         }
         self.check_range(low)?;
-        self.check_range(high_inclusive)?;
         let mut out =
             Vec::with_capacity(((high_inclusive - low + 1) as usize).min(READ_ENTRIES_RESERVE_MAX));
         let mut bytes_total = 0usize;
@@ -840,11 +843,11 @@ impl Log {
         bytes_max: usize,
     ) -> Result<(Bytes, LogIndex), StorageError> {
         self.check_range(low)?;
-        self.check_range(high_inclusive.max(low))?;
+        let high_inclusive = high_inclusive.clamp(low, self.last_index);
         let (pos, first_offset, header) = self.locate(low)?;
         let segment = &self.segments[pos];
         let ix = self.segment_index(pos)?;
-        let segment_last = self.segment_last_index(pos).min(high_inclusive.max(low));
+        let segment_last = self.segment_last_index(pos).min(high_inclusive);
         let mut end = first_offset + header.frame_bytes;
         let mut last = low;
         while last < segment_last {
