@@ -26,6 +26,8 @@ use std::path::PathBuf;
 
 pub use log::{Log, Opened, RetentionPolicy, SyncDone, SyncRequest};
 pub use meta::{HARD_STATE_FILE_NAMES, LOCK_FILE_NAME, LOG_DIR_NAME, LOG_START_FILE_NAME};
+/// Helpers for tools that write or inspect segments directly (benches, tests).
+pub use segment::{encode_segment_header, segment_file_name, SEGMENT_HEADER_BYTES};
 
 use crate::types::LogIndex;
 
