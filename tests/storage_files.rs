@@ -400,3 +400,30 @@ fn dump_lists_entries_from_the_requested_index() {
         "{line}"
     );
 }
+
+/// The runtime moves a sync request to a blocking thread.
+#[test]
+fn a_sync_request_can_move_to_another_thread() {
+    fn assert_send_static<T: Send + 'static>() {}
+    assert_send_static::<raftlog::storage::SyncRequest>();
+    assert_send_static::<raftlog::storage::SyncDone>();
+    assert_send_static::<Log>();
+}
+
+/// A segment named with index 0 or an absurd index is refused, not trusted.
+#[test]
+fn a_segment_named_outside_the_index_range_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Log::open(dir.path(), config()).unwrap());
+    for first in [0u64, u64::MAX] {
+        let path = log_file(dir.path(), &format!("{first:020}.seg"));
+        let mut bytes = raftlog::storage::encode_segment_header(first, 4096, 0).to_vec();
+        bytes.resize(4096, 0);
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            Log::open(dir.path(), config()),
+            Err(StorageError::Corrupt { offset: 16, .. })
+        ));
+        std::fs::remove_file(&path).unwrap();
+    }
+}

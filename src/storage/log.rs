@@ -426,7 +426,7 @@ impl Log {
     pub fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
         self.check_writable()?;
         for (expected, entry) in (self.last_index + 1..).zip(entries) {
-            if entry.index != expected {
+            if entry.index != expected || entry.index > super::LOG_INDEX_MAX {
                 return Err(StorageError::NotContiguous {
                     expected,
                     got: entry.index,
@@ -531,26 +531,24 @@ impl Log {
             if segment.requested_end == usize::MAX {
                 break;
             }
+            let mut flush_from = segment.requested_end.min(end);
             if segment.durable_end != segment.watermark_written && !self.read_only {
                 // Lags one sync behind by design: it only claims bytes an
                 // earlier, completed sync made durable.
                 segment.write_watermark(segment.durable_end);
+                flush_from = 0;
+            }
+            if flush_from < end {
+                // One range per segment: each msync is a device flush, so the
+                // header slot and the new frames share one.
                 ranges.push(SyncRange {
                     map: Arc::clone(&segment.map),
                     path: segment.path.clone(),
-                    offset: 0,
-                    len: SEGMENT_HEADER_BYTES,
+                    offset: flush_from,
+                    len: end - flush_from,
                 });
             }
-            if segment.requested_end < end {
-                ranges.push(SyncRange {
-                    map: Arc::clone(&segment.map),
-                    path: segment.path.clone(),
-                    offset: segment.requested_end,
-                    len: end - segment.requested_end,
-                });
-                segment.requested_end = end;
-            }
+            segment.requested_end = end;
             marks.push((segment.id, end));
             if sealed && segment.durable_end == end && segment.watermark_written == end {
                 // Fully durable and its header says so: nothing left to do.
@@ -1015,6 +1013,13 @@ impl Log {
     /// (a follower reset to its leader's log start). Durable on return.
     pub fn reset(&mut self, log_start: LogStart) -> Result<(), StorageError> {
         self.check_writable()?;
+        if log_start.first_index == 0 || log_start.first_index > super::LOG_INDEX_MAX {
+            return Err(StorageError::OutOfRange {
+                index: log_start.first_index,
+                first_index: 1,
+                last_index: super::LOG_INDEX_MAX,
+            });
+        }
         while let Some(segment) = self.segments.pop() {
             self.remove_segment_files(&segment)?;
         }
@@ -1035,7 +1040,7 @@ impl Log {
     /// Durable on return.
     pub fn store_hard_state(&mut self, state: &HardState) -> Result<(), StorageError> {
         self.check_writable()?;
-        self.hard_state_generation += 1;
+        self.hard_state_generation = self.hard_state_generation.saturating_add(1);
         meta::store_hard_state(&self.dir, state, self.hard_state_generation)
     }
 }

@@ -39,6 +39,10 @@ pub const SEGMENT_BYTES_MIN: u64 = 4096;
 /// Offsets inside a segment are stored as u32 in the index files.
 pub const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64;
 
+/// Highest log index the engine accepts on disk; far beyond any real log,
+/// it keeps index arithmetic (`first + count`) clear of overflow.
+pub const LOG_INDEX_MAX: LogIndex = 1 << 62;
+
 /// How the log lays out its files.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogConfig {

@@ -439,6 +439,16 @@ pub(crate) fn open_segment(
         .read_to_end(&mut header)
         .map_err(|e| StorageError::io(&path, e))?;
     let watermark = check_segment_header(&path, &header, first_index)?;
+    if first_index == 0 || first_index > super::LOG_INDEX_MAX {
+        return Err(StorageError::corrupt(
+            &path,
+            16,
+            format!(
+                "first index {first_index} is outside 1..={}",
+                super::LOG_INDEX_MAX
+            ),
+        ));
+    }
     let capacity = metadata.len();
     if capacity > super::SEGMENT_BYTES_MAX || usize::try_from(capacity).is_err() {
         return Err(StorageError::corrupt(
