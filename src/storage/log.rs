@@ -5,7 +5,8 @@
 //! Durability contract: `sync_request()` captures every byte appended so far
 //! (and every file created or removed, through a directory fsync);
 //! `SyncRequest::run()` (any thread) msyncs them; `mark_synced()` then
-//! reports the highest durable index. A `SyncDone` captured before a
+//! reports the highest durable index. Each request covers everything not yet
+//! known durable, so several may be in flight and complete in any order. A `SyncDone` captured before a
 //! `truncate_suffix` or `reset` does not advance the durable index (its
 //! segment watermarks still count), so a truncation is durable before any
 //! entry appended after it is reported durable.
@@ -68,6 +69,7 @@ pub struct SyncDone {
     index: LogIndex,
     epoch: u64,
     marks: Vec<(u64, usize)>,
+    dir_changes: u64,
 }
 
 impl SyncDone {
@@ -122,8 +124,11 @@ pub struct Log {
     durable_index: LogIndex,
     /// Bumped by every truncation or reset; stale `SyncDone`s are ignored.
     epoch: u64,
-    /// A segment file was created or removed since the last sync request.
-    dir_dirty: bool,
+    /// Count of segment files created or removed (each needs a directory
+    /// fsync before entries depending on it count as durable).
+    dir_changes: u64,
+    /// `dir_changes` as covered by the latest completed directory fsync.
+    dir_changes_durable: u64,
     next_segment_id: u64,
 }
 
@@ -185,7 +190,8 @@ impl Log {
             hard_state_generation: copies.newest.map_or(0, |(_, g)| g),
             durable_index: 0,
             epoch: 0,
-            dir_dirty: false,
+            dir_changes: 0,
+            dir_changes_durable: 0,
             next_segment_id: 0,
         };
         log.recover()?;
@@ -379,7 +385,7 @@ impl Log {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(StorageError::io(&index_path, e)),
         }
-        self.dir_dirty = true;
+        self.dir_changes += 1;
         Ok(())
     }
 
@@ -494,7 +500,7 @@ impl Log {
             id,
         )?;
         self.segments.push(segment);
-        self.dir_dirty = true;
+        self.dir_changes += 1;
         Ok(())
     }
 
@@ -531,7 +537,9 @@ impl Log {
             if segment.requested_end == usize::MAX {
                 break;
             }
-            let mut flush_from = segment.requested_end.min(end);
+            // From what completed syncs made durable, not from what earlier
+            // requests captured: requests may complete in any order.
+            let mut flush_from = segment.durable_end.min(end);
             if segment.durable_end != segment.watermark_written && !self.read_only {
                 // Lags one sync behind by design: it only claims bytes an
                 // earlier, completed sync made durable.
@@ -558,7 +566,7 @@ impl Log {
                 break;
             }
         }
-        let dir = std::mem::take(&mut self.dir_dirty).then(|| self.log_dir.clone());
+        let dir = (self.dir_changes > self.dir_changes_durable).then(|| self.log_dir.clone());
         SyncRequest {
             ranges,
             dir,
@@ -566,6 +574,7 @@ impl Log {
                 index: self.last_index,
                 epoch: self.epoch,
                 marks,
+                dir_changes: self.dir_changes,
             },
         }
     }
@@ -581,6 +590,7 @@ impl Log {
                 }
             }
         }
+        self.dir_changes_durable = self.dir_changes_durable.max(done.dir_changes);
         if done.epoch == self.epoch {
             self.durable_index = self.durable_index.max(done.index.min(self.last_index));
         }
@@ -935,7 +945,7 @@ impl Log {
             id,
         )?;
         self.segments.push(segment);
-        self.dir_dirty = true;
+        self.dir_changes += 1;
         self.last_index = from_index - 1;
         self.last_term = new_last_term;
         self.durable_index = self.durable_index.min(self.last_index);
@@ -1032,7 +1042,7 @@ impl Log {
         self.durable_index = self.last_index;
         self.log_start = Some(log_start);
         self.epoch += 1;
-        self.dir_dirty = false;
+        self.dir_changes_durable = self.dir_changes;
         Ok(())
     }
 
