@@ -26,6 +26,8 @@ use std::path::PathBuf;
 
 pub use log::{Log, Opened, RetentionPolicy, SyncDone, SyncRequest};
 pub use meta::{HARD_STATE_FILE_NAMES, LOCK_FILE_NAME, LOG_DIR_NAME, LOG_START_FILE_NAME};
+/// Helpers for tools that write or inspect segments directly (benches, tests).
+pub use segment::{encode_segment_header, segment_file_name, SEGMENT_HEADER_BYTES};
 
 use crate::types::LogIndex;
 
@@ -36,6 +38,10 @@ pub const SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
 pub const SEGMENT_BYTES_MIN: u64 = 4096;
 /// Offsets inside a segment are stored as u32 in the index files.
 pub const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64;
+
+/// Highest log index the engine accepts on disk; far beyond any real log,
+/// it keeps index arithmetic (`first + count`) clear of overflow.
+pub const LOG_INDEX_MAX: LogIndex = 1 << 62;
 
 /// How the log lays out its files.
 #[derive(Clone, Debug, PartialEq, Eq)]
