@@ -4,12 +4,18 @@
 //! code; stdout carries only data, so scripts can pipe it.
 
 pub mod args;
+mod bench;
 mod config;
+mod consume;
+pub mod dev;
 mod offline;
 pub mod output;
+mod publish;
+mod status;
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Parser;
 
 pub use args::Cli;
@@ -48,10 +54,89 @@ pub fn one_line(error: &anyhow::Error) -> String {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let server_side = matches!(cli.command, Command::Serve(_) | Command::Dev(_));
+    init_logging(server_side);
     match cli.command {
-        Command::Serve(args) => config::serve_config(*args).map(|_| ExitCode::SUCCESS),
         Command::Verify(args) => offline::run_verify(args),
         Command::Dump(args) => offline::run_dump(args).map(|()| ExitCode::SUCCESS),
-        _ => anyhow::bail!("this subcommand is not available in this build yet"),
+        Command::Certs(args) => run_certs(args).map(|()| ExitCode::SUCCESS),
+        command => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(run_async(command))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+async fn run_async(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => serve(config::serve_config(*args)?).await,
+        Command::Dev(args) => dev::run(args).await,
+        Command::Publish(args) => publish::run(args).await,
+        Command::Consume(args) => consume::run(args).await,
+        Command::Status(args) => status::run_status(args).await,
+        Command::Admin(args) => status::run_admin(args).await,
+        Command::Bench(args) => bench::run(*args).await,
+        Command::Verify(_) | Command::Dump(_) | Command::Certs(_) => {
+            unreachable!("handled without a runtime")
+        }
+    }
+}
+
+/// Logs go to stderr, filtered by RUST_LOG (default: info for servers,
+/// warnings only for client commands, whose stdout is data).
+fn init_logging(server_side: bool) {
+    let default = if server_side { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn client_config(cluster: &args::ClusterArgs) -> crate::client::ClientConfig {
+    crate::client::ClientConfig {
+        cluster: cluster.cluster.clone(),
+        tls_dir: cluster.tls_dir.clone(),
+        request_timeout: std::time::Duration::from_millis(cluster.timeout_ms),
+    }
+}
+
+fn run_certs(args: args::CertsArgs) -> anyhow::Result<()> {
+    let nodes: Vec<(crate::types::NodeId, String)> = args
+        .nodes
+        .iter()
+        .map(|node| (node.id, node.addr.clone()))
+        .collect();
+    crate::net::certs::generate(&args.out, &nodes)
+        .with_context(|| format!("cannot write certificates to {}", args.out.display()))?;
+    eprintln!(
+        "wrote a cluster CA, {} node certificate(s) and a client certificate to {}",
+        nodes.len(),
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// `raftlog serve`: runs one node until SIGTERM/SIGINT, then stops it cleanly.
+async fn serve(config: crate::server::config::ServerConfig) -> anyhow::Result<()> {
+    let id = config.id;
+    let mut node = crate::server::Node::start(config)
+        .await
+        .with_context(|| format!("cannot start node {id}"))?;
+    tokio::select! {
+        stopped = node.wait() => {
+            stopped.with_context(|| format!("node {id} stopped"))?;
+            anyhow::bail!("node {id} stopped unexpectedly");
+        }
+        signal = dev::wait_for_stop_signal() => signal?,
+    }
+    tracing::info!(id, "stopping");
+    node.shutdown()
+        .await
+        .with_context(|| format!("node {id} did not stop cleanly"))
 }

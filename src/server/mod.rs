@@ -1,6 +1,299 @@
 //! The node runtime: drives the consensus core, the storage engine and the
 //! network with tokio.
+//!
+//! [`Node::start`] opens the data directory (bootstrapping it on first use),
+//! rebuilds what the core needs from the stored log, binds the QUIC endpoint
+//! and spawns three kinds of tasks: the driver (owns the core, writes the
+//! log), the accept loop (peers feed the driver, clients get a task per
+//! connection), and optionally the metrics endpoint.
 
+pub mod clients;
 pub mod config;
+pub mod driver;
 pub mod metrics;
 pub mod producers;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use self::clients::ClientContext;
+use self::config::{ServerConfig, TICK_INTERVAL};
+use self::driver::{Commit, Driver, DriverError, DriverInputs, REQUEST_QUEUE_MAX};
+use self::metrics::Metrics;
+use crate::net;
+use crate::raft::{self, Core, PersistedState};
+use crate::storage::{Log, LogConfig, StorageError};
+use crate::types::{HardState, LogStart, Membership, NodeId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] config::ConfigError),
+    #[error("data directory {path}: {source}")]
+    Storage {
+        path: std::path::PathBuf,
+        #[source]
+        source: StorageError,
+    },
+    #[error("cannot start the consensus core: {0}")]
+    Core(String),
+    #[error("network: {0}")]
+    Net(String),
+    #[error("metrics endpoint {addr}: {source}")]
+    Metrics {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Driver(#[from] DriverError),
+    #[error("the node's main task panicked")]
+    Panicked,
+}
+
+/// A running node. Dropping it does not stop it; call [`NodeHandle::shutdown`].
+pub struct NodeHandle {
+    id: NodeId,
+    local_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    driver: JoinHandle<Result<(), DriverError>>,
+    background: Vec<JoinHandle<()>>,
+    endpoint: quinn::Endpoint,
+    metrics: Metrics,
+}
+
+impl NodeHandle {
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The UDP address the node serves peers and clients on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// True once the node stopped on its own (a storage failure).
+    pub fn is_finished(&self) -> bool {
+        self.driver.is_finished()
+    }
+
+    /// Stops the node: a leader hands over leadership first (bounded), the
+    /// log is synced, connections are closed.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        let _ = self.shutdown.send(true);
+        let result = self.driver.await;
+        for task in &self.background {
+            task.abort();
+        }
+        self.endpoint.close(0u32.into(), b"shutting down");
+        match result {
+            Ok(result) => result.map_err(ServerError::from),
+            Err(_) => Err(ServerError::Panicked),
+        }
+    }
+
+    /// Waits until the node stops on its own (it only does on a storage failure).
+    pub async fn wait(&mut self) -> Result<(), ServerError> {
+        match (&mut self.driver).await {
+            Ok(result) => result.map_err(ServerError::from),
+            Err(_) => Err(ServerError::Panicked),
+        }
+    }
+}
+
+/// Resolves a member's `HOST:PORT`; `None` when it does not resolve.
+pub fn resolve_peer(addr: &str) -> Option<SocketAddr> {
+    addr.to_socket_addrs().ok()?.next()
+}
+
+pub struct Node;
+
+impl Node {
+    pub async fn start(config: ServerConfig) -> Result<NodeHandle, ServerError> {
+        config.validate()?;
+        let storage_error = |source| ServerError::Storage {
+            path: config.data_dir.clone(),
+            source,
+        };
+        let opened = Log::open(
+            &config.data_dir,
+            LogConfig {
+                segment_bytes: config.segment_bytes,
+                ..LogConfig::default()
+            },
+        )
+        .map_err(storage_error)?;
+        let mut log = opened.log;
+        let fresh = opened.hard_state.is_none() && opened.log_start.is_none() && log.last_index() == 0;
+        let log_start = match opened.log_start {
+            Some(start) => start,
+            None if fresh && !config.join => {
+                // First start: the initial voters are this node and its --peer list.
+                let mut members = config.peers.clone();
+                members.insert(config.id, config.listen.to_string());
+                let start = LogStart::initial(Membership::with_voters(members));
+                // Stored at once, so from now on the stored membership is the truth.
+                log.reset(start.clone()).map_err(storage_error)?;
+                info!(membership = %driver::describe_membership(&start.membership), "bootstrapped a new cluster");
+                start
+            }
+            None if fresh => {
+                info!("joining: waiting for the leader to add this node");
+                LogStart::initial(Membership::default())
+            }
+            None => LogStart::initial(Membership::default()),
+        };
+        let recovered =
+            driver::recover(&log, log_start, config.producer_expiry).map_err(storage_error)?;
+        let persisted = PersistedState {
+            hard_state: opened.hard_state.unwrap_or(HardState::default()),
+            log_start: recovered.log_start,
+            last_index: log.last_index(),
+            term_runs: recovered.term_runs,
+            config_entries: recovered.config_entries,
+        };
+        let membership_index = persisted
+            .config_entries
+            .last()
+            .map_or(persisted.log_start.first_index.saturating_sub(1), |(index, _)| *index);
+        let core = Core::new(core_config(&config), persisted, random_seed())
+            .map_err(|error| ServerError::Core(error.to_string()))?;
+        let membership = core.membership().clone();
+        let first_index = core.first_index();
+        let last_index = log.last_index();
+        info!(
+            id = config.id,
+            term = core.term(),
+            first_index,
+            last_index,
+            membership = %driver::describe_membership(&membership),
+            "node starting"
+        );
+
+        let metrics = Metrics::new();
+        let tls = net::tls::NodeTls::load(&config.tls_dir, config.id, config.require_client_cert)
+            .map_err(|error| ServerError::Net(error.to_string()))?;
+        let endpoint = net::Endpoint::bind(config.listen, &tls)
+            .map_err(|error| ServerError::Net(error.to_string()))?;
+        let local_addr = endpoint
+            .local_addr()
+            .map_err(|error| ServerError::Net(error.to_string()))?;
+        let (links, peer_frames) = net::peers::PeerLinks::new(endpoint.clone(), tls.clone(), config.id);
+        let peer_addrs = membership
+            .addrs
+            .iter()
+            .filter(|(&id, _)| id != config.id)
+            .filter_map(|(&id, addr)| resolve_peer(addr).map(|socket| (id, socket)))
+            .collect();
+        links.set_peers(peer_addrs);
+
+        let shared_log = Arc::new(RwLock::new(log));
+        let (commit_tx, commit_rx) = watch::channel(Commit {
+            commit_index: first_index - 1,
+            first_index,
+        });
+        let (request_tx, request_rx) = mpsc::channel(REQUEST_QUEUE_MAX);
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+        let mut background = Vec::new();
+        let context = ClientContext {
+            requests: request_tx,
+            log: shared_log.clone(),
+            commit: commit_rx,
+            metrics: metrics.clone(),
+        };
+        background.push(tokio::spawn(accept_loop(
+            endpoint.clone(),
+            links.clone(),
+            context,
+        )));
+        if let Some(addr) = config.metrics_listen {
+            let listener = metrics::bind(addr)
+                .await
+                .map_err(|source| ServerError::Metrics { addr, source })?;
+            background.push(tokio::spawn(metrics::serve(listener, metrics.clone())));
+        }
+
+        let driver = Driver::new(
+            config.clone(),
+            core,
+            shared_log,
+            links,
+            metrics.clone(),
+            commit_tx,
+            recovered.producers,
+            last_index,
+            membership_index,
+        );
+        let driver = tokio::spawn(driver.run(DriverInputs {
+            requests: request_rx,
+            peer_frames,
+            shutdown: shutdown_rx,
+        }));
+        Ok(NodeHandle {
+            id: config.id,
+            local_addr,
+            shutdown: shutdown_tx,
+            driver,
+            background,
+            endpoint: endpoint.quinn().clone(),
+            metrics,
+        })
+    }
+}
+
+/// Accepts connections: peers are handed to the peer links (which feed the
+/// driver), clients get a task each. A failed handshake is logged and counted.
+async fn accept_loop(endpoint: net::Endpoint, links: net::peers::PeerLinks, context: ClientContext) {
+    loop {
+        match endpoint.accept().await {
+            Some(Ok(net::Incoming::Peer {
+                node_id,
+                connection,
+            })) => links.adopt(node_id, connection),
+            Some(Ok(net::Incoming::Client { connection, .. })) => {
+                tokio::spawn(clients::serve_connection(connection, context.clone()));
+            }
+            Some(Err(error)) => {
+                context
+                    .metrics
+                    .rejected_frames
+                    .get_or_create(&metrics::RejectLabels {
+                        source: metrics::FrameSource::Client,
+                    })
+                    .inc();
+                warn!(%error, "refused a connection");
+            }
+            None => return,
+        }
+    }
+}
+
+fn ticks(duration: std::time::Duration) -> u64 {
+    (duration.as_millis() / TICK_INTERVAL.as_millis()).max(1) as u64
+}
+
+fn core_config(config: &ServerConfig) -> raft::Config {
+    let mut core = raft::Config::new(config.id);
+    core.election_ticks_min = ticks(config.election_timeout_min);
+    core.election_ticks_max = ticks(config.election_timeout_max);
+    core.heartbeat_ticks = ticks(config.heartbeat_interval);
+    core
+}
+
+/// Election timeouts must differ between nodes (and runs); the core itself
+/// takes only a seed, so the runtime draws it from the OS.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}

@@ -1,0 +1,981 @@
+//! The driver: the one task that owns the consensus core and writes the log.
+//!
+//! Each turn of its loop takes one event (a tick, a peer message, a client
+//! request, a finished sync), then drains whatever else is already waiting
+//! (bounded), so proposals arriving together become one append and one sync.
+//! Then it applies the core's `Ready` in the order the core's contract
+//! demands: reset / truncate / append the log, make hard state durable, and
+//! only then send messages. Group commit runs on a blocking thread while
+//! appends and sends go on; its completion comes back as an event.
+//!
+//! Invariants kept here:
+//! - an entry counts toward commit on this node only after a sync covering it
+//!   (`--fsync always`), because `persisted` is only reported then;
+//! - a client is answered with an index only once that index is committed and
+//!   still holds the entry of the term it was proposed in;
+//! - the commit index published to consumers never decreases.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{info, warn};
+
+use super::config::{Fsync, ServerConfig};
+use super::metrics::{self, FrameSource, Metrics, PeerLabels, RejectLabels};
+use super::producers::{Admission, ProducerTable};
+use crate::net::peers::{Lane, PeerLinks};
+use crate::raft::{
+    Core, LogReadError, LogReader, MembershipChange, Message, Proposal, ProposeError, Ready, Role,
+};
+use crate::storage::{Log, StorageError, SyncDone};
+use crate::types::{Entry, EntryKind, LogIndex, LogStart, Membership, NodeId, Term};
+use crate::wire::client::{
+    AdminRequest, AppendRequest, ClientRequest, ClientResponse, ClusterStatus, ErrorCode,
+    ErrorResponse, NodeStatus,
+};
+
+/// The log, shared between the driver (the only writer) and consumer tasks.
+pub type SharedLog = Arc<RwLock<Log>>;
+
+/// What consumers may read: the commit index and where the log starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Commit {
+    pub commit_index: LogIndex,
+    pub first_index: LogIndex,
+}
+
+/// A request from a client task.
+pub enum DriverRequest {
+    Append {
+        request: AppendRequest,
+        reply: oneshot::Sender<ClientResponse>,
+    },
+    /// Status and admin requests.
+    Other {
+        request: ClientRequest,
+        reply: oneshot::Sender<ClientResponse>,
+    },
+}
+
+/// Events handled per turn beyond the first, at most: bounds the time one
+/// turn takes so ticks and heartbeats stay on time under load.
+pub const EVENTS_PER_TURN_MAX: usize = 1024;
+/// Client requests queued for the driver, at most (then clients wait).
+pub const REQUEST_QUEUE_MAX: usize = 4096;
+/// Records in one append request, at most.
+pub const RECORDS_PER_APPEND_MAX: usize = crate::wire::client::RECORDS_PER_APPEND_MAX;
+/// How long an admin request waits for its change to take effect.
+pub const ADMIN_WAIT: Duration = Duration::from_secs(10);
+/// A learner is promoted once it is this close to the leader's last index.
+pub const LEARNER_CATCH_UP_ENTRIES: u64 = 1024;
+
+struct PendingAppend {
+    first_index: LogIndex,
+    /// The term the entries were proposed in: if the log holds another term
+    /// at `last_index` when it commits, they were replaced and the client
+    /// must retry.
+    term: Term,
+    reply: oneshot::Sender<ClientResponse>,
+}
+
+enum AdminGoal {
+    /// Node `id` is a voter of a committed, non-joint membership.
+    Voter(NodeId),
+    /// Node `id` is in no committed, non-joint membership.
+    Removed(NodeId),
+    /// Node `id` leads.
+    Leader(NodeId),
+}
+
+struct PendingAdmin {
+    goal: AdminGoal,
+    deadline: Instant,
+    reply: oneshot::Sender<ClientResponse>,
+}
+
+pub struct Driver {
+    pub config: ServerConfig,
+    pub core: Core,
+    pub log: SharedLog,
+    pub links: PeerLinks,
+    pub metrics: Metrics,
+    pub commit_tx: watch::Sender<Commit>,
+    pub producers: ProducerTable,
+    /// Producer entries up to this index are in the table already.
+    pub producers_recorded_index: LogIndex,
+    pending_appends: BTreeMap<LogIndex, PendingAppend>,
+    pending_admin: Vec<PendingAdmin>,
+    sync_in_flight: bool,
+    /// Index of the latest config entry, to know when a membership is committed.
+    membership_index: LogIndex,
+    /// Learners a promotion was proposed for in this term.
+    promoting: BTreeSet<NodeId>,
+}
+
+/// The events the driver waits on.
+pub struct DriverInputs {
+    pub requests: mpsc::Receiver<DriverRequest>,
+    pub peer_frames: mpsc::Receiver<(NodeId, Bytes)>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("storage failed: {0}")]
+    Storage(#[from] StorageError),
+    #[error("the log lock is poisoned (a reader panicked)")]
+    Poisoned,
+}
+
+/// Reads entries for replication straight from the mapped log.
+struct StorageReader<'a>(&'a Log);
+
+impl LogReader for StorageReader<'_> {
+    fn entries(
+        &self,
+        low: LogIndex,
+        high: LogIndex,
+        bytes_max: u64,
+    ) -> Result<Vec<Entry>, LogReadError> {
+        if low < self.0.first_index() {
+            return Err(LogReadError::Compacted { index: low });
+        }
+        self.0
+            .entries(low, high, usize::try_from(bytes_max).unwrap_or(usize::MAX))
+            .map_err(|error| LogReadError::Storage {
+                low,
+                high,
+                source: Box::new(error),
+            })
+    }
+}
+
+fn error_response(code: ErrorCode, detail: impl Into<String>) -> ClientResponse {
+    ClientResponse::Error(ErrorResponse {
+        code,
+        leader_id: None,
+        leader_addr: None,
+        detail: detail.into(),
+    })
+}
+
+fn role_name(role: Role, is_learner: bool) -> &'static str {
+    if is_learner {
+        return "learner";
+    }
+    match role {
+        Role::Leader => "leader",
+        Role::Candidate | Role::PreCandidate => "candidate",
+        Role::Follower => "follower",
+    }
+}
+
+impl Driver {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: ServerConfig,
+        core: Core,
+        log: SharedLog,
+        links: PeerLinks,
+        metrics: Metrics,
+        commit_tx: watch::Sender<Commit>,
+        producers: ProducerTable,
+        producers_recorded_index: LogIndex,
+        membership_index: LogIndex,
+    ) -> Driver {
+        Driver {
+            config,
+            core,
+            log,
+            links,
+            metrics,
+            commit_tx,
+            producers,
+            producers_recorded_index,
+            pending_appends: BTreeMap::new(),
+            pending_admin: Vec::new(),
+            sync_in_flight: false,
+            membership_index,
+            promoting: BTreeSet::new(),
+        }
+    }
+
+    /// Runs until shutdown; on the way out a leader hands over leadership
+    /// (best effort, bounded) and the log is synced.
+    pub async fn run(mut self, mut inputs: DriverInputs) -> Result<(), DriverError> {
+        let mut ticker = tokio::time::interval(super::config::TICK_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (sync_tx, mut sync_rx) = mpsc::channel::<Result<(SyncDone, Duration), StorageError>>(4);
+        let mut last_expiry = Instant::now();
+        let mut draining_since: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    self.core.tick();
+                    if last_expiry.elapsed() > Duration::from_secs(1) {
+                        self.producers.expire(Instant::now());
+                        self.expire_admin();
+                        last_expiry = Instant::now();
+                    }
+                    self.promote_caught_up_learners();
+                }
+                Some((from, frame)) = inputs.peer_frames.recv() => {
+                    self.on_peer_frame(from, frame);
+                    for _ in 0..EVENTS_PER_TURN_MAX {
+                        match inputs.peer_frames.try_recv() {
+                            Ok((from, frame)) => self.on_peer_frame(from, frame),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some(request) = inputs.requests.recv() => {
+                    self.on_request(request);
+                    for _ in 0..EVENTS_PER_TURN_MAX {
+                        match inputs.requests.try_recv() {
+                            Ok(request) => self.on_request(request),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some(done) = sync_rx.recv() => {
+                    self.sync_in_flight = false;
+                    let (done, took) = done?;
+                    self.metrics.fsync_seconds.observe(took.as_secs_f64());
+                    let log = self.log.write().map_err(|_| DriverError::Poisoned)?;
+                    let index = log.mark_synced(done);
+                    let term = log.term_at(index)?.unwrap_or(0);
+                    drop(log);
+                    if index > 0 {
+                        self.core.persisted(index, term);
+                    }
+                }
+                changed = inputs.shutdown.changed(), if draining_since.is_none() => {
+                    if changed.is_err() || *inputs.shutdown.borrow() {
+                        draining_since = Some(Instant::now());
+                        self.hand_over_leadership();
+                    }
+                }
+            }
+            self.process_ready()?;
+            self.maybe_start_sync(&sync_tx)?;
+            if let Some(since) = draining_since {
+                let handed_over = self.core.role() != Role::Leader;
+                if handed_over || since.elapsed() > self.config.election_timeout_max * 2 {
+                    return self.finish();
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self) -> Result<(), DriverError> {
+        let mut log = self.log.write().map_err(|_| DriverError::Poisoned)?;
+        if self.config.fsync == Fsync::Always {
+            log.sync()?;
+        }
+        self.fail_pending_appends(ErrorCode::ShuttingDown, "the node is shutting down");
+        Ok(())
+    }
+
+    /// A leader that is asked to stop passes leadership to the most
+    /// caught-up voter, so the cluster does not wait an election timeout.
+    fn hand_over_leadership(&mut self) {
+        if self.core.role() != Role::Leader {
+            return;
+        }
+        let membership = self.core.membership().clone();
+        let target = self
+            .core
+            .status()
+            .peers
+            .into_iter()
+            .filter(|peer| membership.is_voter(peer.id) && peer.recently_heard)
+            .max_by_key(|peer| peer.match_index);
+        if let Some(peer) = target {
+            info!(to = peer.id, "shutting down: transferring leadership");
+            let _ = self.core.transfer_leadership(peer.id);
+        }
+    }
+
+    fn on_peer_frame(&mut self, from: NodeId, frame: Bytes) {
+        let message = match crate::wire::peer::decode_message(frame) {
+            Ok(message) => message,
+            Err(error) => {
+                self.reject_peer_frame(from, &error.to_string());
+                return;
+            }
+        };
+        if let Err(error) = self.core.step(from, message) {
+            self.reject_peer_frame(from, &error.to_string());
+        }
+    }
+
+    fn reject_peer_frame(&self, from: NodeId, reason: &str) {
+        self.metrics
+            .rejected_frames
+            .get_or_create(&RejectLabels {
+                source: FrameSource::Peer,
+            })
+            .inc();
+        warn!(peer = from, reason, "refused a peer message");
+    }
+
+    fn not_leader(&self) -> ClientResponse {
+        let leader_id = self.core.leader().filter(|&id| id != self.config.id);
+        let leader_addr = leader_id.and_then(|id| self.core.membership().addrs.get(&id).cloned());
+        ClientResponse::Error(ErrorResponse {
+            code: if leader_id.is_some() {
+                ErrorCode::NotLeader
+            } else {
+                ErrorCode::Unavailable
+            },
+            leader_id,
+            leader_addr,
+            detail: match leader_id {
+                Some(id) => format!("node {} is not the leader; node {id} is", self.config.id),
+                None => "no leader is known right now (an election is under way)".to_string(),
+            },
+        })
+    }
+
+    fn on_request(&mut self, request: DriverRequest) {
+        match request {
+            DriverRequest::Append { request, reply } => self.on_append(request, reply),
+            DriverRequest::Other { request, reply } => match request {
+                ClientRequest::Status => {
+                    let _ = reply.send(self.status_response());
+                }
+                ClientRequest::Admin(admin) => self.on_admin(admin, reply),
+                _ => {
+                    let _ = reply.send(error_response(
+                        ErrorCode::InvalidRequest,
+                        "appends and consumes need a stream of their own",
+                    ));
+                }
+            },
+        }
+    }
+
+    fn on_append(&mut self, request: AppendRequest, reply: oneshot::Sender<ClientResponse>) {
+        let refuse = |reply: oneshot::Sender<ClientResponse>, response| {
+            let _ = reply.send(response);
+        };
+        if self.core.role() != Role::Leader {
+            return refuse(reply, self.not_leader());
+        }
+        let count = request.records.len();
+        if count == 0 || count > RECORDS_PER_APPEND_MAX {
+            return refuse(
+                reply,
+                error_response(
+                    ErrorCode::TooManyRecords,
+                    format!("an append carries 1 to {RECORDS_PER_APPEND_MAX} records, got {count}"),
+                ),
+            );
+        }
+        let limit = self.config.record_bytes_max;
+        if let Some(record) = request.records.iter().find(|r| r.len() as u64 > limit) {
+            let mut response = error_response(
+                ErrorCode::RecordTooLarge,
+                format!("a record of {} bytes is over the limit of {limit} bytes", record.len()),
+            );
+            if let ClientResponse::Error(error) = &mut response {
+                error.limit_bytes = Some(limit);
+            }
+            return refuse(reply, response);
+        }
+        if let Some(producer) = request.producer {
+            match self
+                .producers
+                .admit(producer.producer_id, producer.sequence, count as u64)
+            {
+                Admission::Append => {}
+                Admission::Duplicate {
+                    first_index,
+                    last_index,
+                } => {
+                    let term = self.core.term_at(last_index).unwrap_or(0);
+                    self.wait_for_commit(first_index, last_index, term, reply);
+                    return;
+                }
+                Admission::Gap { expected, got } => {
+                    return refuse(
+                        reply,
+                        error_response(
+                            ErrorCode::SequenceGap,
+                            format!(
+                                "producer {} sent sequence {got} but the next expected is {expected}",
+                                producer.producer_id
+                            ),
+                        ),
+                    );
+                }
+                Admission::PartialOverlap { expected, got } => {
+                    return refuse(
+                        reply,
+                        error_response(
+                            ErrorCode::InvalidRequest,
+                            format!(
+                                "producer {}: batch from sequence {got} overlaps the log, which ends before {expected}; retry batches exactly as first sent",
+                                producer.producer_id
+                            ),
+                        ),
+                    );
+                }
+                Admission::DuplicateForgotten => {
+                    return refuse(
+                        reply,
+                        error_response(
+                            ErrorCode::InvalidRequest,
+                            format!(
+                                "producer {}: sequence {} was appended long ago and its indexes are forgotten",
+                                producer.producer_id, producer.sequence
+                            ),
+                        ),
+                    );
+                }
+            }
+        }
+        let proposals: Vec<Proposal> = request
+            .records
+            .into_iter()
+            .enumerate()
+            .map(|(offset, payload)| Proposal {
+                producer: request.producer.map(|mut producer| {
+                    producer.sequence += offset as u64;
+                    producer
+                }),
+                payload,
+            })
+            .collect();
+        match self.core.propose(proposals) {
+            Ok(range) => {
+                let (first_index, last_index) = (*range.start(), *range.end());
+                if let Some(producer) = request.producer {
+                    let now = Instant::now();
+                    for index in first_index..=last_index {
+                        let sequence = producer.sequence + (index - first_index);
+                        self.producers
+                            .record(producer.producer_id, sequence, index, now);
+                    }
+                    self.producers_recorded_index = self.producers_recorded_index.max(last_index);
+                }
+                let term = self.core.term();
+                self.wait_for_commit(first_index, last_index, term, reply);
+            }
+            Err(ProposeError::NotLeader { .. }) => refuse(reply, self.not_leader()),
+            Err(error) => refuse(
+                reply,
+                error_response(ErrorCode::Unavailable, error.to_string()),
+            ),
+        }
+    }
+
+    fn wait_for_commit(
+        &mut self,
+        first_index: LogIndex,
+        last_index: LogIndex,
+        term: Term,
+        reply: oneshot::Sender<ClientResponse>,
+    ) {
+        if last_index <= self.core.commit_index() {
+            let _ = reply.send(ClientResponse::Appended {
+                first_index,
+                last_index,
+            });
+            return;
+        }
+        self.pending_appends.insert(
+            last_index,
+            PendingAppend {
+                first_index,
+                term,
+                reply,
+            },
+        );
+    }
+
+    /// Answers every pending append whose entries are now committed.
+    fn answer_committed(&mut self, commit_index: LogIndex) {
+        while let Some(entry) = self.pending_appends.first_entry() {
+            let last_index = *entry.key();
+            if last_index > commit_index {
+                break;
+            }
+            let pending = entry.remove();
+            let response = if self.core.term_at(last_index) == Some(pending.term) {
+                ClientResponse::Appended {
+                    first_index: pending.first_index,
+                    last_index,
+                }
+            } else {
+                error_response(
+                    ErrorCode::Unavailable,
+                    "the leader changed before the records committed; retry",
+                )
+            };
+            let _ = pending.reply.send(response);
+        }
+    }
+
+    fn fail_pending_appends(&mut self, code: ErrorCode, detail: &str) {
+        let not_leader = self.not_leader();
+        for (_, pending) in std::mem::take(&mut self.pending_appends) {
+            let response = if code == ErrorCode::NotLeader {
+                not_leader.clone()
+            } else {
+                error_response(code, detail)
+            };
+            let _ = pending.reply.send(response);
+        }
+    }
+
+    fn status_response(&self) -> ClientResponse {
+        let status = self.core.status();
+        if status.soft_state.role != Role::Leader
+            && status.soft_state.leader.is_some_and(|id| id != self.config.id)
+        {
+            return self.not_leader();
+        }
+        let membership = self.core.membership();
+        let nodes = membership
+            .addrs
+            .iter()
+            .map(|(&id, addr)| {
+                let peer = status.peers.iter().find(|peer| peer.id == id);
+                let is_self = id == self.config.id;
+                NodeStatus {
+                    id,
+                    addr: addr.clone(),
+                    role: if is_self {
+                        role_name(status.soft_state.role, membership.is_learner(id))
+                    } else if Some(id) == status.soft_state.leader {
+                        "leader"
+                    } else if membership.is_learner(id) {
+                        "learner"
+                    } else {
+                        "follower"
+                    }
+                    .to_string(),
+                    match_index: if is_self {
+                        Some(status.persisted_index)
+                    } else {
+                        peer.map(|peer| peer.match_index)
+                    },
+                    reachable: is_self || peer.is_some_and(|peer| peer.recently_heard),
+                    repairing: false,
+                }
+            })
+            .collect();
+        ClientResponse::Status(ClusterStatus {
+            leader: status.soft_state.leader,
+            term: status.soft_state.term,
+            commit_index: status.commit_index,
+            log_start: status.first_index,
+            last_index: status.last_index,
+            nodes,
+        })
+    }
+
+    /// Starts an admin change; the answer goes out when it takes effect
+    /// (or when it is refused, or times out).
+    fn on_admin(&mut self, request: AdminRequest, reply: oneshot::Sender<ClientResponse>) {
+        if self.core.role() != Role::Leader {
+            let _ = reply.send(self.not_leader());
+            return;
+        }
+        let result = match &request {
+            AdminRequest::AddNode { id, addr } => self
+                .core
+                .propose_membership_change(MembershipChange::AddLearner {
+                    id: *id,
+                    addr: addr.clone(),
+                })
+                .map(|_| AdminGoal::Voter(*id))
+                .map_err(|error| error.to_string()),
+            AdminRequest::RemoveNode { id } => self
+                .core
+                .propose_membership_change(MembershipChange::Remove { id: *id })
+                .map(|_| AdminGoal::Removed(*id))
+                .map_err(|error| error.to_string()),
+            AdminRequest::TransferLeader { id } => self
+                .core
+                .transfer_leadership(*id)
+                .map(|()| AdminGoal::Leader(*id))
+                .map_err(|error| error.to_string()),
+        };
+        match result {
+            Ok(goal) => self.pending_admin.push(PendingAdmin {
+                goal,
+                deadline: Instant::now() + ADMIN_WAIT,
+                reply,
+            }),
+            Err(reason) => {
+                let _ = reply.send(error_response(ErrorCode::ChangeRefused, reason));
+            }
+        }
+    }
+
+    fn membership_committed(&self) -> bool {
+        self.membership_index <= self.core.commit_index() && !self.core.membership().is_joint()
+    }
+
+    /// Answers admin requests whose change took effect.
+    fn check_admin(&mut self) {
+        let membership = self.core.membership().clone();
+        let committed = self.membership_committed();
+        let leader = self.core.leader();
+        let pending = std::mem::take(&mut self.pending_admin);
+        for admin in pending {
+            let done = match admin.goal {
+                AdminGoal::Voter(id) => committed && membership.voters.contains(&id),
+                AdminGoal::Removed(id) => committed && !membership.addrs.contains_key(&id),
+                AdminGoal::Leader(id) => leader == Some(id),
+            };
+            if done {
+                let _ = admin.reply.send(ClientResponse::Admin(membership.clone()));
+            } else {
+                self.pending_admin.push(admin);
+            }
+        }
+    }
+
+    fn expire_admin(&mut self) {
+        let now = Instant::now();
+        let membership = describe_membership(self.core.membership());
+        let (expired, waiting) = std::mem::take(&mut self.pending_admin)
+            .into_iter()
+            .partition(|admin| now >= admin.deadline);
+        self.pending_admin = waiting;
+        for admin in expired {
+            let _ = admin.reply.send(error_response(
+                ErrorCode::Timeout,
+                format!(
+                    "the change did not take effect within {ADMIN_WAIT:?}; membership now: {membership}"
+                ),
+            ));
+        }
+    }
+
+    /// The leader promotes a learner once it has nearly caught up, so a new
+    /// node never votes (or counts toward a quorum) while far behind.
+    fn promote_caught_up_learners(&mut self) {
+        if self.core.role() != Role::Leader || !self.membership_committed() {
+            return;
+        }
+        let last_index = self.core.last_index();
+        let learners = self.core.membership().learners.clone();
+        let status = self.core.status();
+        for peer in status.peers {
+            if learners.contains(&peer.id)
+                && peer.match_index + LEARNER_CATCH_UP_ENTRIES >= last_index
+                && !self.promoting.contains(&peer.id)
+            {
+                match self
+                    .core
+                    .propose_membership_change(MembershipChange::PromoteLearner { id: peer.id })
+                {
+                    Ok(_) => {
+                        info!(node = peer.id, "learner caught up: promoting to voter");
+                        self.promoting.insert(peer.id);
+                    }
+                    Err(error) => warn!(node = peer.id, %error, "cannot promote learner yet"),
+                }
+                return; // one change at a time
+            }
+        }
+    }
+
+    /// Applies every pending `Ready`, in the order the core's contract requires.
+    fn process_ready(&mut self) -> Result<(), DriverError> {
+        loop {
+            let ready = {
+                let log = self.log.read().map_err(|_| DriverError::Poisoned)?;
+                self.core.take_ready(&StorageReader(&log))
+            };
+            if ready.is_empty() {
+                return Ok(());
+            }
+            self.apply_ready(ready)?;
+        }
+    }
+
+    fn apply_ready(&mut self, ready: Ready) -> Result<(), DriverError> {
+        let Ready {
+            log_start_reset,
+            truncate_from,
+            entries,
+            hard_state,
+            messages,
+            commit_index,
+            soft_state,
+            membership,
+            read_errors,
+        } = ready;
+        {
+            let mut log = self.log.write().map_err(|_| DriverError::Poisoned)?;
+            if let Some(start) = log_start_reset {
+                info!(first_index = start.first_index, "log reset to the leader's log start");
+                log.reset(start.clone())?;
+                self.producers = ProducerTable::new(self.config.producer_expiry);
+                self.producers_recorded_index = start.first_index - 1;
+                self.membership_index = start.first_index - 1;
+            }
+            if let Some(from_index) = truncate_from {
+                log.truncate_suffix(from_index)?;
+                self.producers.truncate_from(from_index);
+                self.producers_recorded_index =
+                    self.producers_recorded_index.min(from_index.saturating_sub(1));
+            }
+            if !entries.is_empty() {
+                log.append(&entries)?;
+                self.note_appended(&entries);
+                if self.config.fsync == Fsync::Never {
+                    let last = log.last_index();
+                    let term = log.last_term();
+                    drop(log);
+                    self.core.persisted(last, term);
+                    log = self.log.write().map_err(|_| DriverError::Poisoned)?;
+                }
+            }
+            if let Some(state) = hard_state {
+                // Durable before any message of this Ready leaves: a vote is
+                // never sent before it is on disk.
+                log.store_hard_state(&state)?;
+            }
+        }
+        for (to, message) in messages {
+            let lane = match &message {
+                Message::AppendEntries(append) if !append.entries.is_empty() => Lane::Replication,
+                _ => Lane::Control,
+            };
+            let frame = crate::wire::peer::encode_message(&message);
+            // A full queue drops the message: Raft retries on its own.
+            let _ = self.links.send(to, lane, frame);
+        }
+        for (peer, error) in read_errors {
+            warn!(peer, %error, "cannot read entries to replicate");
+        }
+        if let Some(membership) = membership {
+            self.on_membership(membership);
+        }
+        if let Some(soft) = soft_state {
+            self.on_soft_state(soft.role, soft.term, soft.leader);
+        }
+        if let Some(commit_index) = commit_index {
+            self.answer_committed(commit_index);
+            let first_index = self.core.first_index();
+            self.commit_tx.send_if_modified(|commit| {
+                debug_assert!(commit_index >= commit.commit_index, "commit index never decreases");
+                let changed =
+                    commit.commit_index != commit_index || commit.first_index != first_index;
+                commit.commit_index = commit.commit_index.max(commit_index);
+                commit.first_index = first_index;
+                changed
+            });
+        }
+        self.check_admin();
+        self.update_metrics();
+        Ok(())
+    }
+
+    fn note_appended(&mut self, entries: &[Entry]) {
+        let now = Instant::now();
+        let mut records = 0u64;
+        let mut bytes = 0u64;
+        for entry in entries {
+            match entry.kind {
+                EntryKind::Data => {
+                    records += 1;
+                    bytes += entry.payload.len() as u64;
+                    if entry.index > self.producers_recorded_index {
+                        if let Some(producer) = entry.producer {
+                            self.producers.record(
+                                producer.producer_id,
+                                producer.sequence,
+                                entry.index,
+                                now,
+                            );
+                        }
+                    }
+                }
+                EntryKind::Config => self.membership_index = entry.index,
+                EntryKind::Noop => {}
+            }
+        }
+        if let Some(last) = entries.last() {
+            self.producers_recorded_index = self.producers_recorded_index.max(last.index);
+        }
+        self.metrics.appended_records.inc_by(records);
+        self.metrics.appended_bytes.inc_by(bytes);
+    }
+
+    fn on_membership(&mut self, membership: Membership) {
+        info!(membership = %describe_membership(&membership), "membership changed");
+        let addrs: BTreeMap<NodeId, SocketAddr> = membership
+            .addrs
+            .iter()
+            .filter(|(&id, _)| id != self.config.id)
+            .filter_map(|(&id, addr)| match super::resolve_peer(addr) {
+                Some(socket) => Some((id, socket)),
+                None => {
+                    warn!(node = id, addr, "cannot resolve a member's address");
+                    None
+                }
+            })
+            .collect();
+        self.links.set_peers(addrs);
+        self.promoting.retain(|id| membership.learners.contains(id));
+    }
+
+    fn on_soft_state(&mut self, role: Role, term: Term, leader: Option<NodeId>) {
+        info!(?role, term, ?leader, "role changed");
+        if matches!(role, Role::PreCandidate | Role::Candidate) {
+            self.metrics.elections.inc();
+        }
+        if role != Role::Leader {
+            self.promoting.clear();
+            self.fail_pending_appends(ErrorCode::NotLeader, "leadership lost");
+            let not_leader = self.not_leader();
+            for admin in self.pending_admin.drain(..) {
+                let _ = admin.reply.send(not_leader.clone());
+            }
+        }
+    }
+
+    fn update_metrics(&self) {
+        let status = self.core.status();
+        let is_learner = self.core.membership().is_learner(self.config.id);
+        self.metrics.role.set(if is_learner {
+            metrics::ROLE_LEARNER
+        } else {
+            match status.soft_state.role {
+                Role::Leader => metrics::ROLE_LEADER,
+                Role::Candidate | Role::PreCandidate => metrics::ROLE_CANDIDATE,
+                Role::Follower => metrics::ROLE_FOLLOWER,
+            }
+        });
+        self.metrics.term.set(status.soft_state.term as i64);
+        self.metrics.commit_index.set(status.commit_index as i64);
+        self.metrics.last_index.set(status.last_index as i64);
+        self.metrics.log_start_index.set(status.first_index as i64);
+        for peer in &status.peers {
+            let labels = PeerLabels { peer: peer.id };
+            self.metrics
+                .peer_match_index
+                .get_or_create(&labels)
+                .set(peer.match_index as i64);
+            self.metrics
+                .peer_lag_entries
+                .get_or_create(&labels)
+                .set(status.last_index.saturating_sub(peer.match_index) as i64);
+        }
+    }
+
+    /// Starts one group commit when entries wait for a sync and none runs.
+    fn maybe_start_sync(
+        &mut self,
+        sync_tx: &mpsc::Sender<Result<(SyncDone, Duration), StorageError>>,
+    ) -> Result<(), DriverError> {
+        if self.config.fsync == Fsync::Never || self.sync_in_flight {
+            return Ok(());
+        }
+        let request = {
+            let mut log = self.log.write().map_err(|_| DriverError::Poisoned)?;
+            if log.durable_index() >= log.last_index() {
+                return Ok(());
+            }
+            log.sync_request()
+        };
+        self.sync_in_flight = true;
+        let sync_tx = sync_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let result = request.run().map(|done| (done, started.elapsed()));
+            let _ = sync_tx.blocking_send(result);
+        });
+        Ok(())
+    }
+}
+
+pub fn describe_membership(membership: &Membership) -> String {
+    let list = |ids: &BTreeSet<NodeId>| {
+        ids.iter()
+            .map(|id| id.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut text = format!("voters [{}]", list(&membership.voters));
+    if membership.is_joint() {
+        text.push_str(&format!(" leaving [{}]", list(&membership.voters_outgoing)));
+    }
+    if !membership.learners.is_empty() {
+        text.push_str(&format!(" learners [{}]", list(&membership.learners)));
+    }
+    text
+}
+
+/// What the driver needs from the stored log to build the core.
+pub struct Recovered {
+    pub log_start: LogStart,
+    pub term_runs: Vec<(LogIndex, Term)>,
+    pub config_entries: Vec<(LogIndex, Membership)>,
+    pub producers: ProducerTable,
+}
+
+/// Reads the stored log once: term runs and config entries for the core,
+/// and the exactly-once producer table. Linear in the log's size (about
+/// 30 M entries/s from the page cache); see the README's notes.
+pub fn recover(
+    log: &Log,
+    log_start: LogStart,
+    producer_expiry: Duration,
+) -> Result<Recovered, StorageError> {
+    /// Bytes read per step of the scan.
+    const SCAN_BYTES: usize = 8 << 20;
+    let mut term_runs: Vec<(LogIndex, Term)> = Vec::new();
+    let mut config_entries = Vec::new();
+    let mut producers = ProducerTable::new(producer_expiry);
+    let now = Instant::now();
+    let mut next = log.first_index();
+    let last = log.last_index();
+    while next <= last {
+        let entries = log.entries(next, last, SCAN_BYTES)?;
+        let Some(last_read) = entries.last().map(|entry| entry.index) else {
+            break;
+        };
+        for entry in &entries {
+            if term_runs.last().map(|run| run.1) != Some(entry.term) {
+                term_runs.push((entry.index, entry.term));
+            }
+            match entry.kind {
+                EntryKind::Config => match Membership::decode(&entry.payload) {
+                    Ok(membership) => config_entries.push((entry.index, membership)),
+                    Err(error) => {
+                        return Err(StorageError::Corrupt {
+                            path: log.dir().to_path_buf(),
+                            offset: 0,
+                            reason: format!("config entry {} does not decode: {error}", entry.index),
+                        })
+                    }
+                },
+                EntryKind::Data => {
+                    if let Some(producer) = entry.producer {
+                        producers.record(producer.producer_id, producer.sequence, entry.index, now);
+                    }
+                }
+                EntryKind::Noop => {}
+            }
+        }
+        next = last_read + 1;
+    }
+    Ok(Recovered {
+        log_start,
+        term_runs,
+        config_entries,
+        producers,
+    })
+}
