@@ -25,6 +25,18 @@ fn entry(index: LogIndex) -> Entry {
     Entry::data(index, 1 + index / 8, Bytes::from(payload))
 }
 
+/// These tests simulate crashes by editing files, not by losing power, so a
+/// RAM-backed directory serves (thousands of reopens, each with an msync).
+fn scratch_dir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(dir) = tempfile::tempdir_in(shm) {
+            return dir;
+        }
+    }
+    tempfile::tempdir().unwrap()
+}
+
 fn config(segment_bytes: u64) -> LogConfig {
     LogConfig {
         segment_bytes,
@@ -74,7 +86,7 @@ fn assert_prefix(log: &Log, last: LogIndex) {
 /// which include every synced entry; the log then takes appends again.
 #[test]
 fn a_tail_cut_at_any_byte_reopens_as_the_prefix_of_whole_frames() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch_dir();
     let full = build_single_segment(dir.path());
     let data_end = frame_offset(LAST + 1);
     for cut in frame_offset(SYNCED + 1)..=data_end {
@@ -106,9 +118,8 @@ fn a_tail_cut_at_any_byte_reopens_as_the_prefix_of_whole_frames() {
 /// entry is ever returned and every synced entry survives.
 #[test]
 fn a_bit_flip_in_the_unsynced_tail_reopens_as_the_prefix_before_it() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch_dir();
     let full = build_single_segment(dir.path());
-    let path = segment_path(dir.path(), 1);
     let data_end = frame_offset(LAST + 1);
     for bit in frame_offset(SYNCED + 1) * 8..(data_end + 8) * 8 {
         let mut bytes = full.clone();
@@ -132,7 +143,7 @@ fn a_bit_flip_in_the_unsynced_tail_reopens_as_the_prefix_before_it() {
 /// verify reports the same place.
 #[test]
 fn a_bit_flip_in_a_synced_middle_frame_is_a_typed_error_naming_file_and_offset() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch_dir();
     let full = build_single_segment(dir.path());
     let path = segment_path(dir.path(), 1);
     let damaged = 5;
@@ -171,7 +182,7 @@ fn a_bit_flip_in_a_synced_middle_frame_is_a_typed_error_naming_file_and_offset()
 /// keeps every synced entry, and the later (unsynced) segments are removed.
 #[test]
 fn damage_to_unsynced_sealed_segments_cuts_there_and_drops_later_segments() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch_dir();
     let segment_bytes = 4096u64;
     let per_segment = ((segment_bytes as usize - SEGMENT_HEADER_BYTES) / FRAME_BYTES) as u64;
     {

@@ -141,6 +141,7 @@ pub fn is_end_mark(buf: &[u8], offset: usize) -> bool {
 
 /// Decodes the frame header at `offset` of `buf`. With `check_crc` the
 /// checksum over the header and payload is verified too.
+#[inline]
 pub fn decode_header(
     buf: &[u8],
     offset: usize,
@@ -272,6 +273,28 @@ mod tests {
                 payload: Bytes::from_static(b"\xff\x00binary"),
             },
         ]
+    }
+
+    /// storage-format.md 2.2: the frame layout, byte for byte.
+    #[test]
+    fn a_frame_is_laid_out_exactly_as_the_format_document_says() {
+        let mut out = BytesMut::new();
+        encode_entries(&[Entry::data(1, 2, Bytes::from_static(b"ab"))], &mut out);
+        let mut expected = vec![0u8; 4];
+        expected.extend_from_slice(&50u32.to_le_bytes());
+        expected.extend_from_slice(&1u64.to_le_bytes());
+        expected.extend_from_slice(&2u64.to_le_bytes());
+        expected.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]);
+        expected.extend_from_slice(&[0; 16]);
+        expected.extend_from_slice(b"ab");
+        let crc = crc32fast::hash(&expected[4..]);
+        expected[0..4].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(&out[..], &expected[..]);
+        assert_eq!(
+            crc32fast::hash(b"123456789"),
+            0xCBF4_3926,
+            "CRC-32/IEEE as documented"
+        );
     }
 
     #[test]

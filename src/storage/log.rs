@@ -5,7 +5,8 @@
 //! Durability contract: `sync_request()` captures every byte appended so far
 //! (and every file created or removed, through a directory fsync);
 //! `SyncRequest::run()` (any thread) msyncs them; `mark_synced()` then
-//! reports the highest durable index. A `SyncDone` captured before a
+//! reports the highest durable index. Each request covers everything not yet
+//! known durable, so several may be in flight and complete in any order. A `SyncDone` captured before a
 //! `truncate_suffix` or `reset` does not advance the durable index (its
 //! segment watermarks still count), so a truncation is durable before any
 //! entry appended after it is reported durable.
@@ -68,6 +69,7 @@ pub struct SyncDone {
     index: LogIndex,
     epoch: u64,
     marks: Vec<(u64, usize)>,
+    dir_changes: u64,
 }
 
 impl SyncDone {
@@ -122,8 +124,11 @@ pub struct Log {
     durable_index: LogIndex,
     /// Bumped by every truncation or reset; stale `SyncDone`s are ignored.
     epoch: u64,
-    /// A segment file was created or removed since the last sync request.
-    dir_dirty: bool,
+    /// Count of segment files created or removed (each needs a directory
+    /// fsync before entries depending on it count as durable).
+    dir_changes: u64,
+    /// `dir_changes` as covered by the latest completed directory fsync.
+    dir_changes_durable: u64,
     next_segment_id: u64,
 }
 
@@ -185,7 +190,8 @@ impl Log {
             hard_state_generation: copies.newest.map_or(0, |(_, g)| g),
             durable_index: 0,
             epoch: 0,
-            dir_dirty: false,
+            dir_changes: 0,
+            dir_changes_durable: 0,
             next_segment_id: 0,
         };
         log.recover()?;
@@ -379,7 +385,7 @@ impl Log {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(StorageError::io(&index_path, e)),
         }
-        self.dir_dirty = true;
+        self.dir_changes += 1;
         Ok(())
     }
 
@@ -426,7 +432,7 @@ impl Log {
     pub fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
         self.check_writable()?;
         for (expected, entry) in (self.last_index + 1..).zip(entries) {
-            if entry.index != expected {
+            if entry.index != expected || entry.index > super::LOG_INDEX_MAX {
                 return Err(StorageError::NotContiguous {
                     expected,
                     got: entry.index,
@@ -494,7 +500,7 @@ impl Log {
             id,
         )?;
         self.segments.push(segment);
-        self.dir_dirty = true;
+        self.dir_changes += 1;
         Ok(())
     }
 
@@ -531,26 +537,26 @@ impl Log {
             if segment.requested_end == usize::MAX {
                 break;
             }
+            // From what completed syncs made durable, not from what earlier
+            // requests captured: requests may complete in any order.
+            let mut flush_from = segment.durable_end.min(end);
             if segment.durable_end != segment.watermark_written && !self.read_only {
                 // Lags one sync behind by design: it only claims bytes an
                 // earlier, completed sync made durable.
                 segment.write_watermark(segment.durable_end);
+                flush_from = 0;
+            }
+            if flush_from < end {
+                // One range per segment: each msync is a device flush, so the
+                // header slot and the new frames share one.
                 ranges.push(SyncRange {
                     map: Arc::clone(&segment.map),
                     path: segment.path.clone(),
-                    offset: 0,
-                    len: SEGMENT_HEADER_BYTES,
+                    offset: flush_from,
+                    len: end - flush_from,
                 });
             }
-            if segment.requested_end < end {
-                ranges.push(SyncRange {
-                    map: Arc::clone(&segment.map),
-                    path: segment.path.clone(),
-                    offset: segment.requested_end,
-                    len: end - segment.requested_end,
-                });
-                segment.requested_end = end;
-            }
+            segment.requested_end = end;
             marks.push((segment.id, end));
             if sealed && segment.durable_end == end && segment.watermark_written == end {
                 // Fully durable and its header says so: nothing left to do.
@@ -560,7 +566,7 @@ impl Log {
                 break;
             }
         }
-        let dir = std::mem::take(&mut self.dir_dirty).then(|| self.log_dir.clone());
+        let dir = (self.dir_changes > self.dir_changes_durable).then(|| self.log_dir.clone());
         SyncRequest {
             ranges,
             dir,
@@ -568,6 +574,7 @@ impl Log {
                 index: self.last_index,
                 epoch: self.epoch,
                 marks,
+                dir_changes: self.dir_changes,
             },
         }
     }
@@ -577,10 +584,13 @@ impl Log {
         for (id, end) in done.marks {
             if let Some(segment) = self.segments.iter_mut().rev().find(|s| s.id == id) {
                 if segment.durable_end != usize::MAX {
-                    segment.durable_end = segment.durable_end.max(end);
+                    // A truncation since the request may have cut this segment.
+                    let data_end = segment.index.get().map_or(end, |ix| ix.end);
+                    segment.durable_end = segment.durable_end.max(end.min(data_end));
                 }
             }
         }
+        self.dir_changes_durable = self.dir_changes_durable.max(done.dir_changes);
         if done.epoch == self.epoch {
             self.durable_index = self.durable_index.max(done.index.min(self.last_index));
         }
@@ -766,7 +776,8 @@ impl Log {
         Ok(Some(header.term))
     }
 
-    /// Entries `low..=high_inclusive` (clamped to nothing if `low > high`),
+    /// Entries `low..=high_inclusive` (`high` is clamped to `last_index`;
+    /// empty if `low` is past it; `OutOfRange` if `low < first_index`),
     /// stopping before the total frame bytes exceed `bytes_max` but always
     /// returning at least one entry. Payloads are zero-copy slices of the
     /// mapping and stay valid (and unchanged) while held, even across
@@ -777,11 +788,11 @@ impl Log {
         high_inclusive: LogIndex,
         bytes_max: usize,
     ) -> Result<Vec<Entry>, StorageError> {
+        let high_inclusive = high_inclusive.min(self.last_index);
         if low > high_inclusive {
             return Ok(Vec::new());
         }
         self.check_range(low)?;
-        self.check_range(high_inclusive)?;
         let mut out =
             Vec::with_capacity(((high_inclusive - low + 1) as usize).min(READ_ENTRIES_RESERVE_MAX));
         let mut bytes_total = 0usize;
@@ -796,13 +807,26 @@ impl Log {
                 .get((segment_last + 1 - segment.first_index) as usize)
                 .map_or(ix.end, |o| *o as usize);
             let region = segment.bytes(first_offset, end_offset);
+            let view = segment.view();
             while index <= segment_last {
                 let offset = ix
                     .offsets
                     .get((index - segment.first_index) as usize)
                     .copied()
                     .unwrap_or(0) as usize;
-                let header = self.checked_header(pos, offset, index, ix.crc_on_read)?;
+                let header = match frame::decode_header(view, offset, ix.crc_on_read) {
+                    Ok(header) if header.index == index => header,
+                    _ => {
+                        return Err(self
+                            .checked_header(pos, offset, index, true)
+                            .err()
+                            .unwrap_or(StorageError::corrupt(
+                                &segment.path,
+                                offset as u64,
+                                "frame does not decode",
+                            )))
+                    }
+                };
                 bytes_total += header.frame_bytes;
                 if bytes_total > bytes_max && !out.is_empty() {
                     return Ok(out);
@@ -840,11 +864,11 @@ impl Log {
         bytes_max: usize,
     ) -> Result<(Bytes, LogIndex), StorageError> {
         self.check_range(low)?;
-        self.check_range(high_inclusive.max(low))?;
+        let high_inclusive = high_inclusive.clamp(low, self.last_index);
         let (pos, first_offset, header) = self.locate(low)?;
         let segment = &self.segments[pos];
         let ix = self.segment_index(pos)?;
-        let segment_last = self.segment_last_index(pos).min(high_inclusive.max(low));
+        let segment_last = self.segment_last_index(pos).min(high_inclusive);
         let mut end = first_offset + header.frame_bytes;
         let mut last = low;
         while last < segment_last {
@@ -934,7 +958,7 @@ impl Log {
             id,
         )?;
         self.segments.push(segment);
-        self.dir_dirty = true;
+        self.dir_changes += 1;
         self.last_index = from_index - 1;
         self.last_term = new_last_term;
         self.durable_index = self.durable_index.min(self.last_index);
@@ -1012,6 +1036,13 @@ impl Log {
     /// (a follower reset to its leader's log start). Durable on return.
     pub fn reset(&mut self, log_start: LogStart) -> Result<(), StorageError> {
         self.check_writable()?;
+        if log_start.first_index == 0 || log_start.first_index > super::LOG_INDEX_MAX {
+            return Err(StorageError::OutOfRange {
+                index: log_start.first_index,
+                first_index: 1,
+                last_index: super::LOG_INDEX_MAX,
+            });
+        }
         while let Some(segment) = self.segments.pop() {
             self.remove_segment_files(&segment)?;
         }
@@ -1024,7 +1055,7 @@ impl Log {
         self.durable_index = self.last_index;
         self.log_start = Some(log_start);
         self.epoch += 1;
-        self.dir_dirty = false;
+        self.dir_changes_durable = self.dir_changes;
         Ok(())
     }
 
@@ -1032,7 +1063,7 @@ impl Log {
     /// Durable on return.
     pub fn store_hard_state(&mut self, state: &HardState) -> Result<(), StorageError> {
         self.check_writable()?;
-        self.hard_state_generation += 1;
+        self.hard_state_generation = self.hard_state_generation.saturating_add(1);
         meta::store_hard_state(&self.dir, state, self.hard_state_generation)
     }
 }

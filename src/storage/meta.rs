@@ -311,8 +311,12 @@ pub(crate) fn decode_log_start(path: &Path, bytes: &[u8]) -> Result<LogStart, St
         )
     })?;
     let first_index = u64_at(bytes, 16);
-    if first_index == 0 {
-        return Err(StorageError::corrupt(path, 16, "first index 0"));
+    if first_index == 0 || first_index > super::LOG_INDEX_MAX {
+        return Err(StorageError::corrupt(
+            path,
+            16,
+            format!("first index {first_index} is out of range"),
+        ));
     }
     Ok(LogStart {
         first_index,

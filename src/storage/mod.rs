@@ -14,6 +14,24 @@
 //!   completed, and never across a truncation that removed it.
 //! - A data directory is used by one process at a time (an exclusive `flock`
 //!   on `DATA_DIR/LOCK`).
+//!
+//! How the runtime drives it:
+//! - `Log::open(dir, LogConfig)` → `Opened { log, hard_state, log_start }`;
+//!   on a fresh directory both are `None`: bootstrap with
+//!   `log.reset(LogStart::initial(membership))` (or wait for the leader).
+//! - `append(&entries)` on the reactor (page cache only), then
+//!   `let request = log.sync_request()`, `request.run()` on a blocking thread,
+//!   `log.mark_synced(done)` back on the reactor → the durable index to hand
+//!   to the consensus core. `sync()` does all three in place.
+//! - Reads: `entries(low, high, bytes_max)` (zero-copy payloads) or
+//!   `frames(low, high, bytes_max)` (the stored frames, for replication;
+//!   decode with `frame::decode_frames`). `term_at`, `first_index`,
+//!   `last_index`, `last_term`.
+//! - Conflicts: `truncate_suffix(from)`; retention:
+//!   `retention_first_index(policy, floor, now)` then `advance_start(..)`;
+//!   follower reset: `reset(log_start)`; votes: `store_hard_state(&hs)`.
+//! - After any I/O error from a sync, drop the `Log` and reopen it: the page
+//!   cache can no longer be trusted to match the disk.
 
 pub mod dump;
 pub mod frame;
@@ -26,6 +44,8 @@ use std::path::PathBuf;
 
 pub use log::{Log, Opened, RetentionPolicy, SyncDone, SyncRequest};
 pub use meta::{HARD_STATE_FILE_NAMES, LOCK_FILE_NAME, LOG_DIR_NAME, LOG_START_FILE_NAME};
+/// Helpers for tools that write or inspect segments directly (benches, tests).
+pub use segment::{encode_segment_header, segment_file_name, SEGMENT_HEADER_BYTES};
 
 use crate::types::LogIndex;
 
@@ -36,6 +56,10 @@ pub const SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
 pub const SEGMENT_BYTES_MIN: u64 = 4096;
 /// Offsets inside a segment are stored as u32 in the index files.
 pub const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64;
+
+/// Highest log index the engine accepts on disk; far beyond any real log,
+/// it keeps index arithmetic (`first + count`) clear of overflow.
+pub const LOG_INDEX_MAX: LogIndex = 1 << 62;
 
 /// How the log lays out its files.
 #[derive(Clone, Debug, PartialEq, Eq)]

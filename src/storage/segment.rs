@@ -24,7 +24,7 @@ use crate::types::LogIndex;
 pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"RLOGSEG\0";
 pub(crate) const INDEX_MAGIC: &[u8; 8] = b"RLOGIDX\0";
 pub(crate) const SEGMENT_VERSION: u32 = 1;
-pub(crate) const SEGMENT_HEADER_BYTES: usize = 64;
+pub const SEGMENT_HEADER_BYTES: usize = 64;
 const HEADER_CRC_AT: usize = 44;
 const WATERMARK_AT: usize = 48;
 const WATERMARK_CRC_AT: usize = 56;
@@ -36,7 +36,7 @@ pub(crate) const NAME_DIGITS: usize = 20;
 /// Granule of the zero-scan past a cut tail.
 const ZERO_SCAN_CHUNK_BYTES: usize = 64 * 1024;
 
-pub(crate) fn segment_file_name(first_index: LogIndex) -> String {
+pub fn segment_file_name(first_index: LogIndex) -> String {
     format!("{first_index:0NAME_DIGITS$}{SEGMENT_SUFFIX}")
 }
 
@@ -53,10 +53,12 @@ pub(crate) fn parse_name(name: &str, suffix: &str) -> Option<LogIndex> {
     digits.parse().ok()
 }
 
-/// Encodes a segment header with a zero watermark (`synced_bytes` = 0).
+/// Encodes a segment header (storage-format.md 2.1) whose watermark slot
+/// says `synced_bytes` (0 for a new segment).
 pub fn encode_segment_header(
     first_index: LogIndex,
     segment_bytes: u64,
+    synced_bytes: u64,
 ) -> [u8; SEGMENT_HEADER_BYTES] {
     let mut header = [0u8; SEGMENT_HEADER_BYTES];
     header[0..8].copy_from_slice(SEGMENT_MAGIC);
@@ -66,7 +68,7 @@ pub fn encode_segment_header(
     header[24..32].copy_from_slice(&segment_bytes.to_le_bytes());
     let crc = crc32fast::hash(&header[..HEADER_CRC_AT]);
     header[HEADER_CRC_AT..HEADER_CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
-    header[WATERMARK_AT..WATERMARK_AT + 8].copy_from_slice(&0u64.to_le_bytes());
+    header[WATERMARK_AT..WATERMARK_AT + 8].copy_from_slice(&synced_bytes.to_le_bytes());
     let wcrc = crc32fast::hash(&header[WATERMARK_AT..WATERMARK_CRC_AT]);
     header[WATERMARK_CRC_AT..WATERMARK_CRC_AT + 4].copy_from_slice(&wcrc.to_le_bytes());
     header
@@ -390,7 +392,7 @@ pub(crate) fn create_segment(
         file.set_len(segment_bytes)
             .map_err(|e| StorageError::io(&temp_path, e))?;
     }
-    file.write_all(&encode_segment_header(first_index, segment_bytes))
+    file.write_all(&encode_segment_header(first_index, segment_bytes, 0))
         .and_then(|_| file.sync_all())
         .map_err(|e| StorageError::io(&temp_path, e))?;
     std::fs::rename(&temp_path, &path).map_err(|e| StorageError::io(&path, e))?;
@@ -437,6 +439,16 @@ pub(crate) fn open_segment(
         .read_to_end(&mut header)
         .map_err(|e| StorageError::io(&path, e))?;
     let watermark = check_segment_header(&path, &header, first_index)?;
+    if first_index == 0 || first_index > super::LOG_INDEX_MAX {
+        return Err(StorageError::corrupt(
+            &path,
+            16,
+            format!(
+                "first index {first_index} is outside 1..={}",
+                super::LOG_INDEX_MAX
+            ),
+        ));
+    }
     let capacity = metadata.len();
     if capacity > super::SEGMENT_BYTES_MAX || usize::try_from(capacity).is_err() {
         return Err(StorageError::corrupt(

@@ -1,0 +1,445 @@
+//! The small files and the directory rules of storage-format.md: atomic
+//! replacement of hard state and log start, the lock, garbage in the data
+//! directory, index-file rebuilds, group commit from another thread,
+//! retention and reset.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use raftlog::storage::verify::verify_data_dir;
+use raftlog::storage::{dump, Log, LogConfig, RetentionPolicy, StorageError};
+use raftlog::types::{Entry, HardState, LogIndex, LogStart, Membership};
+
+fn config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 4096,
+        preallocate: false,
+    }
+}
+
+fn entry(index: LogIndex, term: u64) -> Entry {
+    Entry::data(
+        index,
+        term,
+        Bytes::from(format!("record {index}").repeat(8)),
+    )
+}
+
+fn entries(range: std::ops::RangeInclusive<LogIndex>, term: u64) -> Vec<Entry> {
+    range.map(|i| entry(i, term)).collect()
+}
+
+fn membership(n: u64) -> Membership {
+    Membership::with_voters((1..=n).map(|id| (id, format!("10.0.0.{id}:7000"))))
+}
+
+fn log_file(dir: &Path, name: &str) -> PathBuf {
+    dir.join("log").join(name)
+}
+
+/// A crash at each step of the atomic replace (temp file partly written,
+/// temp complete, first copy renamed, second copy partly written) leaves the
+/// old or the new hard state, never a torn one.
+#[test]
+fn hard_state_survives_a_crash_at_every_step_of_its_atomic_replace() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = HardState {
+        term: 4,
+        voted_for: Some(2),
+    };
+    let new = HardState {
+        term: 5,
+        voted_for: None,
+    };
+    let (old_bytes, new_bytes) = {
+        let mut log = Log::open(dir.path(), config()).unwrap().log;
+        log.store_hard_state(&old).unwrap();
+        let old_bytes = std::fs::read(dir.path().join("hard-state.0")).unwrap();
+        log.store_hard_state(&new).unwrap();
+        (
+            old_bytes,
+            std::fs::read(dir.path().join("hard-state.0")).unwrap(),
+        )
+    };
+    let cases = |copy0: &[u8], copy1: &[u8], temp: Option<(&str, &[u8])>| {
+        std::fs::write(dir.path().join("hard-state.0"), copy0).unwrap();
+        std::fs::write(dir.path().join("hard-state.1"), copy1).unwrap();
+        if let Some((name, bytes)) = temp {
+            std::fs::write(dir.path().join(name), bytes).unwrap();
+        }
+        Log::open(dir.path(), config()).unwrap().hard_state
+    };
+    for len in 0..=new_bytes.len() {
+        let torn = &new_bytes[..len];
+        assert_eq!(
+            cases(&old_bytes, &old_bytes, Some(("hard-state.0.tmp", torn))),
+            Some(old)
+        );
+        assert_eq!(
+            cases(&new_bytes, &old_bytes, Some(("hard-state.1.tmp", torn))),
+            Some(new)
+        );
+    }
+    assert_eq!(cases(&new_bytes, &new_bytes, None), Some(new));
+    // One copy damaged (bit rot): the other one is used.
+    let mut rotten = new_bytes.clone();
+    rotten[20] ^= 4;
+    assert_eq!(cases(&rotten, &new_bytes, None), Some(new));
+    assert_eq!(cases(&new_bytes, &rotten, None), Some(new));
+    let report = verify_data_dir(dir.path()).unwrap();
+    assert!(report
+        .problems
+        .iter()
+        .any(|p| p.path.ends_with("hard-state.1")));
+    // Both damaged: a typed error, not a silent reset to term 0.
+    std::fs::write(dir.path().join("hard-state.0"), &rotten).unwrap();
+    assert!(matches!(
+        Log::open(dir.path(), config()),
+        Err(StorageError::HardStateLost { .. })
+    ));
+}
+
+/// The log-start file is replaced atomically too.
+#[test]
+fn log_start_survives_a_crash_at_every_step_of_its_atomic_replace() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old_bytes, new_bytes) = {
+        let mut log = Log::open(dir.path(), config()).unwrap().log;
+        log.reset(LogStart::initial(membership(3))).unwrap();
+        log.append(&entries(1..=40, 1)).unwrap();
+        let old_bytes = std::fs::read(dir.path().join("log-start")).unwrap();
+        log.advance_start(LogStart {
+            first_index: 30,
+            prev_term: 1,
+            membership: membership(5),
+        })
+        .unwrap();
+        (
+            old_bytes,
+            std::fs::read(dir.path().join("log-start")).unwrap(),
+        )
+    };
+    for len in 0..=new_bytes.len() {
+        std::fs::write(dir.path().join("log-start"), &old_bytes).unwrap();
+        std::fs::write(dir.path().join("log-start.tmp"), &new_bytes[..len]).unwrap();
+        let opened = Log::open(dir.path(), config()).unwrap();
+        assert_eq!(opened.log_start, Some(LogStart::initial(membership(3))));
+    }
+    std::fs::write(dir.path().join("log-start"), &new_bytes).unwrap();
+    let opened = Log::open(dir.path(), config()).unwrap();
+    assert_eq!(opened.log.first_index(), 30);
+    assert_eq!(opened.log_start.map(|s| s.membership), Some(membership(5)));
+}
+
+/// Two processes cannot use one data directory; offline tools are refused
+/// while a server holds it.
+#[test]
+fn a_data_dir_in_use_is_refused_with_data_dir_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let _log = Log::open(dir.path(), config()).unwrap();
+    assert!(matches!(
+        Log::open(dir.path(), config()),
+        Err(StorageError::DataDirLocked { .. })
+    ));
+    assert!(matches!(
+        verify_data_dir(dir.path()),
+        Err(StorageError::DataDirLocked { .. })
+    ));
+    assert!(matches!(
+        dump::dump_entries(dir.path(), None),
+        Err(StorageError::DataDirLocked { .. })
+    ));
+}
+
+/// Unknown files are ignored by rule; leftover temp files are removed;
+/// a damaged segment file gives a typed error naming it, never a panic.
+#[test]
+fn garbage_in_the_data_dir_is_ignored_by_rule_or_refused_with_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut log = Log::open(dir.path(), config()).unwrap().log;
+        log.append(&entries(1..=100, 1)).unwrap();
+        log.sync().unwrap();
+    }
+    std::fs::write(dir.path().join("notes.txt"), b"hello").unwrap();
+    std::fs::write(log_file(dir.path(), "README"), b"hello").unwrap();
+    std::fs::write(
+        log_file(dir.path(), "123.seg"),
+        b"short name: not a segment",
+    )
+    .unwrap();
+    std::fs::write(
+        log_file(dir.path(), "00000000000000000999.seg.tmp"),
+        b"half-made",
+    )
+    .unwrap();
+    let log = Log::open(dir.path(), config()).unwrap().log;
+    assert_eq!(log.last_index(), 100);
+    assert!(!log_file(dir.path(), "00000000000000000999.seg.tmp").exists());
+    drop(log);
+    assert!(verify_data_dir(dir.path()).unwrap().is_clean());
+
+    let segment = log_file(dir.path(), &format!("{:020}.seg", 200));
+    let valid_header =
+        std::fs::read(log_file(dir.path(), &format!("{:020}.seg", 1))).unwrap()[..64].to_vec();
+    let open_err = || {
+        Log::open(dir.path(), config())
+            .err()
+            .expect("open must refuse")
+    };
+
+    std::fs::write(&segment, b"").unwrap();
+    assert!(matches!(open_err(), StorageError::Corrupt { path, offset: 0, .. } if path == segment));
+
+    std::fs::write(&segment, vec![0xAB; 4096]).unwrap();
+    assert!(matches!(open_err(), StorageError::BadMagic { path } if path == segment));
+
+    let mut wrong_version = valid_header.clone();
+    wrong_version[8] = 9;
+    std::fs::write(&segment, &wrong_version).unwrap();
+    assert!(matches!(
+        open_err(),
+        StorageError::UnsupportedVersion { version: 9, .. }
+    ));
+
+    // A valid header whose first index disagrees with the file name.
+    std::fs::write(&segment, &valid_header).unwrap();
+    assert!(
+        matches!(open_err(), StorageError::Corrupt { path, offset: 16, .. } if path == segment)
+    );
+    std::fs::remove_file(&segment).unwrap();
+
+    std::fs::write(dir.path().join("log-start"), b"RLOGLST\0garbage").unwrap();
+    assert!(matches!(open_err(), StorageError::Corrupt { .. }));
+}
+
+/// Index files are only a cache: a missing or damaged one is rebuilt from
+/// the segment, and reads after a reopen (which scans only the tail) return
+/// the same entries.
+#[test]
+fn a_missing_or_damaged_index_file_is_rebuilt_from_its_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut log = Log::open(dir.path(), config()).unwrap().log;
+        for chunk in 0..10 {
+            log.append(&entries(chunk * 30 + 1..=chunk * 30 + 30, 1))
+                .unwrap();
+            log.sync().unwrap();
+        }
+    }
+    let index_files: Vec<PathBuf> = std::fs::read_dir(dir.path().join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "idx"))
+        .collect();
+    assert!(index_files.len() >= 3);
+    std::fs::remove_file(&index_files[0]).unwrap();
+    std::fs::write(&index_files[1], b"RLOGIDX\0 torn").unwrap();
+    let mut bytes = std::fs::read(&index_files[2]).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&index_files[2], &bytes).unwrap();
+    let log = Log::open(dir.path(), config()).unwrap().log;
+    assert_eq!(
+        log.entries(1, 300, usize::MAX).unwrap(),
+        entries(1..=300, 1)
+    );
+    drop(log);
+    assert!(index_files[0].exists(), "a rebuilt index is written back");
+    assert!(verify_data_dir(dir.path()).unwrap().is_clean());
+}
+
+/// Group commit: the sync runs on another thread while appends continue;
+/// only what was appended before the request is reported durable, and a
+/// request captured before a truncation does not report the new entries.
+#[test]
+fn a_sync_request_covers_exactly_what_was_appended_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config()).unwrap().log;
+    log.append(&entries(1..=50, 1)).unwrap();
+    let request = log.sync_request();
+    assert_eq!(request.index(), 50);
+    let worker = std::thread::spawn(move || request.run());
+    log.append(&entries(51..=80, 1)).unwrap();
+    let done = worker.join().unwrap().unwrap();
+    assert_eq!(log.mark_synced(done), 50);
+
+    let request = log.sync_request();
+    log.truncate_suffix(70).unwrap();
+    log.append(&entries(70..=90, 2)).unwrap();
+    let done = request.run().unwrap();
+    assert_eq!(
+        log.mark_synced(done),
+        50,
+        "a pre-truncation sync proves nothing about the new entries"
+    );
+    assert_eq!(log.sync().unwrap(), 90);
+    drop(log);
+    let log = Log::open(dir.path(), config()).unwrap().log;
+    let mut expected = entries(1..=69, 1);
+    expected.extend(entries(70..=90, 2));
+    assert_eq!(log.entries(1, 90, usize::MAX).unwrap(), expected);
+}
+
+/// Zero-copy reads stay valid and unchanged after the entries they came
+/// from are truncated, overwritten by new entries, and dropped by retention.
+#[test]
+fn payloads_held_by_readers_never_change_after_truncation_or_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config()).unwrap().log;
+    log.append(&entries(1..=200, 1)).unwrap();
+    let held = log.entries(1, 200, usize::MAX).unwrap();
+    log.truncate_suffix(100).unwrap();
+    log.append(&entries(100..=250, 2)).unwrap();
+    log.advance_start(LogStart {
+        first_index: 150,
+        prev_term: 2,
+        membership: membership(3),
+    })
+    .unwrap();
+    log.reset(LogStart {
+        first_index: 1000,
+        prev_term: 3,
+        membership: membership(3),
+    })
+    .unwrap();
+    assert_eq!(held, entries(1..=200, 1));
+}
+
+/// Retention drops only whole sealed segments at or below the floor, by
+/// size or by age, and advance_start then removes their files.
+#[test]
+fn retention_drops_only_whole_segments_at_or_below_the_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config()).unwrap().log;
+    log.append(&entries(1..=400, 1)).unwrap();
+    let by_size = RetentionPolicy {
+        retention_bytes: Some(3 * 4096),
+        retention_ms: None,
+    };
+    let now = SystemTime::now();
+    assert_eq!(
+        log.retention_first_index(&by_size, 0, now),
+        None,
+        "floor 0 keeps everything"
+    );
+    let first = log.retention_first_index(&by_size, 400, now).unwrap();
+    assert!(first > 1 && first <= 400);
+    let floored = log.retention_first_index(&by_size, 100, now).unwrap();
+    assert!(floored <= 101);
+    let by_age = RetentionPolicy {
+        retention_bytes: None,
+        retention_ms: Some(60_000),
+    };
+    assert_eq!(log.retention_first_index(&by_age, 400, now), None);
+    let later = now + Duration::from_secs(120);
+    assert!(log.retention_first_index(&by_age, 400, later).is_some());
+
+    let prev_term = log.term_at(first - 1).unwrap().unwrap();
+    log.advance_start(LogStart {
+        first_index: first,
+        prev_term,
+        membership: membership(3),
+    })
+    .unwrap();
+    assert_eq!(log.first_index(), first);
+    assert_eq!(log.term_at(first - 1).unwrap(), Some(prev_term));
+    assert!(matches!(
+        log.entries(first - 1, first, usize::MAX),
+        Err(StorageError::OutOfRange { .. })
+    ));
+    assert!(!log_file(dir.path(), &format!("{:020}.seg", 1)).exists());
+    drop(log);
+    let log = Log::open(dir.path(), config()).unwrap().log;
+    assert_eq!(log.first_index(), first);
+    assert_eq!(
+        log.entries(first, 400, usize::MAX).unwrap(),
+        entries(first..=400, 1)
+    );
+}
+
+/// Appends must continue the log; an entry too large for a segment is refused.
+#[test]
+fn appends_that_do_not_continue_the_log_or_do_not_fit_are_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config()).unwrap().log;
+    log.append(&entries(1..=3, 1)).unwrap();
+    assert!(matches!(
+        log.append(&[entry(5, 1)]),
+        Err(StorageError::NotContiguous {
+            expected: 4,
+            got: 5
+        })
+    ));
+    let huge = Entry::data(4, 1, Bytes::from(vec![0u8; 8192]));
+    assert!(matches!(
+        log.append(&[huge]),
+        Err(StorageError::EntryTooLarge { index: 4, .. })
+    ));
+    assert_eq!(log.last_index(), 3);
+}
+
+/// dump lists every stored entry from the requested index, read-only.
+#[test]
+fn dump_lists_entries_from_the_requested_index() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut log = Log::open(dir.path(), config()).unwrap().log;
+        log.append(&entries(1..=120, 1)).unwrap();
+        log.sync().unwrap();
+    }
+    let dumped: Vec<Entry> = dump::dump_entries(dir.path(), Some(7))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .collect();
+    assert_eq!(dumped, entries(7..=120, 1));
+    let line = dump::dump_json_line(&dumped[0]);
+    assert!(
+        line.starts_with(r#"{"index":7,"term":1,"kind":"data","data":"record 7"#),
+        "{line}"
+    );
+}
+
+/// The runtime moves a sync request to a blocking thread.
+#[test]
+fn a_sync_request_can_move_to_another_thread() {
+    fn assert_send_static<T: Send + 'static>() {}
+    assert_send_static::<raftlog::storage::SyncRequest>();
+    assert_send_static::<raftlog::storage::SyncDone>();
+    assert_send_static::<Log>();
+}
+
+/// A segment named with index 0 or an absurd index is refused, not trusted.
+#[test]
+fn a_segment_named_outside_the_index_range_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Log::open(dir.path(), config()).unwrap());
+    for first in [0u64, u64::MAX] {
+        let path = log_file(dir.path(), &format!("{first:020}.seg"));
+        let mut bytes = raftlog::storage::encode_segment_header(first, 4096, 0).to_vec();
+        bytes.resize(4096, 0);
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            Log::open(dir.path(), config()),
+            Err(StorageError::Corrupt { offset: 16, .. })
+        ));
+        std::fs::remove_file(&path).unwrap();
+    }
+}
+
+/// Sync requests may complete out of order: a later request covers what an
+/// earlier, unfinished one captured, so reporting its index is sound.
+#[test]
+fn sync_requests_may_complete_in_any_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config()).unwrap().log;
+    log.append(&entries(1..=40, 1)).unwrap();
+    let first = log.sync_request();
+    log.append(&entries(41..=90, 1)).unwrap();
+    let second = log.sync_request();
+    assert_eq!(log.mark_synced(second.run().unwrap()), 90);
+    assert_eq!(log.mark_synced(first.run().unwrap()), 90);
+    log.append(&entries(91..=95, 1)).unwrap();
+    assert_eq!(log.sync().unwrap(), 95);
+}
