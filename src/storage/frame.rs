@@ -141,6 +141,7 @@ pub fn is_end_mark(buf: &[u8], offset: usize) -> bool {
 
 /// Decodes the frame header at `offset` of `buf`. With `check_crc` the
 /// checksum over the header and payload is verified too.
+#[inline]
 pub fn decode_header(
     buf: &[u8],
     offset: usize,

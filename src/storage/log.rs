@@ -807,13 +807,26 @@ impl Log {
                 .get((segment_last + 1 - segment.first_index) as usize)
                 .map_or(ix.end, |o| *o as usize);
             let region = segment.bytes(first_offset, end_offset);
+            let view = segment.view();
             while index <= segment_last {
                 let offset = ix
                     .offsets
                     .get((index - segment.first_index) as usize)
                     .copied()
                     .unwrap_or(0) as usize;
-                let header = self.checked_header(pos, offset, index, ix.crc_on_read)?;
+                let header = match frame::decode_header(view, offset, ix.crc_on_read) {
+                    Ok(header) if header.index == index => header,
+                    _ => {
+                        return Err(self
+                            .checked_header(pos, offset, index, true)
+                            .err()
+                            .unwrap_or(StorageError::corrupt(
+                                &segment.path,
+                                offset as u64,
+                                "frame does not decode",
+                            )))
+                    }
+                };
                 bytes_total += header.frame_bytes;
                 if bytes_total > bytes_max && !out.is_empty() {
                     return Ok(out);

@@ -14,6 +14,24 @@
 //!   completed, and never across a truncation that removed it.
 //! - A data directory is used by one process at a time (an exclusive `flock`
 //!   on `DATA_DIR/LOCK`).
+//!
+//! How the runtime drives it:
+//! - `Log::open(dir, LogConfig)` → `Opened { log, hard_state, log_start }`;
+//!   on a fresh directory both are `None`: bootstrap with
+//!   `log.reset(LogStart::initial(membership))` (or wait for the leader).
+//! - `append(&entries)` on the reactor (page cache only), then
+//!   `let request = log.sync_request()`, `request.run()` on a blocking thread,
+//!   `log.mark_synced(done)` back on the reactor → the durable index to hand
+//!   to the consensus core. `sync()` does all three in place.
+//! - Reads: `entries(low, high, bytes_max)` (zero-copy payloads) or
+//!   `frames(low, high, bytes_max)` (the stored frames, for replication;
+//!   decode with `frame::decode_frames`). `term_at`, `first_index`,
+//!   `last_index`, `last_term`.
+//! - Conflicts: `truncate_suffix(from)`; retention:
+//!   `retention_first_index(policy, floor, now)` then `advance_start(..)`;
+//!   follower reset: `reset(log_start)`; votes: `store_hard_state(&hs)`.
+//! - After any I/O error from a sync, drop the `Log` and reopen it: the page
+//!   cache can no longer be trusted to match the disk.
 
 pub mod dump;
 pub mod frame;
