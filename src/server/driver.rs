@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -31,7 +31,7 @@ use crate::net::peers::{Lane, PeerLinks};
 use crate::raft::{
     Core, LogReadError, LogReader, MembershipChange, Message, Proposal, ProposeError, Ready, Role,
 };
-use crate::storage::{Log, StorageError, SyncDone};
+use crate::storage::{Log, RetentionPolicy, StorageError, SyncDone};
 use crate::types::{Entry, EntryKind, LogIndex, LogStart, Membership, NodeId, Term};
 use crate::wire::client::{
     AdminRequest, AppendRequest, ClientRequest, ClientResponse, ClusterStatus, ErrorCode,
@@ -114,6 +114,9 @@ pub struct Driver {
     membership_index: LogIndex,
     /// Learners a promotion was proposed for in this term.
     promoting: BTreeSet<NodeId>,
+    /// Every config entry still in the log, to know the membership in force
+    /// at a new log start when retention drops segments.
+    config_history: BTreeMap<LogIndex, Membership>,
 }
 
 /// The events the driver waits on.
@@ -185,8 +188,13 @@ impl Driver {
         commit_tx: watch::Sender<Commit>,
         producers: ProducerTable,
         producers_recorded_index: LogIndex,
-        membership_index: LogIndex,
+        config_history: BTreeMap<LogIndex, Membership>,
     ) -> Driver {
+        let membership_index = config_history
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or_else(|| core.first_index().saturating_sub(1));
         Driver {
             config,
             core,
@@ -201,6 +209,7 @@ impl Driver {
             sync_in_flight: false,
             membership_index,
             promoting: BTreeSet::new(),
+            config_history,
         }
     }
 
@@ -219,6 +228,7 @@ impl Driver {
                     if last_expiry.elapsed() > Duration::from_secs(1) {
                         self.producers.expire(Instant::now());
                         self.expire_admin();
+                        self.apply_retention()?;
                         last_expiry = Instant::now();
                     }
                     self.promote_caught_up_learners();
@@ -723,10 +733,12 @@ impl Driver {
                 self.producers = ProducerTable::new(self.config.producer_expiry);
                 self.producers_recorded_index = start.first_index - 1;
                 self.membership_index = start.first_index - 1;
+                self.config_history.clear();
             }
             if let Some(from_index) = truncate_from {
                 log.truncate_suffix(from_index)?;
                 self.producers.truncate_from(from_index);
+                self.config_history.split_off(&from_index);
                 self.producers_recorded_index =
                     self.producers_recorded_index.min(from_index.saturating_sub(1));
             }
@@ -802,7 +814,12 @@ impl Driver {
                         }
                     }
                 }
-                EntryKind::Config => self.membership_index = entry.index,
+                EntryKind::Config => {
+                    self.membership_index = entry.index;
+                    if let Ok(membership) = Membership::decode(&entry.payload) {
+                        self.config_history.insert(entry.index, membership);
+                    }
+                }
                 EntryKind::Noop => {}
             }
         }
@@ -873,6 +890,62 @@ impl Driver {
                 .get_or_create(&labels)
                 .set(status.last_index.saturating_sub(peer.match_index) as i64);
         }
+    }
+
+    /// Drops the oldest whole segments the retention policy allows, never
+    /// an entry above the floor: the commit index and, on a leader, the match
+    /// index of every follower heard from recently (a follower that is down
+    /// does not hold the log back; when it returns it is reset to the log start).
+    fn apply_retention(&mut self) -> Result<(), DriverError> {
+        if self.config.retention_bytes.is_none() && self.config.retention.is_none() {
+            return Ok(());
+        }
+        let status = self.core.status();
+        let mut floor = status.commit_index.min(status.persisted_index);
+        if status.soft_state.role == Role::Leader {
+            for peer in status.peers.iter().filter(|peer| peer.recently_heard) {
+                floor = floor.min(peer.match_index);
+            }
+        }
+        let policy = RetentionPolicy {
+            retention_bytes: self.config.retention_bytes,
+            retention_ms: self.config.retention.map(|age| age.as_millis() as u64),
+        };
+        let mut log = self.log.write().map_err(|_| DriverError::Poisoned)?;
+        let Some(first_index) = log.retention_first_index(&policy, floor, SystemTime::now()) else {
+            return Ok(());
+        };
+        let prev_term = log.term_at(first_index - 1)?.unwrap_or(0);
+        let membership = self
+            .config_history
+            .range(..first_index)
+            .next_back()
+            .map(|(_, membership)| membership.clone())
+            .or_else(|| log.log_start().map(|start| start.membership.clone()))
+            .unwrap_or_else(|| self.core.log_start().membership.clone());
+        let start = LogStart {
+            first_index,
+            prev_term,
+            membership,
+        };
+        if let Err(error) = self.core.log_compacted(start.clone()) {
+            warn!(%error, first_index, "retention skipped");
+            return Ok(());
+        }
+        log.advance_start(start)?;
+        drop(log);
+        // Keep the newest config entry below the new start: it is the membership in force there.
+        let keep_from = self
+            .config_history
+            .range(..first_index)
+            .next_back()
+            .map(|(index, _)| *index);
+        if let Some(keep_from) = keep_from {
+            self.config_history = self.config_history.split_off(&keep_from);
+        }
+        info!(first_index, "retention dropped the oldest segments");
+        self.commit_tx.send_modify(|commit| commit.first_index = first_index);
+        Ok(())
     }
 
     /// Starts one group commit when entries wait for a sync and none runs.

@@ -160,10 +160,7 @@ impl Node {
             term_runs: recovered.term_runs,
             config_entries: recovered.config_entries,
         };
-        let membership_index = persisted
-            .config_entries
-            .last()
-            .map_or(persisted.log_start.first_index.saturating_sub(1), |(index, _)| *index);
+        let config_history = persisted.config_entries.iter().cloned().collect();
         let core = Core::new(core_config(&config), persisted, random_seed())
             .map_err(|error| ServerError::Core(error.to_string()))?;
         let membership = core.membership().clone();
@@ -231,7 +228,7 @@ impl Node {
             commit_tx,
             recovered.producers,
             last_index,
-            membership_index,
+            config_history,
         );
         let driver = tokio::spawn(driver.run(DriverInputs {
             requests: request_rx,
