@@ -1,1 +1,5 @@
-//! raft: under construction.
+//! raft: the sans-IO consensus core (under construction).
+
+pub mod message;
+
+pub use message::*;
