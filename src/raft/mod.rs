@@ -1,1 +1,1 @@
-//! raft: under construction.
+pub mod message;
