@@ -1,1 +1,778 @@
-//! sim: under construction.
+//! A deterministic cluster simulator: N Raft cores in one thread with a
+//! virtual clock, an in-memory disk per node that separates synced from
+//! unsynced writes, and a network that loses, delays, reorders, duplicates
+//! and partitions. One `u64` seed drives every choice, so a failure replays
+//! exactly (`RAFTLOG_SIM_SEED=<seed>`).
+//!
+//! After every step the checker verifies: at most one leader per term; two
+//! entries with the same index and term are identical and have the same
+//! predecessor term (log matching, checked as entries are written); every
+//! node commits the same entry at an index (state machine safety); a node's
+//! commit index never decreases while it is up; a new leader holds every
+//! entry committed in earlier terms (leader completeness). At the end every
+//! entry acknowledged to a client is still committed, and after healing all
+//! faults a leader is elected and commits new entries within a bound.
+//! These checks are plain code, independent of `debug_assert!`.
+
+mod disk;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use bytes::Bytes;
+
+pub use self::disk::Disk;
+use crate::raft::{
+    Bugs, Config, Core, MembershipChange, Message, Proposal, Ready, Role, SplitMix64,
+};
+use crate::types::{Entry, EntryKind, LogIndex, LogStart, Membership, NodeId, Term};
+
+/// What to simulate.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    pub seed: u64,
+    /// Voters of the initial cluster (ids 1..=voters).
+    pub voters: usize,
+    /// Extra nodes, outside the cluster at first, that membership changes add.
+    pub spares: usize,
+    /// Steps (ticks) of the faulty phase.
+    pub steps: u64,
+    /// Inject network and node faults during the faulty phase.
+    pub faults: bool,
+    /// Change membership, transfer leadership and compact logs.
+    pub operations: bool,
+    /// Run the safety checks after every step (off only for benchmarks).
+    pub checks: bool,
+    /// Deliberately broken rules (mutation tests).
+    pub bugs: Bugs,
+}
+
+impl SimOptions {
+    pub fn new(seed: u64, voters: usize) -> SimOptions {
+        SimOptions {
+            seed,
+            voters,
+            spares: 2,
+            steps: 2_000,
+            faults: true,
+            operations: true,
+            checks: true,
+            bugs: Bugs::default(),
+        }
+    }
+}
+
+/// A broken property, with where it was seen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Violation {
+    TwoLeadersInTerm { term: Term, first: NodeId, second: NodeId },
+    LogMismatch { node: NodeId, index: LogIndex, term: Term },
+    CommittedEntryDiffers { node: NodeId, index: LogIndex },
+    CommittedEntryMissing { node: NodeId, index: LogIndex },
+    CommitIndexDecreased { node: NodeId, from: LogIndex, to: LogIndex },
+    LeaderMissesCommittedEntry { leader: NodeId, term: Term, index: LogIndex },
+    AcknowledgedEntryLost { index: LogIndex },
+    CoreRefusedMessage { node: NodeId, from: NodeId, error: String },
+    ReadyNotContiguous { node: NodeId, index: LogIndex, expected: LogIndex },
+    NoLeaderAfterHealing { steps: u64 },
+    NoCommitAfterHealing { steps: u64 },
+}
+
+/// A violation and how to replay it.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub seed: u64,
+    pub step: u64,
+    pub violation: Violation,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "seed {} failed at step {}: {:?}\nreplay: RAFTLOG_SIM_SEED={} cargo test --release --test sim_cluster -- --nocapture",
+            self.seed, self.step, self.violation, self.seed
+        )
+    }
+}
+
+/// What a successful run did.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub steps: u64,
+    pub committed_entries: u64,
+    pub acknowledged_entries: u64,
+    pub elections: u64,
+    pub crashes: u64,
+    pub membership_changes: u64,
+}
+
+struct Node {
+    id: NodeId,
+    core: Option<Core>,
+    disk: Disk,
+    paused_until: u64,
+    down_until: u64,
+    last_commit: LogIndex,
+    /// Client proposals waiting for this node's commit: (index, payload id).
+    pending: Vec<(LogIndex, u64)>,
+}
+
+struct InFlight {
+    deliver_at: u64,
+    from: NodeId,
+    to: NodeId,
+    message: Message,
+}
+
+#[derive(Clone, Copy)]
+struct NetworkFaults {
+    loss_per_mille: u64,
+    duplicate_per_mille: u64,
+    delay_steps_max: u64,
+}
+
+const NO_FAULTS: NetworkFaults = NetworkFaults {
+    loss_per_mille: 0,
+    duplicate_per_mille: 0,
+    delay_steps_max: 0,
+};
+
+/// Rounds of message delivery within one step; a step is a 10 ms tick and
+/// a round a network hop, so this bounds a step's work, not its outcome.
+const DELIVERY_ROUNDS_MAX: usize = 64;
+/// Entries a client proposes at once.
+const CLIENT_BATCH_MAX: u64 = 4;
+
+/// The whole simulated cluster.
+pub struct Sim {
+    options: SimOptions,
+    rng: SplitMix64,
+    now: u64,
+    nodes: BTreeMap<NodeId, Node>,
+    network: Vec<InFlight>,
+    blocked: BTreeSet<(NodeId, NodeId)>,
+    faults: NetworkFaults,
+    next_payload_id: u64,
+    // Checker state.
+    leaders: BTreeMap<Term, NodeId>,
+    /// (index, term) -> (entry hash, predecessor term), for log matching.
+    written: BTreeMap<(LogIndex, Term), (u64, Term)>,
+    /// index -> (entry hash, term of the observer when first seen committed).
+    committed: BTreeMap<LogIndex, (u64, Term)>,
+    acknowledged: BTreeMap<LogIndex, u64>,
+    report: Report,
+}
+
+fn entry_hash(entry: &Entry) -> u64 {
+    // FNV-1a over what makes an entry itself; good enough to tell apart.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |byte: u8| {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    };
+    feed(entry.kind as u8);
+    for byte in entry.term.to_le_bytes() {
+        feed(byte);
+    }
+    for &byte in entry.payload.iter() {
+        feed(byte);
+    }
+    hash
+}
+
+impl Sim {
+    pub fn new(options: SimOptions) -> Sim {
+        let mut rng = SplitMix64::new(options.seed);
+        let initial = Membership::with_voters(
+            (1..=options.voters as u64).map(|id| (id, format!("node-{id}:7000"))),
+        );
+        let mut nodes = BTreeMap::new();
+        for id in 1..=(options.voters + options.spares) as u64 {
+            let start = if id <= options.voters as u64 {
+                LogStart::initial(initial.clone())
+            } else {
+                LogStart::initial(Membership::default())
+            };
+            let disk = Disk::new(start);
+            let mut node = Node {
+                id,
+                core: None,
+                disk,
+                paused_until: 0,
+                down_until: 0,
+                last_commit: 0,
+                pending: Vec::new(),
+            };
+            node.core = Some(start_core(&options, &mut rng, id, &node.disk));
+            nodes.insert(id, node);
+        }
+        let faults = if options.faults {
+            NetworkFaults {
+                loss_per_mille: rng.range(0, 150),
+                duplicate_per_mille: rng.range(0, 50),
+                delay_steps_max: rng.range(0, 4),
+            }
+        } else {
+            NO_FAULTS
+        };
+        Sim {
+            options,
+            rng,
+            now: 0,
+            nodes,
+            network: Vec::new(),
+            blocked: BTreeSet::new(),
+            faults,
+            next_payload_id: 1,
+            leaders: BTreeMap::new(),
+            written: BTreeMap::new(),
+            committed: BTreeMap::new(),
+            acknowledged: BTreeMap::new(),
+            report: Report::default(),
+        }
+    }
+
+    /// Runs the faulty phase, heals, checks liveness and durability.
+    pub fn run(mut self) -> Result<Report, Failure> {
+        let result = self.run_inner();
+        let step = self.now;
+        let seed = self.options.seed;
+        result.map_err(|violation| Failure { seed, step, violation })
+    }
+
+    fn run_inner(&mut self) -> Result<Report, Violation> {
+        for _ in 0..self.options.steps {
+            self.step_with_chaos()?;
+        }
+        self.heal();
+        self.check_liveness()?;
+        self.check_acknowledged_survive()?;
+        self.report.steps = self.now;
+        self.report.committed_entries = self.committed.len() as u64;
+        self.report.acknowledged_entries = self.acknowledged.len() as u64;
+        Ok(self.report.clone())
+    }
+
+    fn step_with_chaos(&mut self) -> Result<(), Violation> {
+        if self.options.faults {
+            self.inject_faults();
+        }
+        if self.options.operations {
+            self.operate()?;
+        }
+        if self.rng.chance(1, 3) {
+            let batch = self.rng.range(1, CLIENT_BATCH_MAX + 1);
+            self.client_propose(batch);
+        }
+        self.step(600)
+    }
+
+    /// One tick of virtual time: revive, tick, sync disks with probability
+    /// `sync_per_mille`, deliver messages until quiet, check.
+    pub fn step(&mut self, sync_per_mille: u64) -> Result<(), Violation> {
+        self.now += 1;
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for &id in &ids {
+            self.maybe_restart(id);
+        }
+        for &id in &ids {
+            if let Some(core) = self.live_core(id) {
+                core.tick();
+            }
+        }
+        for &id in &ids {
+            if self.rng.chance(sync_per_mille, 1000) {
+                self.sync_disk(id);
+            }
+        }
+        self.settle()
+    }
+
+    fn settle(&mut self) -> Result<(), Violation> {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for _ in 0..DELIVERY_ROUNDS_MAX {
+            for &id in &ids {
+                self.drain_ready(id)?;
+            }
+            if !self.deliver_due()? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn live_core(&mut self, id: NodeId) -> Option<&mut Core> {
+        let now = self.now;
+        let node = self.nodes.get_mut(&id)?;
+        if node.paused_until > now {
+            return None;
+        }
+        node.core.as_mut()
+    }
+
+    fn maybe_restart(&mut self, id: NodeId) {
+        let now = self.now;
+        let Some(node) = self.nodes.get(&id) else { return };
+        if node.core.is_some() || node.down_until > now {
+            return;
+        }
+        let core = start_core(&self.options, &mut self.rng, id, &node.disk);
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.last_commit = core.commit_index();
+            node.core = Some(core);
+        }
+    }
+
+    fn sync_disk(&mut self, id: NodeId) {
+        let now = self.now;
+        let Some(node) = self.nodes.get_mut(&id) else { return };
+        if node.paused_until > now {
+            return;
+        }
+        let Some(core) = node.core.as_mut() else { return };
+        if let Some((index, term)) = node.disk.sync() {
+            core.persisted(index, term);
+        }
+    }
+
+    /// Takes and applies one node's Ready, in the documented order.
+    fn drain_ready(&mut self, id: NodeId) -> Result<(), Violation> {
+        let now = self.now;
+        let Some(node) = self.nodes.get_mut(&id) else { return Ok(()) };
+        if node.paused_until > now {
+            return Ok(());
+        }
+        let Some(core) = node.core.as_mut() else { return Ok(()) };
+        let ready: Ready = core.take_ready(&node.disk);
+        let commit_now = core.commit_index();
+        let term_now = core.term();
+        let first_index = core.first_index();
+        if let Some(start) = ready.log_start_reset {
+            node.disk.reset(start);
+        }
+        if let Some(from) = ready.truncate_from {
+            node.disk.truncate_from(from);
+        }
+        for entry in &ready.entries {
+            let expected = node.disk.last_index() + 1;
+            if entry.index != expected {
+                return Err(Violation::ReadyNotContiguous { node: id, index: entry.index, expected });
+            }
+            let prev_term = node.disk.term(entry.index - 1).unwrap_or(0);
+            node.disk.append(entry.clone());
+            if self.options.checks {
+                let key = (entry.index, entry.term);
+                let value = (entry_hash(entry), prev_term);
+                match self.written.get(&key) {
+                    Some(seen) if *seen != value => {
+                        return Err(Violation::LogMismatch { node: id, index: entry.index, term: entry.term });
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.written.insert(key, value);
+                    }
+                }
+            }
+        }
+        if let Some(hard_state) = ready.hard_state {
+            node.disk.hard_state = hard_state;
+        }
+        let _ = first_index;
+        // Checks on what this Ready reported.
+        if self.options.checks {
+            if commit_now < node.last_commit {
+                return Err(Violation::CommitIndexDecreased { node: id, from: node.last_commit, to: commit_now });
+            }
+        }
+        if commit_now > node.last_commit {
+            let from = node.last_commit + 1;
+            node.last_commit = commit_now;
+            let disk_first = node.disk.first_index();
+            for index in from.max(disk_first)..=commit_now {
+                let Some(entry) = node.disk.entry(index) else {
+                    return Err(Violation::CommittedEntryMissing { node: id, index });
+                };
+                let hash = entry_hash(entry);
+                if self.options.checks {
+                    match self.committed.get(&index) {
+                        Some(&(seen, _)) if seen != hash => {
+                            return Err(Violation::CommittedEntryDiffers { node: id, index });
+                        }
+                        Some(_) => {}
+                        None => {
+                            self.committed.insert(index, (hash, term_now));
+                        }
+                    }
+                }
+            }
+            // Client acknowledgements: the entry at the index is still ours.
+            let disk = &node.disk;
+            let mut acked = Vec::new();
+            node.pending.retain(|&(index, payload_id)| {
+                if index > commit_now {
+                    return true;
+                }
+                if let Some(entry) = disk.entry(index) {
+                    if entry.payload.as_ref() == payload_id.to_le_bytes() {
+                        acked.push((index, entry_hash(entry)));
+                    }
+                }
+                false
+            });
+            for (index, hash) in acked {
+                self.acknowledged.insert(index, hash);
+            }
+        }
+        if let Some(soft) = ready.soft_state {
+            if soft.role == Role::Leader {
+                self.report.elections += 1;
+                if self.options.checks {
+                    if let Some(&other) = self.leaders.get(&soft.term) {
+                        if other != id {
+                            return Err(Violation::TwoLeadersInTerm { term: soft.term, first: other, second: id });
+                        }
+                    }
+                    self.leaders.insert(soft.term, id);
+                    let disk = &self.nodes.get(&id).map(|n| &n.disk);
+                    if let Some(disk) = disk {
+                        for (&index, &(hash, seen_term)) in &self.committed {
+                            if seen_term >= soft.term || index < disk.first_index() {
+                                continue;
+                            }
+                            if disk.entry(index).map(entry_hash) != Some(hash) {
+                                return Err(Violation::LeaderMissesCommittedEntry {
+                                    leader: id,
+                                    term: soft.term,
+                                    index,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for (to, message) in ready.messages {
+            self.send(id, to, message);
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, from: NodeId, to: NodeId, message: Message) {
+        if self.blocked.contains(&(from, to)) || self.rng.chance(self.faults.loss_per_mille, 1000) {
+            return;
+        }
+        let copies = if self.rng.chance(self.faults.duplicate_per_mille, 1000) { 2 } else { 1 };
+        for _ in 0..copies {
+            let delay = self.rng.range(0, self.faults.delay_steps_max + 1);
+            self.network.push(InFlight { deliver_at: self.now + delay, from, to, message: message.clone() });
+        }
+    }
+
+    /// Delivers every due message in a random order; false if none was due.
+    fn deliver_due(&mut self) -> Result<bool, Violation> {
+        let now = self.now;
+        let mut due = Vec::new();
+        let mut later = Vec::new();
+        for message in self.network.drain(..) {
+            let paused = self.nodes.get(&message.to).is_some_and(|n| n.paused_until > now);
+            if message.deliver_at <= now && !paused {
+                due.push(message);
+            } else {
+                later.push(message);
+            }
+        }
+        self.network = later;
+        if due.is_empty() {
+            return Ok(false);
+        }
+        if self.faults.delay_steps_max > 0 {
+            // Fisher-Yates with the seeded RNG: reordering.
+            for i in (1..due.len()).rev() {
+                let j = self.rng.range(0, i as u64 + 1) as usize;
+                due.swap(i, j);
+            }
+        }
+        for InFlight { from, to, message, .. } in due {
+            let Some(core) = self.nodes.get_mut(&to).and_then(|n| n.core.as_mut()) else {
+                continue;
+            };
+            if let Err(error) = core.step(from, message) {
+                return Err(Violation::CoreRefusedMessage { node: to, from, error: error.to_string() });
+            }
+        }
+        Ok(true)
+    }
+
+    fn inject_faults(&mut self) {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        let pick = |rng: &mut SplitMix64| ids.get(rng.range(0, ids.len() as u64) as usize).copied().unwrap_or(1);
+        let now = self.now;
+        match self.rng.range(0, 1000) {
+            0..=2 => {
+                // Crash: every unsynced write is lost.
+                let id = pick(&mut self.rng);
+                let down_steps = self.rng.range(5, 80);
+                if let Some(node) = self.nodes.get_mut(&id) {
+                    if node.core.is_some() {
+                        node.core = None;
+                        node.disk.crash();
+                        node.pending.clear();
+                        node.down_until = now + down_steps;
+                        node.last_commit = 0;
+                        self.report.crashes += 1;
+                    }
+                }
+            }
+            3..=4 => {
+                let id = pick(&mut self.rng);
+                let steps = self.rng.range(5, 60);
+                if let Some(node) = self.nodes.get_mut(&id) {
+                    node.paused_until = now + steps;
+                }
+            }
+            5..=6 => {
+                // Isolate one node both ways.
+                let id = pick(&mut self.rng);
+                for &other in &ids {
+                    if other != id {
+                        self.blocked.insert((id, other));
+                        self.blocked.insert((other, id));
+                    }
+                }
+            }
+            7..=8 => {
+                // One-way link failures.
+                for _ in 0..self.rng.range(1, 4) {
+                    let a = pick(&mut self.rng);
+                    let b = pick(&mut self.rng);
+                    if a != b {
+                        self.blocked.insert((a, b));
+                    }
+                }
+            }
+            9 => {
+                // Split into two random halves.
+                self.blocked.clear();
+                let side: BTreeMap<NodeId, bool> = ids.iter().map(|&id| (id, self.rng.chance(1, 2))).collect();
+                for &a in &ids {
+                    for &b in &ids {
+                        if side.get(&a) != side.get(&b) {
+                            self.blocked.insert((a, b));
+                        }
+                    }
+                }
+            }
+            10..=14 => self.blocked.clear(),
+            _ => {}
+        }
+    }
+
+    fn leader_id(&self) -> Option<NodeId> {
+        self.nodes
+            .values()
+            .filter_map(|n| n.core.as_ref().map(|c| (n.id, c)))
+            .filter(|(_, c)| c.role() == Role::Leader)
+            .max_by_key(|(_, c)| c.term())
+            .map(|(id, _)| id)
+    }
+
+    /// A client proposes `count` unique entries to the leader it finds.
+    pub fn client_propose(&mut self, count: u64) -> Option<std::ops::RangeInclusive<LogIndex>> {
+        let leader = self.leader_id()?;
+        let first_id = self.next_payload_id;
+        self.next_payload_id += count;
+        let proposals = (first_id..first_id + count)
+            .map(|payload_id| Proposal::data(Bytes::copy_from_slice(&payload_id.to_le_bytes())))
+            .collect();
+        let node = self.nodes.get_mut(&leader)?;
+        let range = node.core.as_mut()?.propose(proposals).ok()?;
+        for (offset, index) in range.clone().enumerate() {
+            node.pending.push((index, first_id + offset as u64));
+        }
+        Some(range)
+    }
+
+    fn operate(&mut self) -> Result<(), Violation> {
+        let roll = self.rng.range(0, 1000);
+        if roll >= 12 {
+            return Ok(());
+        }
+        let Some(leader) = self.leader_id() else { return Ok(()) };
+        let voters_min = self.options.voters;
+        let all: Vec<NodeId> = self.nodes.keys().copied().collect();
+        let Some(core) = self.nodes.get_mut(&leader).and_then(|n| n.core.as_mut()) else {
+            return Ok(());
+        };
+        let membership = core.membership().clone();
+        match roll {
+            0..=3 => {
+                let change = if let Some(&learner) = membership.learners.iter().next() {
+                    MembershipChange::PromoteLearner { id: learner }
+                } else if let Some(&spare) = all.iter().find(|id| !membership.addrs.contains_key(id)) {
+                    MembershipChange::AddLearner { id: spare, addr: format!("node-{spare}:7000") }
+                } else if membership.voters.len() > voters_min {
+                    let voters: Vec<NodeId> = membership.voters.iter().copied().collect();
+                    let pick = voters.get(self.rng.range(0, voters.len() as u64) as usize).copied().unwrap_or(leader);
+                    MembershipChange::Remove { id: pick }
+                } else {
+                    return Ok(());
+                };
+                if core.propose_membership_change(change).is_ok() {
+                    self.report.membership_changes += 1;
+                }
+            }
+            4..=5 => {
+                let voters: Vec<NodeId> = membership.voters.iter().copied().filter(|&v| v != leader).collect();
+                if let Some(&to) = voters.get(self.rng.range(0, voters.len().max(1) as u64) as usize) {
+                    let _ = core.transfer_leadership(to);
+                }
+            }
+            _ => {
+                // Retention: drop a committed, synced prefix of some node's log.
+                let id = all.get(self.rng.range(0, all.len() as u64) as usize).copied().unwrap_or(1);
+                let keep = self.rng.range(0, 20);
+                if let Some(node) = self.nodes.get_mut(&id) {
+                    if let Some(core) = node.core.as_mut() {
+                        let upto = core.commit_index().min(core.persisted_index()).saturating_sub(keep);
+                        if upto >= core.first_index() {
+                            if let Some(start) = node.disk.log_start_at(upto + 1) {
+                                if core.log_compacted(start.clone()).is_ok() {
+                                    node.disk.compact(start);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn heal(&mut self) {
+        self.blocked.clear();
+        self.faults = NO_FAULTS;
+        for node in self.nodes.values_mut() {
+            node.paused_until = 0;
+            node.down_until = 0;
+        }
+    }
+
+    fn check_liveness(&mut self) -> Result<(), Violation> {
+        // Leaders elect within a few election timeouts once the network is
+        // whole; membership changes in flight may take another round.
+        let elect_steps_max = 600;
+        let start = self.now;
+        while self.leader_id().is_none() {
+            if self.now - start > elect_steps_max {
+                return Err(Violation::NoLeaderAfterHealing { steps: self.now - start });
+            }
+            self.step(1000)?;
+        }
+        let commit_steps_max = 600;
+        let start = self.now;
+        let mut proposed: Option<(NodeId, LogIndex)> = None;
+        loop {
+            if self.now - start > commit_steps_max {
+                return Err(Violation::NoCommitAfterHealing { steps: self.now - start });
+            }
+            let leader = self.leader_id();
+            if proposed.map(|(node, _)| Some(node)) != Some(leader) {
+                if let Some(range) = self.client_propose(3) {
+                    proposed = leader.map(|node| (node, *range.end()));
+                }
+            }
+            self.step(1000)?;
+            if let Some((node, index)) = proposed {
+                if self.acknowledged.contains_key(&index)
+                    && self.nodes.get(&node).and_then(|n| n.core.as_ref()).is_some_and(|c| c.commit_index() >= index)
+                {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Every acknowledged entry is the committed entry at its index, and
+    /// every up node that has committed that index holds it.
+    fn check_acknowledged_survive(&mut self) -> Result<(), Violation> {
+        for (&index, &hash) in &self.acknowledged {
+            if self.committed.get(&index).map(|&(h, _)| h) != Some(hash) {
+                return Err(Violation::AcknowledgedEntryLost { index });
+            }
+            for node in self.nodes.values() {
+                let Some(core) = node.core.as_ref() else { continue };
+                if core.commit_index() < index || index < node.disk.first_index() {
+                    continue;
+                }
+                if node.disk.entry(index).map(entry_hash) != Some(hash) {
+                    return Err(Violation::AcknowledgedEntryLost { index });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ---- accessors for tests and benches ----
+
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader_id()
+    }
+
+    pub fn core(&self, id: NodeId) -> Option<&Core> {
+        self.nodes.get(&id).and_then(|n| n.core.as_ref())
+    }
+
+    pub fn acknowledged_count(&self) -> usize {
+        self.acknowledged.len()
+    }
+
+    /// Proposes `proposals` to the leader without client bookkeeping.
+    pub fn propose_raw(&mut self, proposals: Vec<Proposal>) -> Option<std::ops::RangeInclusive<LogIndex>> {
+        let leader = self.leader_id()?;
+        self.nodes.get_mut(&leader)?.core.as_mut()?.propose(proposals).ok()
+    }
+
+    /// Delivers, syncs every disk and settles without ticking the clock.
+    pub fn flush(&mut self) -> Result<(), Violation> {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        self.settle()?;
+        for &id in &ids {
+            self.sync_disk(id);
+        }
+        self.settle()
+    }
+}
+
+fn start_core(options: &SimOptions, rng: &mut SplitMix64, id: NodeId, disk: &Disk) -> Core {
+    let mut config = Config::new(id);
+    config.bugs = options.bugs;
+    config.pre_vote = options.seed % 4 != 3;
+    config.check_quorum = options.seed % 8 != 5;
+    config.inflight_messages_max = 8;
+    config.append_entries_max = 64;
+    match Core::new(config, disk.persisted_state(), rng.next_u64()) {
+        Ok(core) => core,
+        // The simulated disk always holds a state the core accepts; a
+        // failure here is a simulator bug, not a fault to survive.
+        Err(error) => panic!("simulated disk of node {id} gave an invalid state: {error}"),
+    }
+}
+
+impl Sim {
+    #[doc(hidden)]
+    pub fn debug_dump(&self) -> String {
+        let mut out = String::new();
+        for node in self.nodes.values() {
+            let core = node.core.as_ref().map(|c| format!("{:?} commit {} first {} last {} persisted {}", c.soft_state(), c.commit_index(), c.first_index(), c.last_index(), c.persisted_index()));
+            let first: Vec<String> = (node.disk.first_index()..node.disk.first_index() + 4).filter_map(|i| node.disk.entry(i)).map(|e| format!("{}:{}:{:?}:{:?}", e.index, e.term, e.kind, e.payload.as_ref())).collect();
+            out += &format!("node {} {:?} disk first {} last {} {:?}\n", node.id, core, node.disk.first_index(), node.disk.last_index(), first);
+        }
+        out += &format!("ack 2 = {:?} committed 2 = {:?}\n", self.acknowledged.get(&2), self.committed.get(&2));
+        out
+    }
+}

@@ -1,0 +1,470 @@
+//! Cluster certificates: a private CA, one certificate per node, one for clients.
+//!
+//! `raftlog certs` writes a TLS directory with these files:
+//!
+//! | file              | what                                               | mode |
+//! |-------------------|----------------------------------------------------|------|
+//! | `ca.pem`          | the cluster CA certificate (trust anchor)          | 0644 |
+//! | `ca.key`          | the CA private key, kept so nodes can be added later | 0600 |
+//! | `node-<id>.pem`   | node `<id>`'s certificate, signed by the CA        | 0644 |
+//! | `node-<id>.key`   | its private key (PKCS#8 PEM)                       | 0600 |
+//! | `client.pem`      | the client certificate, signed by the CA           | 0644 |
+//! | `client.key`      | its private key                                    | 0600 |
+//!
+//! Identity scheme (what the transport checks, see [`crate::net::tls`]):
+//! - A node certificate carries two subject alternative names: its host (an IP
+//!   SAN when the host parses as an IP address, else a DNS SAN), which clients
+//!   verify against the address they dialed, and the DNS SAN
+//!   `node-<id>.raftlog` ([`node_identity_name`]), which is the node's
+//!   machine-checkable identity. Peers dial each other with that name as the
+//!   TLS server name, so rustls itself refuses a peer holding another id's
+//!   certificate; inbound, the id is read back from that SAN
+//!   ([`node_id_of_certificate`]). Exactly one such name may appear.
+//! - The client certificate carries the DNS SAN `client.raftlog`
+//!   ([`CLIENT_IDENTITY_NAME`]) and no node name, so it can never pass as a
+//!   node. Its extended key usage is client-auth only.
+//! - Hosts under the reserved `.raftlog` domain are refused, so a host name
+//!   can never smuggle in a second node identity.
+//!
+//! Keys are ECDSA P-256. Certificates are valid from one day before creation
+//! (clock skew between machines) for [`CERT_VALIDITY_DAYS`].
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+
+use crate::types::NodeId;
+
+/// The reserved DNS domain of identity names; no host may live under it.
+pub const IDENTITY_DOMAIN: &str = "raftlog";
+/// The DNS SAN that names the holder of the client certificate.
+pub const CLIENT_IDENTITY_NAME: &str = "client.raftlog";
+/// How long generated certificates stay valid.
+pub const CERT_VALIDITY_DAYS: i64 = 3650;
+/// Longest host name accepted (the DNS limit).
+pub const HOST_BYTES_MAX: usize = 253;
+
+const NODE_NAME_PREFIX: &str = "node-";
+const IDENTITY_SUFFIX: &str = ".raftlog";
+
+/// Errors while generating or extending a TLS directory.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} already exists; refusing to overwrite it (remove it or use another directory)"
+    )]
+    AlreadyExists { path: PathBuf },
+    #[error("node id {node_id} is invalid: node ids start at 1")]
+    InvalidNodeId { node_id: NodeId },
+    #[error("node id {node_id} is listed twice")]
+    DuplicateNodeId { node_id: NodeId },
+    #[error("node {node_id}: host {host:?} is not an IP address or a DNS name")]
+    InvalidHost { node_id: NodeId, host: String },
+    #[error("node {node_id}: host {host:?} is under the reserved .{IDENTITY_DOMAIN} domain")]
+    ReservedHost { node_id: NodeId, host: String },
+    #[error("no nodes given: a cluster needs at least one node certificate")]
+    NoNodes,
+    #[error("{path}: not a usable CA ({source})")]
+    BadCa {
+        path: PathBuf,
+        #[source]
+        source: rcgen::Error,
+    },
+    #[error("generating the {what} certificate: {source}")]
+    Generate {
+        what: String,
+        #[source]
+        source: rcgen::Error,
+    },
+    #[error("certificate cannot be parsed: {detail}")]
+    Parse { detail: String },
+}
+
+/// `node-<id>.raftlog`: the identity name a node certificate carries.
+pub fn node_identity_name(node_id: NodeId) -> String {
+    format!("{NODE_NAME_PREFIX}{node_id}{IDENTITY_SUFFIX}")
+}
+
+/// The node id named by `name` if it is exactly `node-<id>.raftlog` with a
+/// canonical decimal id >= 1 (no sign, no leading zero), else `None`.
+pub fn parse_node_identity_name(name: &str) -> Option<NodeId> {
+    let digits = name
+        .strip_prefix(NODE_NAME_PREFIX)?
+        .strip_suffix(IDENTITY_SUFFIX)?;
+    if digits.is_empty() || digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let node_id: NodeId = digits.parse().ok()?;
+    debug_assert!(node_id >= 1);
+    Some(node_id)
+}
+
+pub fn ca_cert_path(tls_dir: &Path) -> PathBuf {
+    tls_dir.join("ca.pem")
+}
+pub fn ca_key_path(tls_dir: &Path) -> PathBuf {
+    tls_dir.join("ca.key")
+}
+pub fn node_cert_path(tls_dir: &Path, node_id: NodeId) -> PathBuf {
+    tls_dir.join(format!("node-{node_id}.pem"))
+}
+pub fn node_key_path(tls_dir: &Path, node_id: NodeId) -> PathBuf {
+    tls_dir.join(format!("node-{node_id}.key"))
+}
+pub fn client_cert_path(tls_dir: &Path) -> PathBuf {
+    tls_dir.join("client.pem")
+}
+pub fn client_key_path(tls_dir: &Path) -> PathBuf {
+    tls_dir.join("client.key")
+}
+
+/// Writes a new CA, a certificate for every `(node id, host)` and the client
+/// certificate into `out_dir` (created if missing). Refuses to overwrite an
+/// existing CA: a new CA would lock every running node out of the cluster.
+/// Everything is validated before the first file is written.
+pub fn generate(out_dir: &Path, nodes: &[(NodeId, String)]) -> Result<(), CertError> {
+    if nodes.is_empty() {
+        return Err(CertError::NoNodes);
+    }
+    let mut seen = BTreeSet::new();
+    for (node_id, host) in nodes {
+        host_san(*node_id, host)?;
+        if !seen.insert(*node_id) {
+            return Err(CertError::DuplicateNodeId { node_id: *node_id });
+        }
+    }
+    for path in [ca_cert_path(out_dir), ca_key_path(out_dir)] {
+        if path.exists() {
+            return Err(CertError::AlreadyExists { path });
+        }
+    }
+    fs::create_dir_all(out_dir).map_err(|source| CertError::Io {
+        path: out_dir.to_path_buf(),
+        source,
+    })?;
+
+    let ca_key = new_key("CA")?;
+    let ca_params = ca_params();
+    let ca_cert = ca_params
+        .self_signed(&ca_key)
+        .map_err(|source| CertError::Generate {
+            what: "CA".into(),
+            source,
+        })?;
+    write_file(
+        &ca_key_path(out_dir),
+        ca_key.serialize_pem().as_bytes(),
+        true,
+    )?;
+    write_file(&ca_cert_path(out_dir), ca_cert.pem().as_bytes(), false)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    for (node_id, host) in nodes {
+        write_node(out_dir, &issuer, *node_id, host)?;
+    }
+    write_client(out_dir, &issuer)
+}
+
+/// Adds a certificate for node `node_id` at `host` to an existing TLS
+/// directory, signed by its `ca.key` (for `admin add-node` workflows).
+/// Refuses to overwrite an existing certificate of that node.
+pub fn add_node(tls_dir: &Path, node_id: NodeId, host: &str) -> Result<(), CertError> {
+    host_san(node_id, host)?;
+    let cert_path = node_cert_path(tls_dir, node_id);
+    if cert_path.exists() {
+        return Err(CertError::AlreadyExists { path: cert_path });
+    }
+    let issuer = load_issuer(tls_dir)?;
+    write_node(tls_dir, &issuer, node_id, host)
+}
+
+/// Writes `client.pem`/`client.key` into an existing TLS directory signed by
+/// its CA, replacing any previous client pair (clients hold no identity state).
+pub fn regenerate_client(tls_dir: &Path) -> Result<(), CertError> {
+    let issuer = load_issuer(tls_dir)?;
+    write_client(tls_dir, &issuer)
+}
+
+/// The DNS names among a DER certificate's subject alternative names.
+pub fn dns_names_of_certificate(cert_der: &[u8]) -> Result<Vec<String>, CertError> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(cert_der).map_err(|err| CertError::Parse {
+            detail: err.to_string(),
+        })?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|err| CertError::Parse {
+            detail: err.to_string(),
+        })?;
+    let mut names = Vec::new();
+    if let Some(san) = san {
+        for name in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(dns) = name {
+                names.push((*dns).to_string());
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// The node id a DER certificate names, `None` when it names none. A
+/// certificate naming two different node ids is refused as unparseable
+/// rather than guessed at.
+pub fn node_id_of_certificate(cert_der: &[u8]) -> Result<Option<NodeId>, CertError> {
+    let ids: BTreeSet<NodeId> = dns_names_of_certificate(cert_der)?
+        .iter()
+        .filter_map(|name| parse_node_identity_name(name))
+        .collect();
+    let mut iter = ids.iter();
+    match (iter.next(), iter.next()) {
+        (None, _) => Ok(None),
+        (Some(id), None) => Ok(Some(*id)),
+        (Some(first), Some(second)) => Err(CertError::Parse {
+            detail: format!("certificate names two node identities ({first} and {second})"),
+        }),
+    }
+}
+
+fn load_issuer(tls_dir: &Path) -> Result<Issuer<'static, KeyPair>, CertError> {
+    let key_path = ca_key_path(tls_dir);
+    let cert_path = ca_cert_path(tls_dir);
+    let key_pem = read_string(&key_path)?;
+    let cert_pem = read_string(&cert_path)?;
+    let key = KeyPair::from_pem(&key_pem).map_err(|source| CertError::BadCa {
+        path: key_path,
+        source,
+    })?;
+    Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|source| CertError::BadCa {
+        path: cert_path,
+        source,
+    })
+}
+
+fn read_string(path: &Path) -> Result<String, CertError> {
+    fs::read_to_string(path).map_err(|source| CertError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn ca_params() -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "raftlog cluster CA");
+    // Constrained(0): the CA signs leaves only, never an intermediate CA.
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    set_validity(&mut params);
+    params
+}
+
+fn set_validity(params: &mut CertificateParams) {
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(CERT_VALIDITY_DAYS);
+}
+
+fn leaf_params(common_name: &str, sans: Vec<SanType>) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params.subject_alt_names = sans;
+    params.use_authority_key_identifier_extension = true;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    set_validity(&mut params);
+    params
+}
+
+fn write_node(
+    dir: &Path,
+    issuer: &Issuer<'_, KeyPair>,
+    node_id: NodeId,
+    host: &str,
+) -> Result<(), CertError> {
+    let what = format!("node {node_id}");
+    let identity =
+        rcgen::string::Ia5String::try_from(node_identity_name(node_id)).map_err(|source| {
+            CertError::Generate {
+                what: what.clone(),
+                source,
+            }
+        })?;
+    let sans = vec![host_san(node_id, host)?, SanType::DnsName(identity)];
+    let mut params = leaf_params(&format!("raftlog node {node_id}"), sans);
+    // A node is a TLS server for clients and peers and a TLS client when it
+    // dials peers, so it needs both usages.
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let key = new_key(&what)?;
+    let cert = params
+        .signed_by(&key, issuer)
+        .map_err(|source| CertError::Generate { what, source })?;
+    write_file(
+        &node_key_path(dir, node_id),
+        key.serialize_pem().as_bytes(),
+        true,
+    )?;
+    write_file(&node_cert_path(dir, node_id), cert.pem().as_bytes(), false)
+}
+
+fn write_client(dir: &Path, issuer: &Issuer<'_, KeyPair>) -> Result<(), CertError> {
+    let what = "client".to_string();
+    let name = rcgen::string::Ia5String::try_from(CLIENT_IDENTITY_NAME).map_err(|source| {
+        CertError::Generate {
+            what: what.clone(),
+            source,
+        }
+    })?;
+    let mut params = leaf_params("raftlog client", vec![SanType::DnsName(name)]);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let key = new_key(&what)?;
+    let cert = params
+        .signed_by(&key, issuer)
+        .map_err(|source| CertError::Generate { what, source })?;
+    write_file(&client_key_path(dir), key.serialize_pem().as_bytes(), true)?;
+    write_file(&client_cert_path(dir), cert.pem().as_bytes(), false)
+}
+
+fn new_key(what: &str) -> Result<KeyPair, CertError> {
+    KeyPair::generate().map_err(|source| CertError::Generate {
+        what: what.to_string(),
+        source,
+    })
+}
+
+/// The SAN for a node's host: an IP SAN if it parses as an IP address (with
+/// or without IPv6 brackets), else a DNS SAN; reserved or malformed names are
+/// refused.
+fn host_san(node_id: NodeId, host: &str) -> Result<SanType, CertError> {
+    if node_id == 0 {
+        return Err(CertError::InvalidNodeId { node_id });
+    }
+    let invalid = || CertError::InvalidHost {
+        node_id,
+        host: host.to_string(),
+    };
+    let unbracketed = host
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+        .unwrap_or(host);
+    if let Ok(ip) = unbracketed.parse::<IpAddr>() {
+        return Ok(SanType::IpAddress(ip));
+    }
+    let valid_dns = !host.is_empty()
+        && host.len() <= HOST_BYTES_MAX
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if !valid_dns {
+        return Err(invalid());
+    }
+    let lower = host.to_ascii_lowercase();
+    if lower == IDENTITY_DOMAIN || lower.ends_with(IDENTITY_SUFFIX) {
+        return Err(CertError::ReservedHost {
+            node_id,
+            host: host.to_string(),
+        });
+    }
+    let name = rcgen::string::Ia5String::try_from(host.to_string()).map_err(|_| invalid())?;
+    Ok(SanType::DnsName(name))
+}
+
+/// Writes `contents` to `path`, private files with mode 0600 (set on open so
+/// the key is never readable by others, and reset if the file existed).
+fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<(), CertError> {
+    let io_err = |source| CertError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let mode = if private { 0o600 } else { 0o644 };
+        options.mode(mode);
+        let mut file = options.open(path).map_err(io_err)?;
+        file.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(io_err)?;
+        file.write_all(contents).map_err(io_err)?;
+        file.sync_all().map_err(io_err)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = private;
+        let mut file = options.open(path).map_err(io_err)?;
+        file.write_all(contents).map_err(io_err)?;
+        file.sync_all().map_err(io_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_identity_names_round_trip_and_reject_lookalikes() {
+        assert_eq!(node_identity_name(7), "node-7.raftlog");
+        assert_eq!(parse_node_identity_name("node-7.raftlog"), Some(7));
+        assert_eq!(
+            parse_node_identity_name(&node_identity_name(u64::MAX)),
+            Some(u64::MAX)
+        );
+        for bad in [
+            "node-0.raftlog",
+            "node-07.raftlog",
+            "node-.raftlog",
+            "node-+7.raftlog",
+            "node-7.raftlog.evil",
+            "xnode-7.raftlog",
+            "node-18446744073709551616.raftlog",
+            "client.raftlog",
+        ] {
+            assert_eq!(parse_node_identity_name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn hosts_under_the_identity_domain_are_refused() {
+        assert!(matches!(
+            host_san(1, "node-2.raftlog"),
+            Err(CertError::ReservedHost { .. })
+        ));
+        assert!(matches!(
+            host_san(1, "host:7001"),
+            Err(CertError::InvalidHost { .. })
+        ));
+        assert!(matches!(host_san(1, "[::1]"), Ok(SanType::IpAddress(_))));
+        assert!(matches!(host_san(1, "db-1.lan"), Ok(SanType::DnsName(_))));
+        assert!(matches!(
+            host_san(0, "127.0.0.1"),
+            Err(CertError::InvalidNodeId { node_id: 0 })
+        ));
+    }
+}

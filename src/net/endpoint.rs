@@ -1,0 +1,499 @@
+//! The node's QUIC endpoint: one UDP socket serving peers and clients, and
+//! the dialing side for outbound peer links and for clients.
+//!
+//! Accepting: a background task takes every incoming connection attempt,
+//! runs its handshake in its own task (at most [`HANDSHAKES_CONCURRENT_MAX`]
+//! at once, each within [`HANDSHAKE_TIMEOUT`]) and sorts the result by ALPN:
+//! - `raftlog-peer/1`: the remote must have presented a CA-signed certificate
+//!   naming exactly one node id; it comes out as [`Incoming::Peer`] labelled
+//!   with that id, or is closed with [`close_code::PEER_NOT_NODE`].
+//! - `raftlog-client/1`: [`Incoming::Client`], with the names of its
+//!   certificate when it presented one (mandatory with
+//!   `require_client_cert`, enforced by rustls in the handshake).
+//!
+//! Every failure is counted in [`NetStats`] and logged, never returned to
+//! the runtime and never fatal to the endpoint. Garbage datagrams are dropped
+//! by quinn before they reach this code.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::net::certs::{self, node_identity_name};
+use crate::net::tls::{self, ClientTls, NodeTls, TlsError, ALPN_CLIENT, ALPN_PEER};
+use crate::net::transport::lan_transport_config;
+use crate::net::{close_code, NetStats};
+use crate::types::NodeId;
+
+/// Inbound handshakes running at once; more attempts are refused (counted)
+/// so a flood of connection attempts cannot spawn unbounded tasks.
+pub const HANDSHAKES_CONCURRENT_MAX: usize = 256;
+/// An inbound or outbound handshake that takes longer is abandoned.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Accepted connections waiting for the runtime to take them.
+pub const INCOMING_QUEUE_CONNECTIONS_MAX: usize = 64;
+
+/// Errors of binding and dialing.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("binding UDP {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading the endpoint's local address: {source}")]
+    LocalAddr {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("{addr:?} is not HOST:PORT")]
+    InvalidAddress { addr: String },
+    #[error("resolving {addr}: {source}")]
+    Resolve {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{addr} resolves to no address")]
+    NoAddress { addr: String },
+    #[error("connecting to {addr} as {server_name}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        server_name: String,
+        #[source]
+        source: quinn::ConnectError,
+    },
+    #[error("connection to {addr} as {server_name} failed: {source}")]
+    Handshake {
+        addr: SocketAddr,
+        server_name: String,
+        #[source]
+        source: quinn::ConnectionError,
+    },
+    #[error("connecting to {addr} as {server_name}: no answer within {timeout_ms} ms")]
+    Timeout {
+        addr: SocketAddr,
+        server_name: String,
+        timeout_ms: u64,
+    },
+    #[error("no address given")]
+    NoAddresses,
+    #[error("none of {count} addresses answered; last: {last}")]
+    AllAddressesFailed { count: usize, last: Box<NetError> },
+}
+
+impl NetError {
+    /// True when the TLS handshake itself refused the other side (bad or
+    /// foreign certificate, wrong identity), as opposed to a network failure.
+    pub fn is_tls_refusal(&self) -> bool {
+        match self {
+            NetError::Handshake { source, .. } => is_tls_refusal(source),
+            _ => false,
+        }
+    }
+}
+
+fn is_tls_refusal(error: &quinn::ConnectionError) -> bool {
+    match error {
+        // QUIC carries TLS alerts as transport error codes 0x100..=0x1ff.
+        quinn::ConnectionError::TransportError(err) => {
+            (0x100..=0x1ff).contains(&u64::from(err.code))
+        }
+        quinn::ConnectionError::ConnectionClosed(close) => {
+            (0x100..=0x1ff).contains(&u64::from(close.error_code))
+        }
+        _ => false,
+    }
+}
+
+/// What a client certificate says about its holder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// The DNS names in the certificate (e.g. `client.raftlog`).
+    pub dns_names: Vec<String>,
+    /// Set when the client holds a node certificate.
+    pub node_id: Option<NodeId>,
+}
+
+/// An accepted, verified inbound connection.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A peer whose certificate names `node_id` (hand it to
+    /// [`crate::net::PeerLinks::accept_inbound`]).
+    Peer {
+        node_id: NodeId,
+        connection: quinn::Connection,
+    },
+    /// A client; `client_identity` is `None` when it presented no certificate
+    /// (only possible without `require_client_cert`).
+    Client {
+        connection: quinn::Connection,
+        client_identity: Option<ClientIdentity>,
+    },
+}
+
+/// The stream of accepted connections of one [`Endpoint`].
+#[derive(Debug)]
+pub struct IncomingConnections {
+    receiver: mpsc::Receiver<Incoming>,
+    accept_task: JoinHandle<()>,
+}
+
+impl IncomingConnections {
+    /// The next accepted connection; `None` once the endpoint is closed.
+    pub async fn next(&mut self) -> Option<Incoming> {
+        self.receiver.recv().await
+    }
+}
+
+impl Drop for IncomingConnections {
+    fn drop(&mut self) {
+        self.accept_task.abort();
+    }
+}
+
+/// A node's QUIC endpoint (cheap to clone: clones share the socket).
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    endpoint: quinn::Endpoint,
+    node_id: NodeId,
+    peer_client_config: quinn::ClientConfig,
+    stats: Arc<NetStats>,
+}
+
+impl Endpoint {
+    /// Binds `listen` and starts accepting peers and clients with `tls`.
+    pub fn bind(
+        listen: SocketAddr,
+        tls: &NodeTls,
+    ) -> Result<(Endpoint, IncomingConnections), NetError> {
+        let transport = lan_transport_config();
+        let server_config = tls.quinn_server_config(transport.clone())?;
+        let peer_client_config = tls.quinn_peer_client_config(transport)?;
+        let endpoint =
+            quinn::Endpoint::server(server_config, listen).map_err(|source| NetError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let stats = Arc::new(NetStats::default());
+        let (sender, receiver) = mpsc::channel(INCOMING_QUEUE_CONNECTIONS_MAX);
+        let accept_task = tokio::spawn(accept_loop(endpoint.clone(), stats.clone(), sender));
+        let endpoint = Endpoint {
+            endpoint,
+            node_id: tls.node_id(),
+            peer_client_config,
+            stats,
+        };
+        Ok((
+            endpoint,
+            IncomingConnections {
+                receiver,
+                accept_task,
+            },
+        ))
+    }
+
+    /// The id this endpoint's certificate names.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    pub fn local_addr(&self) -> Result<SocketAddr, NetError> {
+        self.endpoint
+            .local_addr()
+            .map_err(|source| NetError::LocalAddr { source })
+    }
+
+    pub fn stats(&self) -> &Arc<NetStats> {
+        &self.stats
+    }
+
+    /// The underlying quinn endpoint.
+    pub fn quinn(&self) -> &quinn::Endpoint {
+        &self.endpoint
+    }
+
+    /// Dials node `node_id` at `addr` with the peer ALPN, presenting our node
+    /// certificate and requiring the remote's to name `node_id`. Counts the
+    /// outcome.
+    pub async fn connect_peer(
+        &self,
+        node_id: NodeId,
+        addr: SocketAddr,
+    ) -> Result<quinn::Connection, NetError> {
+        let server_name = node_identity_name(node_id);
+        let result = dial(
+            &self.endpoint,
+            self.peer_client_config.clone(),
+            addr,
+            server_name,
+        )
+        .await;
+        match &result {
+            Ok(_) => NetStats::bump(&self.stats.peer_dials_succeeded),
+            Err(err) => {
+                NetStats::bump(&self.stats.peer_dials_failed);
+                if err.is_tls_refusal() {
+                    NetStats::bump(&self.stats.peer_dials_refused_tls);
+                }
+            }
+        }
+        result
+    }
+
+    /// Closes every connection and stops accepting.
+    pub fn close(&self) {
+        self.endpoint.close(close_code::NORMAL, b"endpoint closed");
+    }
+
+    /// Waits until every connection's close has been sent (call after
+    /// [`Endpoint::close`] before exiting so peers learn of it at once).
+    pub async fn wait_idle(&self) {
+        self.endpoint.wait_idle().await;
+    }
+}
+
+async fn dial(
+    endpoint: &quinn::Endpoint,
+    config: quinn::ClientConfig,
+    addr: SocketAddr,
+    server_name: String,
+) -> Result<quinn::Connection, NetError> {
+    let connecting = endpoint
+        .connect_with(config, addr, &server_name)
+        .map_err(|source| NetError::Connect {
+            addr,
+            server_name: server_name.clone(),
+            source,
+        })?;
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
+        Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(source)) => Err(NetError::Handshake {
+            addr,
+            server_name,
+            source,
+        }),
+        Err(_) => Err(NetError::Timeout {
+            addr,
+            server_name,
+            timeout_ms: HANDSHAKE_TIMEOUT.as_millis() as u64,
+        }),
+    }
+}
+
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    stats: Arc<NetStats>,
+    sender: mpsc::Sender<Incoming>,
+) {
+    let handshakes = Arc::new(Semaphore::new(HANDSHAKES_CONCURRENT_MAX));
+    while let Some(incoming) = endpoint.accept().await {
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            NetStats::bump(&stats.handshakes_refused_busy);
+            debug!(remote = %incoming.remote_address(), "refusing connection: too many handshakes in progress");
+            incoming.refuse();
+            continue;
+        };
+        let stats = stats.clone();
+        let sender = sender.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let remote = incoming.remote_address();
+            let connection = match incoming.accept() {
+                Ok(connecting) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
+                    Ok(Ok(connection)) => connection,
+                    Ok(Err(err)) => {
+                        NetStats::bump(&stats.handshakes_failed);
+                        debug!(%remote, error = %err, "inbound handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        NetStats::bump(&stats.handshakes_failed);
+                        debug!(%remote, "inbound handshake timed out");
+                        return;
+                    }
+                },
+                Err(err) => {
+                    NetStats::bump(&stats.handshakes_failed);
+                    debug!(%remote, error = %err, "inbound connection refused by quinn");
+                    return;
+                }
+            };
+            if let Some(accepted) = classify(connection, &stats) {
+                if let Err(mpsc::error::SendError(dropped)) = sender.send(accepted).await {
+                    // The runtime stopped taking connections: we are shutting down.
+                    let connection = match &dropped {
+                        Incoming::Peer { connection, .. } | Incoming::Client { connection, .. } => {
+                            connection
+                        }
+                    };
+                    connection.close(close_code::NORMAL, b"shutting down");
+                }
+            }
+        });
+    }
+    debug!("endpoint closed; accept loop done");
+}
+
+/// Sorts a handshaken connection by ALPN and checks the peer rule; closes
+/// and counts what it refuses.
+fn classify(connection: quinn::Connection, stats: &NetStats) -> Option<Incoming> {
+    let remote = connection.remote_address();
+    let alpn = tls::negotiated_alpn(&connection);
+    let certificate = tls::peer_certificate(&connection);
+    match alpn.as_deref() {
+        Some(ALPN_PEER) => {
+            let node_id = certificate
+                .as_ref()
+                .and_then(|cert| certs::node_id_of_certificate(cert).ok().flatten());
+            match node_id {
+                Some(node_id) => {
+                    NetStats::bump(&stats.peers_accepted);
+                    info!(%remote, node_id, "peer connected");
+                    Some(Incoming::Peer {
+                        node_id,
+                        connection,
+                    })
+                }
+                None => {
+                    NetStats::bump(&stats.peers_refused_not_node);
+                    warn!(%remote, has_certificate = certificate.is_some(), "refusing peer connection: certificate names no node");
+                    connection.close(
+                        close_code::PEER_NOT_NODE,
+                        b"the peer protocol needs a node certificate",
+                    );
+                    None
+                }
+            }
+        }
+        Some(ALPN_CLIENT) => {
+            let client_identity = match certificate {
+                None => None,
+                Some(cert) => {
+                    let dns_names = certs::dns_names_of_certificate(&cert);
+                    let node_id = certs::node_id_of_certificate(&cert);
+                    match (dns_names, node_id) {
+                        (Ok(dns_names), Ok(node_id)) => Some(ClientIdentity { dns_names, node_id }),
+                        (Err(err), _) | (_, Err(err)) => {
+                            NetStats::bump(&stats.connections_refused_other);
+                            warn!(%remote, error = %err, "refusing client: certificate cannot be parsed");
+                            connection
+                                .close(close_code::BAD_CERTIFICATE, b"unparseable certificate");
+                            return None;
+                        }
+                    }
+                }
+            };
+            NetStats::bump(&stats.clients_accepted);
+            debug!(%remote, ?client_identity, "client connected");
+            Some(Incoming::Client {
+                connection,
+                client_identity,
+            })
+        }
+        other => {
+            NetStats::bump(&stats.connections_refused_other);
+            warn!(%remote, alpn = ?other.map(String::from_utf8_lossy), "refusing connection: unknown ALPN");
+            connection.close(close_code::UNKNOWN_ALPN, b"unknown ALPN");
+            None
+        }
+    }
+}
+
+/// Splits `HOST:PORT` (IPv6 hosts in brackets) into host and port.
+fn split_host_port(addr: &str) -> Option<(&str, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host = match host.strip_prefix('[') {
+        Some(rest) => rest.strip_suffix(']')?,
+        None if host.contains(':') => return None,
+        None => host,
+    };
+    if host.is_empty() {
+        return None;
+    }
+    Some((host, port))
+}
+
+/// Connects to a node at `addr` (`HOST:PORT`) with the client ALPN,
+/// verifying the node's certificate against the CA with HOST as the server
+/// name (an IP SAN for an IP host). Uses its own client endpoint on an
+/// ephemeral port.
+pub async fn connect_client(addr: &str, tls: &ClientTls) -> Result<quinn::Connection, NetError> {
+    let (host, port) = split_host_port(addr).ok_or_else(|| NetError::InvalidAddress {
+        addr: addr.to_string(),
+    })?;
+    let socket_addr = match host.parse::<IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, port),
+        Err(_) => tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|source| NetError::Resolve {
+                addr: addr.to_string(),
+                source,
+            })?
+            .next()
+            .ok_or_else(|| NetError::NoAddress {
+                addr: addr.to_string(),
+            })?,
+    };
+    let local: SocketAddr = match socket_addr {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let endpoint = quinn::Endpoint::client(local).map_err(|source| NetError::Bind {
+        addr: local,
+        source,
+    })?;
+    let config = tls.quinn_client_config(lan_transport_config())?;
+    // quinn keeps the endpoint's driver alive while the connection lives, so
+    // the local handle can go out of scope here.
+    dial(&endpoint, config, socket_addr, host.to_string()).await
+}
+
+/// Tries `addrs` in order; returns the index of the first that connects and
+/// its connection.
+pub async fn connect_client_any(
+    addrs: &[String],
+    tls: &ClientTls,
+) -> Result<(usize, quinn::Connection), NetError> {
+    let mut last = None;
+    for (index, addr) in addrs.iter().enumerate() {
+        match connect_client(addr, tls).await {
+            Ok(connection) => return Ok((index, connection)),
+            Err(err) => {
+                debug!(%addr, error = %err, "client connect failed; trying the next address");
+                last = Some(err);
+            }
+        }
+    }
+    match last {
+        Some(last) => Err(NetError::AllAddressesFailed {
+            count: addrs.len(),
+            last: Box::new(last),
+        }),
+        None => Err(NetError::NoAddresses),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_host_port;
+
+    #[test]
+    fn host_port_splitting_accepts_names_ipv4_and_bracketed_ipv6_only() {
+        assert_eq!(split_host_port("127.0.0.1:7001"), Some(("127.0.0.1", 7001)));
+        assert_eq!(split_host_port("db-1.lan:80"), Some(("db-1.lan", 80)));
+        assert_eq!(split_host_port("[::1]:7001"), Some(("::1", 7001)));
+        assert_eq!(split_host_port("::1:7001"), None);
+        assert_eq!(split_host_port("host"), None);
+        assert_eq!(split_host_port(":7001"), None);
+        assert_eq!(split_host_port("host:99999"), None);
+    }
+}

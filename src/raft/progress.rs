@@ -1,0 +1,103 @@
+//! What a leader knows about each follower's log, and the flow control of
+//! replication to it.
+//!
+//! Invariants: `match_index < next_index`; the in-flight queue holds the
+//! last index of each unacknowledged AppendEntries in increasing order and
+//! `inflight_bytes` is the sum of their sizes.
+
+use std::collections::VecDeque;
+
+use crate::types::LogIndex;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplicationState {
+    /// Unknown how far the follower's log matches: one AppendEntries at a
+    /// time, waiting for its answer (or the next heartbeat) before the next.
+    Probe,
+    /// The follower's log is known to match up to `match_index`: stream
+    /// AppendEntries back to back within the in-flight limits.
+    Replicate,
+    /// The follower needs entries below our log start: an InstallLogStart
+    /// is outstanding.
+    LogStart,
+}
+
+#[derive(Clone, Debug)]
+pub struct Progress {
+    pub match_index: LogIndex,
+    pub next_index: LogIndex,
+    pub state: ReplicationState,
+    /// In Probe or LogStart state: a message is out, wait before the next.
+    pub paused: bool,
+    pub inflight: VecDeque<(LogIndex, u64)>,
+    pub inflight_bytes: u64,
+    /// Heard from since the last CheckQuorum round.
+    pub recent_active: bool,
+    /// The core's tick count when this peer was last heard from.
+    pub last_heard_tick: u64,
+}
+
+impl Progress {
+    pub fn new(next_index: LogIndex, now_tick: u64) -> Progress {
+        Progress {
+            match_index: 0,
+            next_index,
+            state: ReplicationState::Probe,
+            paused: false,
+            inflight: VecDeque::new(),
+            inflight_bytes: 0,
+            recent_active: true,
+            last_heard_tick: now_tick,
+        }
+    }
+
+    pub fn become_probe(&mut self) {
+        self.state = ReplicationState::Probe;
+        self.paused = false;
+        self.next_index = self.match_index + 1;
+        self.clear_inflight();
+    }
+
+    pub fn become_replicate(&mut self) {
+        self.state = ReplicationState::Replicate;
+        self.paused = false;
+        self.next_index = self.match_index + 1;
+        self.clear_inflight();
+    }
+
+    fn clear_inflight(&mut self) {
+        self.inflight.clear();
+        self.inflight_bytes = 0;
+    }
+
+    /// The follower acknowledged its log matches up to `index`; returns true
+    /// if that is news.
+    pub fn acknowledge(&mut self, index: LogIndex) -> bool {
+        while self.inflight.front().is_some_and(|&(last, _)| last <= index) {
+            if let Some((_, bytes)) = self.inflight.pop_front() {
+                self.inflight_bytes -= bytes;
+            }
+        }
+        if index <= self.match_index {
+            return false;
+        }
+        self.match_index = index;
+        self.next_index = self.next_index.max(index + 1);
+        debug_assert!(self.match_index < self.next_index);
+        true
+    }
+
+    pub fn sent(&mut self, last_index: LogIndex, bytes: u64) {
+        if self.state == ReplicationState::Replicate {
+            self.inflight.push_back((last_index, bytes));
+            self.inflight_bytes += bytes;
+            self.next_index = last_index + 1;
+        } else {
+            self.paused = true;
+        }
+    }
+
+    pub fn inflight_full(&self, messages_max: usize, bytes_max: u64) -> bool {
+        self.inflight.len() >= messages_max || self.inflight_bytes >= bytes_max
+    }
+}
