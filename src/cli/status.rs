@@ -15,7 +15,7 @@ pub fn status_json(status: &ClusterStatus) -> Value {
             json!({
                 "id": node.id,
                 "addr": node.addr,
-                "role": node.role,
+                "role": node.role.as_str(),
                 "match_index": node.match_index,
                 "reachable": node.reachable,
                 "repairing": node.repairing,
@@ -54,7 +54,11 @@ pub fn status_text(status: &ClusterStatus) -> String {
         }
         text.push_str(&format!(
             "{:>4}  {:<22} {:<10} {:>12}  {}\n",
-            node.id, node.addr, node.role, match_index, reachable
+            node.id,
+            node.addr,
+            node.role.as_str(),
+            match_index,
+            reachable
         ));
     }
     text

@@ -1,47 +1,31 @@
 //! Connections to cluster nodes: TLS setup, trying addresses in turn, and
 //! following `NotLeader` redirects.
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::{ClientConfig, ClientError};
 use crate::net;
-use crate::wire::client::{ClientRequest, ClientResponse, ErrorCode};
+use crate::wire::client::{ClientRequest, ClientResponse, ErrorResponse};
 
-/// Redirects followed for one request before giving up: a leader change in
-/// the middle of a request can cost one or two, a loop many.
-pub const REDIRECTS_MAX: usize = 8;
+/// Redirects (or waits for an election) followed for one request before
+/// giving up: a leader change in the middle of a request costs one or two.
+pub const REDIRECTS_MAX: usize = 10;
 
 /// An open connection to one node.
 pub struct NodeConnection {
     pub addr: String,
     pub connection: quinn::Connection,
-    // Kept alive as long as the connection: quinn needs its endpoint.
-    _endpoint: quinn::Endpoint,
-}
-
-pub fn resolve(addr: &str) -> Result<SocketAddr, ClientError> {
-    addr.to_socket_addrs()
-        .map_err(|error| ClientError::BadAddress {
-            addr: addr.to_string(),
-            reason: error.to_string(),
-        })?
-        .next()
-        .ok_or_else(|| ClientError::BadAddress {
-            addr: addr.to_string(),
-            reason: "resolves to no address".to_string(),
-        })
 }
 
 /// TLS material for clients, loaded once per client object.
 #[derive(Clone)]
-pub struct Tls(Arc<net::tls::ClientTls>);
+pub struct Tls(Arc<net::ClientTls>);
 
 impl Tls {
     pub fn load(config: &ClientConfig) -> Result<Tls, ClientError> {
-        net::tls::ClientTls::load(&config.tls_dir)
+        net::ClientTls::load(&config.tls_dir)
             .map(|tls| Tls(Arc::new(tls)))
             .map_err(|error| ClientError::Tls(error.to_string()))
     }
@@ -53,24 +37,28 @@ pub async fn connect(
     tls: &Tls,
     addr: &str,
 ) -> Result<NodeConnection, ClientError> {
-    let socket_addr = resolve(addr)?;
-    let connecting = net::connect_client(socket_addr, &tls.0);
-    let (endpoint, connection) = tokio::time::timeout(config.request_timeout, connecting)
+    let connecting = net::connect_client(addr, &tls.0);
+    let connection = tokio::time::timeout(config.request_timeout, connecting)
         .await
         .map_err(|_| ClientError::Timeout(config.request_timeout))?
-        .map_err(|error| ClientError::Unreachable {
-            addrs: addr.to_string(),
-            last_error: error.to_string(),
+        .map_err(|error| match error {
+            net::NetError::InvalidAddress { .. } => ClientError::BadAddress {
+                addr: addr.to_string(),
+                reason: error.to_string(),
+            },
+            error => ClientError::Unreachable {
+                addrs: addr.to_string(),
+                last_error: error.to_string(),
+            },
         })?;
     Ok(NodeConnection {
         addr: addr.to_string(),
         connection,
-        _endpoint: endpoint,
     })
 }
 
 /// Connects to the first node of the cluster that answers, trying each
-/// address in turn starting at `first`.
+/// address in turn starting at position `first`.
 pub async fn connect_any(
     config: &ClientConfig,
     tls: &Tls,
@@ -97,12 +85,23 @@ pub async fn connect_any(
     })
 }
 
+pub fn encode(request: &ClientRequest) -> Result<Bytes, ClientError> {
+    request
+        .encode()
+        .map_err(|error| ClientError::InvalidInput(error.to_string()))
+}
+
 /// Sends one request on a fresh stream and reads its one answer.
 pub async fn round_trip(
     config: &ClientConfig,
     node: &NodeConnection,
     request: &ClientRequest,
 ) -> Result<ClientResponse, ClientError> {
+    let body = encode(request)?;
+    let protocol = |reason: String| ClientError::Protocol {
+        addr: node.addr.clone(),
+        reason,
+    };
     let exchange = async {
         let (mut send, mut recv) =
             node.connection
@@ -112,15 +111,11 @@ pub async fn round_trip(
                     addrs: node.addr.clone(),
                     last_error: error.to_string(),
                 })?;
-        let protocol = |reason: String| ClientError::Protocol {
-            addr: node.addr.clone(),
-            reason,
-        };
-        net::framing::write_frame(&mut send, &request.encode())
+        net::write_frame(&mut send, body)
             .await
             .map_err(|error| protocol(error.to_string()))?;
         let _ = send.finish();
-        let frame: Bytes = net::framing::read_frame(&mut recv, crate::wire::FRAME_BYTES_MAX)
+        let frame = net::read_frame(&mut recv, crate::wire::FRAME_BYTES_MAX)
             .await
             .map_err(|error| protocol(error.to_string()))?
             .ok_or_else(|| protocol("the node closed the stream without answering".into()))?;
@@ -131,40 +126,57 @@ pub async fn round_trip(
         .map_err(|_| ClientError::Timeout(config.request_timeout))?
 }
 
-/// Sends `request` to the leader, following redirects; errors the cluster
-/// answers with become `ClientError::Refused`.
+/// Sends `request` to the leader, following redirects and waiting out
+/// elections; errors the cluster answers with become `ClientError::Refused`.
 pub async fn request_leader(
     config: &ClientConfig,
     request: ClientRequest,
 ) -> Result<ClientResponse, ClientError> {
     let tls = Tls::load(config)?;
-    let (_, mut node) = connect_any(config, &tls, 0).await?;
+    let (mut position, mut node) = connect_any(config, &tls, 0).await?;
+    let mut last_answer = None;
     for _ in 0..REDIRECTS_MAX {
         match round_trip(config, &node, &request).await? {
-            ClientResponse::Error(error) if error.code == ErrorCode::NotLeader => {
-                match error.leader_addr.as_deref() {
-                    Some(leader) if leader != node.addr => {
-                        node = connect(config, &tls, leader).await?;
-                    }
-                    _ => {
-                        // No leader known yet (an election): wait a little and ask again.
-                        tokio::time::sleep(super::RECONNECT_BACKOFF_MAX).await;
-                    }
-                }
+            ClientResponse::Error(ErrorResponse::NotLeader {
+                leader_addr: Some(leader),
+                ..
+            }) if leader != node.addr => {
+                node = connect(config, &tls, &leader).await?;
+            }
+            ClientResponse::Error(
+                error @ (ErrorResponse::NotLeader { .. } | ErrorResponse::Unavailable),
+            ) => {
+                // No leader known yet (an election): wait a little, ask the next node.
+                last_answer = Some(error);
+                tokio::time::sleep(super::RECONNECT_BACKOFF_MAX).await;
+                let (next, next_node) = connect_any(config, &tls, position + 1).await?;
+                position = next;
+                node = next_node;
             }
             ClientResponse::Error(error) => return Err(ClientError::Refused(error)),
             response => return Ok(response),
         }
     }
-    Err(ClientError::Unreachable {
-        addrs: config.cluster.join(","),
-        last_error: format!("no leader found after {REDIRECTS_MAX} redirects"),
+    Err(match last_answer {
+        Some(error) => ClientError::Refused(error),
+        None => ClientError::Unreachable {
+            addrs: config.cluster.join(","),
+            last_error: format!("no leader found after {REDIRECTS_MAX} redirects"),
+        },
     })
 }
 
 pub fn unexpected(response: &ClientResponse) -> ClientError {
+    let kind = match response {
+        ClientResponse::Appended { .. } => "an append answer",
+        ClientResponse::Records(_) => "records",
+        ClientResponse::ConsumeEnd(_) => "the end of a consume stream",
+        ClientResponse::Status(_) => "a status",
+        ClientResponse::Admin(_) => "a membership",
+        ClientResponse::Error(_) => "an error",
+    };
     ClientError::Protocol {
         addr: String::new(),
-        reason: format!("unexpected answer {}", response.kind_name()),
+        reason: format!("unexpected answer: {kind}"),
     }
 }

@@ -100,7 +100,7 @@ impl Consumer {
             let Some(recv) = self.recv.as_mut() else {
                 continue;
             };
-            let frame = match net::framing::read_frame(recv, crate::wire::FRAME_BYTES_MAX).await {
+            let frame = match net::read_frame(recv, crate::wire::FRAME_BYTES_MAX).await {
                 Ok(Some(frame)) => frame,
                 Ok(None) => {
                     self.failed(ClientError::Protocol {
@@ -150,6 +150,15 @@ impl Consumer {
                         return Ok(Some(records));
                     }
                 }
+                Ok(ClientResponse::ConsumeEnd(end)) => {
+                    // Only sent for requests without `follow`; ours always
+                    // follow, so treat it as a stream to reopen from the cursor.
+                    self.cursor = StartFrom::Index(end.next_index.max(match self.cursor {
+                        StartFrom::Index(next) => next,
+                        _ => 1,
+                    }));
+                    self.recv = None;
+                }
                 Ok(ClientResponse::Error(error)) => {
                     self.failed(ClientError::Refused(error)).await?;
                 }
@@ -188,8 +197,12 @@ impl Consumer {
             StartFrom::End => ConsumeFrom::End,
             StartFrom::Index(index) => ConsumeFrom::Index(index),
         };
-        let request = ClientRequest::Consume(ConsumeRequest { from, follow: true });
-        net::framing::write_frame(&mut send, &request.encode())
+        let request = ClientRequest::Consume(ConsumeRequest {
+            from,
+            follow: true,
+            limit: None,
+        });
+        net::write_frame(&mut send, connection::encode(&request)?)
             .await
             .map_err(|error| ClientError::Protocol {
                 addr: node.addr.clone(),

@@ -28,7 +28,7 @@ pub use publisher::{AppendTicket, Publisher, PublisherOptions};
 
 pub use crate::wire::client::{AdminRequest, ClusterStatus, NodeStatus};
 use crate::types::Membership;
-use crate::wire::client::{ClientRequest, ErrorCode, ErrorResponse};
+use crate::wire::client::{ClientRequest, ErrorResponse};
 
 /// Where the cluster is and how to trust it.
 #[derive(Clone, Debug)]
@@ -54,7 +54,7 @@ pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_millis(500);
 pub enum ClientError {
     #[error("no node of the cluster could be reached ({addrs}): {last_error}")]
     Unreachable { addrs: String, last_error: String },
-    #[error("the cluster answered: {0}")]
+    #[error("{0}")]
     Refused(ErrorResponse),
     #[error("no answer within {0:?}")]
     Timeout(Duration),
@@ -66,6 +66,10 @@ pub enum ClientError {
     Protocol { addr: String, reason: String },
     #[error("the publisher is closed")]
     Closed,
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("not sent because an earlier append failed: {0}")]
+    Abandoned(String),
 }
 
 impl ClientError {
@@ -75,8 +79,11 @@ impl ClientError {
             ClientError::Unreachable { .. } | ClientError::Timeout(_) => true,
             ClientError::Protocol { .. } => true,
             ClientError::Refused(response) => matches!(
-                response.code,
-                ErrorCode::NotLeader | ErrorCode::Unavailable | ErrorCode::ShuttingDown
+                response,
+                ErrorResponse::NotLeader { .. }
+                    | ErrorResponse::Unavailable
+                    | ErrorResponse::ShuttingDown
+                    | ErrorResponse::Timeout
             ),
             _ => false,
         }

@@ -23,7 +23,10 @@ use super::connection::{self, NodeConnection, Tls};
 use super::{ClientConfig, ClientError, RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN, RETRY_DEADLINE};
 use crate::net;
 use crate::types::{LogIndex, ProducerSeq};
-use crate::wire::client::{AppendRequest, ClientRequest, ClientResponse, ErrorCode};
+use crate::wire::client::{
+    AppendRequest, ClientRequest, ClientResponse, ErrorResponse, RECORDS_PER_APPEND_MAX,
+    RECORD_BYTES_MAX_LIMIT,
+};
 
 /// Appends a publisher keeps in flight unless told otherwise.
 pub const INFLIGHT_DEFAULT: usize = 8;
@@ -136,8 +139,17 @@ impl Publisher {
     /// Queues a batch; waits while the in-flight window is full. The ticket
     /// resolves once every record of the batch is committed.
     pub async fn send(&mut self, records: Vec<Bytes>) -> Result<AppendTicket, ClientError> {
-        if records.is_empty() {
-            return Err(ClientError::InvalidInput("an append needs at least one record".into()));
+        if records.is_empty() || records.len() > RECORDS_PER_APPEND_MAX {
+            return Err(ClientError::InvalidInput(format!(
+                "an append carries 1 to {RECORDS_PER_APPEND_MAX} records, got {}",
+                records.len()
+            )));
+        }
+        if let Some(record) = records.iter().find(|r| r.len() as u64 > RECORD_BYTES_MAX_LIMIT) {
+            return Err(ClientError::InvalidInput(format!(
+                "a record of {} bytes is over the protocol's limit of {RECORD_BYTES_MAX_LIMIT} bytes",
+                record.len()
+            )));
         }
         let permit = self
             .window
@@ -324,7 +336,7 @@ impl Session {
         let reader = tokio::spawn(async move {
             loop {
                 let answer =
-                    match net::framing::read_frame(&mut recv, crate::wire::FRAME_BYTES_MAX).await {
+                    match net::read_frame(&mut recv, crate::wire::FRAME_BYTES_MAX).await {
                         Ok(Some(frame)) => {
                             ClientResponse::decode(frame).map_err(|error| error.to_string())
                         }
@@ -384,9 +396,9 @@ impl Session {
                 let _ = batch.reply.send(Ok(first_index..=last_index));
                 Ok(())
             }
-            ClientResponse::Error(error) => match error.code {
-                ErrorCode::NotLeader => {
-                    let leader = error.leader_addr.clone();
+            ClientResponse::Error(error) => match error {
+                ErrorResponse::NotLeader { leader_addr, .. } => {
+                    let leader = leader_addr;
                     self.drop_connection();
                     match leader {
                         Some(addr) => {
@@ -405,13 +417,13 @@ impl Session {
                     }
                     Ok(())
                 }
-                ErrorCode::Unavailable | ErrorCode::ShuttingDown | ErrorCode::Timeout => {
+                ErrorResponse::Unavailable | ErrorResponse::ShuttingDown | ErrorResponse::Timeout => {
                     self.drop_connection();
                     self.position += 1;
                     self.back_off().await;
                     Ok(())
                 }
-                _ => Err(ClientError::Refused(error)),
+                error => Err(ClientError::Refused(error)),
             },
             other => Err(connection::unexpected(&other)),
         }
@@ -464,7 +476,9 @@ async fn write_batch(stream: &mut Stream, producer_id: u64, batch: &mut Batch) -
     let now = Instant::now();
     batch.first_sent.get_or_insert(now);
     batch.last_sent = Some(now);
-    net::framing::write_frame(&mut stream.send, &request.encode())
+    // `send` checked the limits the encoder enforces, so this cannot fail.
+    let body = request.encode().map_err(|_| ())?;
+    net::write_frame(&mut stream.send, body)
         .await
         .map_err(|_| ())
 }

@@ -17,8 +17,8 @@ use super::metrics::{FrameSource, Metrics, RejectLabels};
 use crate::net;
 use crate::types::{EntryKind, LogIndex};
 use crate::wire::client::{
-    AppendRequest, ClientRequest, ClientResponse, ConsumeFrom, ConsumeRequest, ErrorCode,
-    ErrorResponse, RecordBatch,
+    AppendRequest, ClientRequest, ClientResponse, ConsumeEnd, ConsumeEndReason, ConsumeFrom,
+    ConsumeRequest, ErrorResponse, RecordBatch,
 };
 use crate::wire::FRAME_BYTES_MAX;
 
@@ -54,13 +54,14 @@ pub async fn serve_connection(connection: quinn::Connection, context: ClientCont
     }
 }
 
-fn error_response(code: ErrorCode, detail: impl Into<String>) -> ClientResponse {
-    ClientResponse::Error(ErrorResponse {
-        code,
-        leader_id: None,
-        leader_addr: None,
-        detail: detail.into(),
+fn invalid(reason: impl Into<String>) -> ClientResponse {
+    ClientResponse::Error(ErrorResponse::InvalidRequest {
+        reason: reason.into(),
     })
+}
+
+fn shutting_down() -> ClientResponse {
+    ClientResponse::Error(ErrorResponse::ShuttingDown)
 }
 
 async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, context: ClientContext) {
@@ -98,9 +99,9 @@ async fn read_request(
                 source: FrameSource::Client,
             })
             .inc();
-        error_response(ErrorCode::InvalidRequest, detail)
+        invalid(detail)
     };
-    let frame: Bytes = match net::framing::read_frame(recv, FRAME_BYTES_MAX).await {
+    let frame: Bytes = match net::read_frame(recv, FRAME_BYTES_MAX).await {
         Ok(Some(frame)) => frame,
         Ok(None) => return Ok(None),
         Err(error) => return Err(reject(error.to_string())),
@@ -111,7 +112,7 @@ async fn read_request(
 }
 
 async fn write_response(send: &mut quinn::SendStream, response: &ClientResponse) -> Result<(), ()> {
-    net::framing::write_frame(send, &response.encode())
+    net::write_frame(send, response.encode())
         .await
         .map_err(|_| ())
 }
@@ -122,11 +123,9 @@ async fn ask_driver(
 ) -> ClientResponse {
     let (reply, answer) = oneshot::channel();
     if context.requests.send(request(reply)).await.is_err() {
-        return error_response(ErrorCode::ShuttingDown, "the node is shutting down");
+        return shutting_down();
     }
-    answer
-        .await
-        .unwrap_or_else(|_| error_response(ErrorCode::ShuttingDown, "the node is shutting down"))
+    answer.await.unwrap_or_else(|_| shutting_down())
 }
 
 /// Appends, in order: each is handed to the driver as soon as it is read;
@@ -141,9 +140,7 @@ async fn serve_appends(
         mpsc::channel::<oneshot::Receiver<ClientResponse>>(APPENDS_PENDING_PER_STREAM_MAX);
     let writer = tokio::spawn(async move {
         while let Some(answer) = pending_rx.recv().await {
-            let response = answer.await.unwrap_or_else(|_| {
-                error_response(ErrorCode::ShuttingDown, "the node is shutting down")
-            });
+            let response = answer.await.unwrap_or_else(|_| shutting_down());
             if write_response(&mut send, &response).await.is_err() {
                 return;
             }
@@ -171,10 +168,7 @@ async fn serve_appends(
             Ok(Some(ClientRequest::Append(append))) => Some(append),
             Ok(Some(_)) => {
                 let (reply, answer) = oneshot::channel();
-                let _ = reply.send(error_response(
-                    ErrorCode::InvalidRequest,
-                    "an append stream carries only appends",
-                ));
+                let _ = reply.send(invalid("an append stream carries only appends"));
                 let _ = pending_tx.send(answer).await;
                 None
             }
@@ -201,21 +195,32 @@ async fn serve_consume(mut send: quinn::SendStream, request: ConsumeRequest, con
         // Retention may have dropped the start: resume at the log start.
         ConsumeFrom::Index(index) => index.max(commit.first_index),
     };
+    // Without `follow`, the stream ends at the commit index seen now.
     let stop_at = (!request.follow).then_some(commit.commit_index);
+    let mut records_left = request.limit.unwrap_or(u64::MAX);
     let mut first_frame = true;
     loop {
         let commit = *commit_rx.borrow_and_update();
         next = next.max(commit.first_index);
         let last = stop_at.map_or(commit.commit_index, |stop| stop.min(commit.commit_index));
         if next <= last || first_frame {
-            let batch = match read_records(&context.log, next, last, commit.commit_index) {
+            // The first frame goes out even when empty: it tells the consumer
+            // where its cursor starts and the commit index.
+            let mut batch = match read_records(&context.log, next, last, commit.commit_index) {
                 Ok(batch) => batch,
-                Err(detail) => {
-                    let _ = write_response(&mut send, &error_response(ErrorCode::Internal, detail))
-                        .await;
+                Err(reason) => {
+                    let error = ClientResponse::Error(ErrorResponse::Internal { reason });
+                    let _ = write_response(&mut send, &error).await;
                     return;
                 }
             };
+            if batch.records.len() as u64 >= records_left {
+                batch.records.truncate(records_left as usize);
+                if let Some((index, _)) = batch.records.last() {
+                    batch.next_index = index + 1;
+                }
+            }
+            records_left -= batch.records.len() as u64;
             next = batch.next_index;
             first_frame = false;
             if write_response(&mut send, &ClientResponse::Records(batch))
@@ -224,17 +229,28 @@ async fn serve_consume(mut send: quinn::SendStream, request: ConsumeRequest, con
             {
                 return; // the consumer went away
             }
+            if records_left == 0 {
+                end_consume(&mut send, ConsumeEndReason::LimitReached, next).await;
+                return;
+            }
             continue;
         }
         if stop_at.is_some_and(|stop| next > stop) {
-            let _ = send.finish();
+            end_consume(&mut send, ConsumeEndReason::CommitIndexReached, next).await;
             return;
         }
-        // Wait for the commit index to move (or the node to stop).
+        // Wait for the commit index to move, or the consumer to go away.
         tokio::select! {
             changed = commit_rx.changed() => if changed.is_err() { return },
             _ = send.stopped() => return,
         }
+    }
+}
+
+async fn end_consume(send: &mut quinn::SendStream, reason: ConsumeEndReason, next_index: LogIndex) {
+    let end = ClientResponse::ConsumeEnd(ConsumeEnd { reason, next_index });
+    if write_response(send, &end).await.is_ok() {
+        let _ = send.finish();
     }
 }
 

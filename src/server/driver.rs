@@ -28,13 +28,15 @@ use super::config::{Fsync, ServerConfig};
 use super::metrics::{self, FrameSource, Metrics, PeerLabels, RejectLabels};
 use super::producers::{Admission, ProducerTable};
 use crate::net::peers::{Lane, PeerLinks};
+use crate::wire::peer::PeerLane;
 use crate::raft::{
-    Core, LogReadError, LogReader, MembershipChange, Message, Proposal, ProposeError, Ready, Role,
+    Core, LogReadError, LogReader, MembershipChange, MembershipChangeError, Proposal,
+    ProposeError, Ready, Role, TransferError,
 };
 use crate::storage::{Log, RetentionPolicy, StorageError, SyncDone};
 use crate::types::{Entry, EntryKind, LogIndex, LogStart, Membership, NodeId, Term};
 use crate::wire::client::{
-    AdminRequest, AppendRequest, ClientRequest, ClientResponse, ClusterStatus, ErrorCode,
+    AdminRequest, AppendRequest, ClientRequest, ClientResponse, ClusterStatus, NodeRole,
     ErrorResponse, NodeStatus,
 };
 
@@ -101,7 +103,7 @@ pub struct Driver {
     pub config: ServerConfig,
     pub core: Core,
     pub log: SharedLog,
-    pub links: PeerLinks,
+    pub links: Arc<PeerLinks>,
     pub metrics: Metrics,
     pub commit_tx: watch::Sender<Commit>,
     pub producers: ProducerTable,
@@ -157,23 +159,24 @@ impl LogReader for StorageReader<'_> {
     }
 }
 
-fn error_response(code: ErrorCode, detail: impl Into<String>) -> ClientResponse {
-    ClientResponse::Error(ErrorResponse {
-        code,
-        leader_id: None,
-        leader_addr: None,
-        detail: detail.into(),
+fn refused(error: ErrorResponse) -> ClientResponse {
+    ClientResponse::Error(error)
+}
+
+fn invalid(reason: impl Into<String>) -> ClientResponse {
+    refused(ErrorResponse::InvalidRequest {
+        reason: reason.into(),
     })
 }
 
-fn role_name(role: Role, is_learner: bool) -> &'static str {
+fn node_role(role: Role, is_learner: bool) -> NodeRole {
     if is_learner {
-        return "learner";
+        return NodeRole::Learner;
     }
     match role {
-        Role::Leader => "leader",
-        Role::Candidate | Role::PreCandidate => "candidate",
-        Role::Follower => "follower",
+        Role::Leader => NodeRole::Leader,
+        Role::Candidate | Role::PreCandidate => NodeRole::Candidate,
+        Role::Follower => NodeRole::Follower,
     }
 }
 
@@ -183,7 +186,7 @@ impl Driver {
         config: ServerConfig,
         core: Core,
         log: SharedLog,
-        links: PeerLinks,
+        links: Arc<PeerLinks>,
         metrics: Metrics,
         commit_tx: watch::Sender<Commit>,
         producers: ProducerTable,
@@ -255,7 +258,7 @@ impl Driver {
                     self.sync_in_flight = false;
                     let (done, took) = done?;
                     self.metrics.fsync_seconds.observe(took.as_secs_f64());
-                    let log = self.log.write().map_err(|_| DriverError::Poisoned)?;
+                    let mut log = self.log.write().map_err(|_| DriverError::Poisoned)?;
                     let index = log.mark_synced(done);
                     let term = log.term_at(index)?.unwrap_or(0);
                     drop(log);
@@ -282,11 +285,10 @@ impl Driver {
     }
 
     fn finish(&mut self) -> Result<(), DriverError> {
-        let mut log = self.log.write().map_err(|_| DriverError::Poisoned)?;
         if self.config.fsync == Fsync::Always {
-            log.sync()?;
+            self.log.write().map_err(|_| DriverError::Poisoned)?.sync()?;
         }
-        self.fail_pending_appends(ErrorCode::ShuttingDown, "the node is shutting down");
+        self.fail_pending_appends(refused(ErrorResponse::ShuttingDown));
         Ok(())
     }
 
@@ -333,22 +335,17 @@ impl Driver {
         warn!(peer = from, reason, "refused a peer message");
     }
 
+    /// The answer of a node that cannot take a leader's request: where the
+    /// leader is, when known.
     fn not_leader(&self) -> ClientResponse {
         let leader_id = self.core.leader().filter(|&id| id != self.config.id);
-        let leader_addr = leader_id.and_then(|id| self.core.membership().addrs.get(&id).cloned());
-        ClientResponse::Error(ErrorResponse {
-            code: if leader_id.is_some() {
-                ErrorCode::NotLeader
-            } else {
-                ErrorCode::Unavailable
-            },
-            leader_id,
-            leader_addr,
-            detail: match leader_id {
-                Some(id) => format!("node {} is not the leader; node {id} is", self.config.id),
-                None => "no leader is known right now (an election is under way)".to_string(),
-            },
-        })
+        match leader_id {
+            Some(id) => refused(ErrorResponse::NotLeader {
+                leader_id: Some(id),
+                leader_addr: self.core.membership().addrs.get(&id).cloned(),
+            }),
+            None => refused(ErrorResponse::Unavailable),
+        }
     }
 
     fn on_request(&mut self, request: DriverRequest) {
@@ -360,10 +357,7 @@ impl Driver {
                 }
                 ClientRequest::Admin(admin) => self.on_admin(admin, reply),
                 _ => {
-                    let _ = reply.send(error_response(
-                        ErrorCode::InvalidRequest,
-                        "appends and consumes need a stream of their own",
-                    ));
+                    let _ = reply.send(invalid("appends and consumes need a stream of their own"));
                 }
             },
         }
@@ -377,25 +371,11 @@ impl Driver {
             return refuse(reply, self.not_leader());
         }
         let count = request.records.len();
-        if count == 0 || count > RECORDS_PER_APPEND_MAX {
-            return refuse(
-                reply,
-                error_response(
-                    ErrorCode::TooManyRecords,
-                    format!("an append carries 1 to {RECORDS_PER_APPEND_MAX} records, got {count}"),
-                ),
-            );
+        if count == 0 {
+            return refuse(reply, invalid("an append needs at least one record"));
         }
-        let limit = self.config.record_bytes_max;
-        if let Some(record) = request.records.iter().find(|r| r.len() as u64 > limit) {
-            let mut response = error_response(
-                ErrorCode::RecordTooLarge,
-                format!("a record of {} bytes is over the limit of {limit} bytes", record.len()),
-            );
-            if let ClientResponse::Error(error) = &mut response {
-                error.limit_bytes = Some(limit);
-            }
-            return refuse(reply, response);
+        if let Err(error) = request.check_limits(self.config.record_bytes_max) {
+            return refuse(reply, refused(error));
         }
         if let Some(producer) = request.producer {
             match self
@@ -414,21 +394,17 @@ impl Driver {
                 Admission::Gap { expected, got } => {
                     return refuse(
                         reply,
-                        error_response(
-                            ErrorCode::SequenceGap,
-                            format!(
-                                "producer {} sent sequence {got} but the next expected is {expected}",
-                                producer.producer_id
-                            ),
-                        ),
+                        refused(ErrorResponse::SequenceGap {
+                            producer_id: producer.producer_id,
+                            expected,
+                            got,
+                        }),
                     );
                 }
                 Admission::PartialOverlap { expected, got } => {
                     return refuse(
                         reply,
-                        error_response(
-                            ErrorCode::InvalidRequest,
-                            format!(
+                        invalid(format!(
                                 "producer {}: batch from sequence {got} overlaps the log, which ends before {expected}; retry batches exactly as first sent",
                                 producer.producer_id
                             ),
@@ -438,9 +414,7 @@ impl Driver {
                 Admission::DuplicateForgotten => {
                     return refuse(
                         reply,
-                        error_response(
-                            ErrorCode::InvalidRequest,
-                            format!(
+                        invalid(format!(
                                 "producer {}: sequence {} was appended long ago and its indexes are forgotten",
                                 producer.producer_id, producer.sequence
                             ),
@@ -479,7 +453,7 @@ impl Driver {
             Err(ProposeError::NotLeader { .. }) => refuse(reply, self.not_leader()),
             Err(error) => refuse(
                 reply,
-                error_response(ErrorCode::Unavailable, error.to_string()),
+                invalid(error.to_string()),
             ),
         }
     }
@@ -522,24 +496,15 @@ impl Driver {
                     last_index,
                 }
             } else {
-                error_response(
-                    ErrorCode::Unavailable,
-                    "the leader changed before the records committed; retry",
-                )
+                refused(ErrorResponse::Unavailable)
             };
             let _ = pending.reply.send(response);
         }
     }
 
-    fn fail_pending_appends(&mut self, code: ErrorCode, detail: &str) {
-        let not_leader = self.not_leader();
+    fn fail_pending_appends(&mut self, response: ClientResponse) {
         for (_, pending) in std::mem::take(&mut self.pending_appends) {
-            let response = if code == ErrorCode::NotLeader {
-                not_leader.clone()
-            } else {
-                error_response(code, detail)
-            };
-            let _ = pending.reply.send(response);
+            let _ = pending.reply.send(response.clone());
         }
     }
 
@@ -561,15 +526,14 @@ impl Driver {
                     id,
                     addr: addr.clone(),
                     role: if is_self {
-                        role_name(status.soft_state.role, membership.is_learner(id))
+                        node_role(status.soft_state.role, membership.is_learner(id))
                     } else if Some(id) == status.soft_state.leader {
-                        "leader"
+                        NodeRole::Leader
                     } else if membership.is_learner(id) {
-                        "learner"
+                        NodeRole::Learner
                     } else {
-                        "follower"
-                    }
-                    .to_string(),
+                        NodeRole::Follower
+                    },
                     match_index: if is_self {
                         Some(status.persisted_index)
                     } else {
@@ -605,17 +569,22 @@ impl Driver {
                     addr: addr.clone(),
                 })
                 .map(|_| AdminGoal::Voter(*id))
-                .map_err(|error| error.to_string()),
+                .map_err(membership_error),
             AdminRequest::RemoveNode { id } => self
                 .core
                 .propose_membership_change(MembershipChange::Remove { id: *id })
                 .map(|_| AdminGoal::Removed(*id))
-                .map_err(|error| error.to_string()),
+                .map_err(membership_error),
             AdminRequest::TransferLeader { id } => self
                 .core
                 .transfer_leadership(*id)
                 .map(|()| AdminGoal::Leader(*id))
-                .map_err(|error| error.to_string()),
+                .map_err(|error| match error {
+                    TransferError::NotVoter { to } => ErrorResponse::UnknownNode { id: to },
+                    error => ErrorResponse::ChangeRefused {
+                        reason: error.to_string(),
+                    },
+                }),
         };
         match result {
             Ok(goal) => self.pending_admin.push(PendingAdmin {
@@ -624,7 +593,7 @@ impl Driver {
                 reply,
             }),
             Err(reason) => {
-                let _ = reply.send(error_response(ErrorCode::ChangeRefused, reason));
+                let _ = reply.send(refused(reason));
             }
         }
     }
@@ -661,12 +630,11 @@ impl Driver {
             .partition(|admin| now >= admin.deadline);
         self.pending_admin = waiting;
         for admin in expired {
-            let _ = admin.reply.send(error_response(
-                ErrorCode::Timeout,
-                format!(
+            let _ = admin.reply.send(refused(ErrorResponse::Internal {
+                reason: format!(
                     "the change did not take effect within {ADMIN_WAIT:?}; membership now: {membership}"
                 ),
-            ));
+            }));
         }
     }
 
@@ -726,7 +694,8 @@ impl Driver {
             read_errors,
         } = ready;
         {
-            let mut log = self.log.write().map_err(|_| DriverError::Poisoned)?;
+            let shared_log = self.log.clone();
+            let mut log = shared_log.write().map_err(|_| DriverError::Poisoned)?;
             if let Some(start) = log_start_reset {
                 info!(first_index = start.first_index, "log reset to the leader's log start");
                 log.reset(start.clone())?;
@@ -748,9 +717,7 @@ impl Driver {
                 if self.config.fsync == Fsync::Never {
                     let last = log.last_index();
                     let term = log.last_term();
-                    drop(log);
                     self.core.persisted(last, term);
-                    log = self.log.write().map_err(|_| DriverError::Poisoned)?;
                 }
             }
             if let Some(state) = hard_state {
@@ -760,9 +727,9 @@ impl Driver {
             }
         }
         for (to, message) in messages {
-            let lane = match &message {
-                Message::AppendEntries(append) if !append.entries.is_empty() => Lane::Replication,
-                _ => Lane::Control,
+            let lane = match PeerLane::of(&message) {
+                PeerLane::Replication => Lane::Replication,
+                PeerLane::Control => Lane::Control,
             };
             let frame = crate::wire::peer::encode_message(&message);
             // A full queue drops the message: Raft retries on its own.
@@ -855,7 +822,8 @@ impl Driver {
         }
         if role != Role::Leader {
             self.promoting.clear();
-            self.fail_pending_appends(ErrorCode::NotLeader, "leadership lost");
+            let not_leader = self.not_leader();
+            self.fail_pending_appends(not_leader);
             let not_leader = self.not_leader();
             for admin in self.pending_admin.drain(..) {
                 let _ = admin.reply.send(not_leader.clone());
@@ -971,6 +939,17 @@ impl Driver {
             let _ = sync_tx.blocking_send(result);
         });
         Ok(())
+    }
+}
+
+fn membership_error(error: MembershipChangeError) -> ErrorResponse {
+    match error {
+        MembershipChangeError::ChangeInProgress { .. } => ErrorResponse::ChangeInProgress,
+        MembershipChangeError::AlreadyMember { id } => ErrorResponse::AlreadyMember { id },
+        MembershipChangeError::NotMember { id } => ErrorResponse::UnknownNode { id },
+        error => ErrorResponse::ChangeRefused {
+            reason: error.to_string(),
+        },
     }
 }
 

@@ -15,10 +15,11 @@ pub mod producers;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::info;
 
 use self::clients::ClientContext;
 use self::config::{ServerConfig, TICK_INTERVAL};
@@ -62,7 +63,8 @@ pub struct NodeHandle {
     shutdown: watch::Sender<bool>,
     driver: JoinHandle<Result<(), DriverError>>,
     background: Vec<JoinHandle<()>>,
-    endpoint: quinn::Endpoint,
+    endpoint: net::Endpoint,
+    links: Arc<net::PeerLinks>,
     metrics: Metrics,
 }
 
@@ -93,7 +95,10 @@ impl NodeHandle {
         for task in &self.background {
             task.abort();
         }
-        self.endpoint.close(0u32.into(), b"shutting down");
+        self.links.shutdown();
+        self.endpoint.close();
+        // Let peers and clients learn of the close at once (bounded).
+        let _ = tokio::time::timeout(Duration::from_millis(500), self.endpoint.wait_idle()).await;
         match result {
             Ok(result) => result.map_err(ServerError::from),
             Err(_) => Err(ServerError::Panicked),
@@ -178,12 +183,15 @@ impl Node {
         let metrics = Metrics::new();
         let tls = net::tls::NodeTls::load(&config.tls_dir, config.id, config.require_client_cert)
             .map_err(|error| ServerError::Net(error.to_string()))?;
-        let endpoint = net::Endpoint::bind(config.listen, &tls)
+        let (endpoint, incoming) = net::Endpoint::bind(config.listen, &tls)
             .map_err(|error| ServerError::Net(error.to_string()))?;
         let local_addr = endpoint
             .local_addr()
             .map_err(|error| ServerError::Net(error.to_string()))?;
-        let (links, peer_frames) = net::peers::PeerLinks::new(endpoint.clone(), tls.clone(), config.id);
+        let (links, peer_frames) =
+            net::PeerLinks::new(endpoint.clone(), net::PeerLinksConfig::default())
+                .map_err(|error| ServerError::Net(error.to_string()))?;
+        let links = Arc::new(links);
         let peer_addrs = membership
             .addrs
             .iter()
@@ -207,11 +215,7 @@ impl Node {
             commit: commit_rx,
             metrics: metrics.clone(),
         };
-        background.push(tokio::spawn(accept_loop(
-            endpoint.clone(),
-            links.clone(),
-            context,
-        )));
+        background.push(tokio::spawn(accept_loop(incoming, links.clone(), context)));
         if let Some(addr) = config.metrics_listen {
             let listener = metrics::bind(addr)
                 .await
@@ -219,6 +223,7 @@ impl Node {
             background.push(tokio::spawn(metrics::serve(listener, metrics.clone())));
         }
 
+        let links_for_shutdown = links.clone();
         let driver = Driver::new(
             config.clone(),
             core,
@@ -241,35 +246,30 @@ impl Node {
             shutdown: shutdown_tx,
             driver,
             background,
-            endpoint: endpoint.quinn().clone(),
+            endpoint,
+            links: links_for_shutdown,
             metrics,
         })
     }
 }
 
-/// Accepts connections: peers are handed to the peer links (which feed the
-/// driver), clients get a task each. A failed handshake is logged and counted.
-async fn accept_loop(endpoint: net::Endpoint, links: net::peers::PeerLinks, context: ClientContext) {
-    loop {
-        match endpoint.accept().await {
-            Some(Ok(net::Incoming::Peer {
+/// Hands verified peer connections to the peer links (which feed the
+/// driver) and gives each client connection a task. The endpoint has already
+/// refused (and counted) connections that failed the handshake.
+async fn accept_loop(
+    mut incoming: net::IncomingConnections,
+    links: Arc<net::PeerLinks>,
+    context: ClientContext,
+) {
+    while let Some(connection) = incoming.next().await {
+        match connection {
+            net::Incoming::Peer {
                 node_id,
                 connection,
-            })) => links.adopt(node_id, connection),
-            Some(Ok(net::Incoming::Client { connection, .. })) => {
+            } => links.accept_inbound(node_id, connection),
+            net::Incoming::Client { connection, .. } => {
                 tokio::spawn(clients::serve_connection(connection, context.clone()));
             }
-            Some(Err(error)) => {
-                context
-                    .metrics
-                    .rejected_frames
-                    .get_or_create(&metrics::RejectLabels {
-                        source: metrics::FrameSource::Client,
-                    })
-                    .inc();
-                warn!(%error, "refused a connection");
-            }
-            None => return,
         }
     }
 }
