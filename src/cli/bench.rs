@@ -196,12 +196,17 @@ async fn run_publisher(
         };
         while let Some((ticket, intended, count)) = ticket_rx.recv().await {
             let range = ticket.await?;
-            let micros = intended.elapsed().as_micros().clamp(1, LATENCY_US_MAX as u128) as u64;
+            let micros = intended
+                .elapsed()
+                .as_micros()
+                .clamp(1, LATENCY_US_MAX as u128) as u64;
             result.latency_us.saturating_record(micros);
             result.records += count;
-            result.first_index = Some(result.first_index.map_or(*range.start(), |first| {
-                first.min(*range.start())
-            }));
+            result.first_index = Some(
+                result
+                    .first_index
+                    .map_or(*range.start(), |first| first.min(*range.start())),
+            );
             result.last_index = Some(
                 result
                     .last_index
@@ -394,9 +399,8 @@ fn free_port_range(count: u64) -> anyhow::Result<u16> {
     let seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
     for attempt in 0..200u64 {
         let base = 20_000 + ((seed.wrapping_mul(2654435761) + attempt * 7919) % 40_000) as u16;
-        let all_free = (0..count).all(|offset| {
-            std::net::UdpSocket::bind(("127.0.0.1", base + offset as u16)).is_ok()
-        });
+        let all_free = (0..count)
+            .all(|offset| std::net::UdpSocket::bind(("127.0.0.1", base + offset as u16)).is_ok());
         if all_free {
             return Ok(base);
         }

@@ -42,10 +42,9 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
         let mut out = std::io::BufWriter::new(stdout.lock());
         for record in batch {
             match args.output {
-                OutputFormat::Text => {
-                    out.write_all(&record.data)
-                        .and_then(|()| out.write_all(b"\n"))
-                }
+                OutputFormat::Text => out
+                    .write_all(&record.data)
+                    .and_then(|()| out.write_all(b"\n")),
                 OutputFormat::Json => writeln!(out, "{}", record_json(record.index, &record.data)),
             }
             .context("cannot write to stdout")?;

@@ -77,8 +77,10 @@ pub async fn start_local_cluster(
         .collect();
     let tls_dir = dir.join("tls");
     if !tls_dir.join("ca.pem").exists() {
-        let hosts: Vec<(NodeId, String)> =
-            addrs.keys().map(|&id| (id, "127.0.0.1".to_string())).collect();
+        let hosts: Vec<(NodeId, String)> = addrs
+            .keys()
+            .map(|&id| (id, "127.0.0.1".to_string()))
+            .collect();
         crate::net::certs::generate(&tls_dir, &hosts)
             .with_context(|| format!("cannot write certificates to {}", tls_dir.display()))?;
     }
@@ -122,8 +124,7 @@ impl LocalCluster {
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
-    let cluster =
-        start_local_cluster(&args.dir, args.nodes, args.base_port, Fsync::Always).await?;
+    let cluster = start_local_cluster(&args.dir, args.nodes, args.base_port, Fsync::Always).await?;
     let exe = std::env::args()
         .next()
         .filter(|path| Path::new(path).is_absolute())

@@ -26,8 +26,8 @@ use std::time::Duration;
 pub use consumer::{Consumer, ConsumerOptions, Record, StartFrom};
 pub use publisher::{AppendTicket, Publisher, PublisherOptions};
 
-pub use crate::wire::client::{AdminRequest, ClusterStatus, NodeStatus};
 use crate::types::Membership;
+pub use crate::wire::client::{AdminRequest, ClusterStatus, NodeStatus};
 use crate::wire::client::{ClientRequest, ErrorResponse};
 
 /// Where the cluster is and how to trust it.
@@ -100,7 +100,10 @@ pub async fn status(config: &ClientConfig) -> Result<ClusterStatus, ClientError>
 }
 
 /// A membership change or leadership transfer; returns the membership after it.
-pub async fn admin(config: &ClientConfig, request: AdminRequest) -> Result<Membership, ClientError> {
+pub async fn admin(
+    config: &ClientConfig,
+    request: AdminRequest,
+) -> Result<Membership, ClientError> {
     match connection::request_leader(config, ClientRequest::Admin(request)).await? {
         crate::wire::client::ClientResponse::Admin(membership) => Ok(membership),
         other => Err(connection::unexpected(&other)),

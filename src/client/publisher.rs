@@ -20,7 +20,9 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::connection::{self, NodeConnection, Tls};
-use super::{ClientConfig, ClientError, RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN, RETRY_DEADLINE};
+use super::{
+    ClientConfig, ClientError, RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN, RETRY_DEADLINE,
+};
 use crate::net;
 use crate::types::{LogIndex, ProducerSeq};
 use crate::wire::client::{
@@ -145,7 +147,10 @@ impl Publisher {
                 records.len()
             )));
         }
-        if let Some(record) = records.iter().find(|r| r.len() as u64 > RECORD_BYTES_MAX_LIMIT) {
+        if let Some(record) = records
+            .iter()
+            .find(|r| r.len() as u64 > RECORD_BYTES_MAX_LIMIT)
+        {
             return Err(ClientError::InvalidInput(format!(
                 "a record of {} bytes is over the protocol's limit of {RECORD_BYTES_MAX_LIMIT} bytes",
                 record.len()
@@ -300,7 +305,10 @@ impl Session {
             self.open_stream(answer_tx).await;
         }
         if let Some(stream) = &mut self.stream {
-            if write_batch(stream, self.producer_id, &mut batch).await.is_err() {
+            if write_batch(stream, self.producer_id, &mut batch)
+                .await
+                .is_err()
+            {
                 self.drop_connection();
             }
         }
@@ -335,14 +343,13 @@ impl Session {
         let answers = answer_tx.clone();
         let reader = tokio::spawn(async move {
             loop {
-                let answer =
-                    match net::read_frame(&mut recv, crate::wire::FRAME_BYTES_MAX).await {
-                        Ok(Some(frame)) => {
-                            ClientResponse::decode(frame).map_err(|error| error.to_string())
-                        }
-                        Ok(None) => Err("the node closed the stream".to_string()),
-                        Err(error) => Err(error.to_string()),
-                    };
+                let answer = match net::read_frame(&mut recv, crate::wire::FRAME_BYTES_MAX).await {
+                    Ok(Some(frame)) => {
+                        ClientResponse::decode(frame).map_err(|error| error.to_string())
+                    }
+                    Ok(None) => Err("the node closed the stream".to_string()),
+                    Err(error) => Err(error.to_string()),
+                };
                 let failed = answer.is_err();
                 if answers.send((generation, answer)).await.is_err() || failed {
                     return;
@@ -355,7 +362,10 @@ impl Session {
             reader,
         };
         for batch in self.unanswered.iter_mut() {
-            if write_batch(&mut stream, self.producer_id, batch).await.is_err() {
+            if write_batch(&mut stream, self.producer_id, batch)
+                .await
+                .is_err()
+            {
                 self.drop_connection();
                 return;
             }
@@ -363,7 +373,10 @@ impl Session {
         self.stream = Some(stream);
     }
 
-    async fn on_answer(&mut self, answer: Result<ClientResponse, String>) -> Result<(), ClientError> {
+    async fn on_answer(
+        &mut self,
+        answer: Result<ClientResponse, String>,
+    ) -> Result<(), ClientError> {
         let response = match answer {
             Ok(response) => response,
             Err(_) => {
@@ -417,7 +430,9 @@ impl Session {
                     }
                     Ok(())
                 }
-                ErrorResponse::Unavailable | ErrorResponse::ShuttingDown | ErrorResponse::Timeout => {
+                ErrorResponse::Unavailable
+                | ErrorResponse::ShuttingDown
+                | ErrorResponse::Timeout => {
                     self.drop_connection();
                     self.position += 1;
                     self.back_off().await;

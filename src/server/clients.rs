@@ -64,7 +64,11 @@ fn shutting_down() -> ClientResponse {
     ClientResponse::Error(ErrorResponse::ShuttingDown)
 }
 
-async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, context: ClientContext) {
+async fn serve_stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    context: ClientContext,
+) {
     let first = match read_request(&mut recv, &context).await {
         Ok(Some(request)) => request,
         Ok(None) => return,
@@ -77,8 +81,8 @@ async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, 
         ClientRequest::Append(append) => serve_appends(send, recv, append, context).await,
         ClientRequest::Consume(consume) => serve_consume(send, consume, context).await,
         request => {
-            let response = ask_driver(&context, |reply| DriverRequest::Other { request, reply })
-                .await;
+            let response =
+                ask_driver(&context, |reply| DriverRequest::Other { request, reply }).await;
             let _ = write_response(&mut send, &response).await;
             let _ = send.finish();
         }
@@ -186,7 +190,11 @@ async fn serve_appends(
 }
 
 /// Streams committed data records from the cursor, never past the commit index.
-async fn serve_consume(mut send: quinn::SendStream, request: ConsumeRequest, context: ClientContext) {
+async fn serve_consume(
+    mut send: quinn::SendStream,
+    request: ConsumeRequest,
+    context: ClientContext,
+) {
     let mut commit_rx = context.commit.clone();
     let commit = *commit_rx.borrow_and_update();
     let mut next = match request.from {
@@ -262,7 +270,10 @@ fn read_records(
     last: LogIndex,
     commit_index: LogIndex,
 ) -> Result<RecordBatch, String> {
-    debug_assert!(last <= commit_index, "a consumer must never read past the commit index");
+    debug_assert!(
+        last <= commit_index,
+        "a consumer must never read past the commit index"
+    );
     let mut batch = RecordBatch {
         start_index: next,
         next_index: next,
@@ -273,7 +284,9 @@ fn read_records(
         return Ok(batch);
     }
     let entries = {
-        let log = log.read().map_err(|_| "the log lock is poisoned".to_string())?;
+        let log = log
+            .read()
+            .map_err(|_| "the log lock is poisoned".to_string())?;
         log.entries(next, last, CONSUME_BATCH_BYTES_MAX)
             .map_err(|error| error.to_string())?
     };

@@ -28,17 +28,17 @@ use super::config::{Fsync, ServerConfig};
 use super::metrics::{self, FrameSource, Metrics, PeerLabels, RejectLabels};
 use super::producers::{Admission, ProducerTable};
 use crate::net::peers::{Lane, PeerLinks};
-use crate::wire::peer::PeerLane;
 use crate::raft::{
-    Core, LogReadError, LogReader, MembershipChange, MembershipChangeError, Proposal,
-    ProposeError, Ready, Role, TransferError,
+    Core, LogReadError, LogReader, MembershipChange, MembershipChangeError, Proposal, ProposeError,
+    Ready, Role, TransferError,
 };
 use crate::storage::{Log, RetentionPolicy, StorageError, SyncDone};
 use crate::types::{Entry, EntryKind, LogIndex, LogStart, Membership, NodeId, Term};
 use crate::wire::client::{
-    AdminRequest, AppendRequest, ClientRequest, ClientResponse, ClusterStatus, NodeRole,
-    ErrorResponse, NodeStatus,
+    AdminRequest, AppendRequest, ClientRequest, ClientResponse, ClusterStatus, ErrorResponse,
+    NodeRole, NodeStatus,
 };
+use crate::wire::peer::PeerLane;
 
 /// The log, shared between the driver (the only writer) and consumer tasks.
 pub type SharedLog = Arc<RwLock<Log>>;
@@ -286,7 +286,10 @@ impl Driver {
 
     fn finish(&mut self) -> Result<(), DriverError> {
         if self.config.fsync == Fsync::Always {
-            self.log.write().map_err(|_| DriverError::Poisoned)?.sync()?;
+            self.log
+                .write()
+                .map_err(|_| DriverError::Poisoned)?
+                .sync()?;
         }
         self.fail_pending_appends(refused(ErrorResponse::ShuttingDown));
         Ok(())
@@ -451,10 +454,7 @@ impl Driver {
                 self.wait_for_commit(first_index, last_index, term, reply);
             }
             Err(ProposeError::NotLeader { .. }) => refuse(reply, self.not_leader()),
-            Err(error) => refuse(
-                reply,
-                invalid(error.to_string()),
-            ),
+            Err(error) => refuse(reply, invalid(error.to_string())),
         }
     }
 
@@ -511,7 +511,10 @@ impl Driver {
     fn status_response(&self) -> ClientResponse {
         let status = self.core.status();
         if status.soft_state.role != Role::Leader
-            && status.soft_state.leader.is_some_and(|id| id != self.config.id)
+            && status
+                .soft_state
+                .leader
+                .is_some_and(|id| id != self.config.id)
         {
             return self.not_leader();
         }
@@ -697,7 +700,10 @@ impl Driver {
             let shared_log = self.log.clone();
             let mut log = shared_log.write().map_err(|_| DriverError::Poisoned)?;
             if let Some(start) = log_start_reset {
-                info!(first_index = start.first_index, "log reset to the leader's log start");
+                info!(
+                    first_index = start.first_index,
+                    "log reset to the leader's log start"
+                );
                 log.reset(start.clone())?;
                 self.producers = ProducerTable::new(self.config.producer_expiry);
                 self.producers_recorded_index = start.first_index - 1;
@@ -708,8 +714,9 @@ impl Driver {
                 log.truncate_suffix(from_index)?;
                 self.producers.truncate_from(from_index);
                 self.config_history.split_off(&from_index);
-                self.producers_recorded_index =
-                    self.producers_recorded_index.min(from_index.saturating_sub(1));
+                self.producers_recorded_index = self
+                    .producers_recorded_index
+                    .min(from_index.saturating_sub(1));
             }
             if !entries.is_empty() {
                 log.append(&entries)?;
@@ -748,7 +755,10 @@ impl Driver {
             self.answer_committed(commit_index);
             let first_index = self.core.first_index();
             self.commit_tx.send_if_modified(|commit| {
-                debug_assert!(commit_index >= commit.commit_index, "commit index never decreases");
+                debug_assert!(
+                    commit_index >= commit.commit_index,
+                    "commit index never decreases"
+                );
                 let changed =
                     commit.commit_index != commit_index || commit.first_index != first_index;
                 commit.commit_index = commit.commit_index.max(commit_index);
@@ -912,7 +922,8 @@ impl Driver {
             self.config_history = self.config_history.split_off(&keep_from);
         }
         info!(first_index, "retention dropped the oldest segments");
-        self.commit_tx.send_modify(|commit| commit.first_index = first_index);
+        self.commit_tx
+            .send_modify(|commit| commit.first_index = first_index);
         Ok(())
     }
 
@@ -1010,7 +1021,10 @@ pub fn recover(
                         return Err(StorageError::Corrupt {
                             path: log.dir().to_path_buf(),
                             offset: 0,
-                            reason: format!("config entry {} does not decode: {error}", entry.index),
+                            reason: format!(
+                                "config entry {} does not decode: {error}",
+                                entry.index
+                            ),
                         })
                     }
                 },

@@ -137,7 +137,8 @@ impl Node {
         )
         .map_err(storage_error)?;
         let mut log = opened.log;
-        let fresh = opened.hard_state.is_none() && opened.log_start.is_none() && log.last_index() == 0;
+        let fresh =
+            opened.hard_state.is_none() && opened.log_start.is_none() && log.last_index() == 0;
         let log_start = match opened.log_start {
             Some(start) => start,
             None if fresh && !config.join => {
