@@ -15,6 +15,43 @@
 //!
 //! Consuming resumes from the index after the last record it returned, on
 //! any node, so a reconnect never produces a gap or a duplicate.
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use raftlog::client::{
+//!     ClientConfig, Consumer, ConsumerOptions, Publisher, PublisherOptions, StartFrom,
+//! };
+//!
+//! # async fn example() -> Result<(), raftlog::client::ClientError> {
+//! let config = ClientConfig {
+//!     cluster: vec!["127.0.0.1:7001".into(), "127.0.0.1:7002".into()],
+//!     tls_dir: "raftlog-dev/tls".into(),
+//!     request_timeout: std::time::Duration::from_secs(10),
+//! };
+//! // Exactly-once: reuse the producer id and first sequence after a restart.
+//! let options = PublisherOptions {
+//!     producer_id: Some(42),
+//!     first_sequence: 0,
+//!     inflight_max: 8,
+//! };
+//! let mut publisher = Publisher::connect(config.clone(), options).await?;
+//! // `send` queues a batch (waiting while 8 are in flight); the ticket
+//! // resolves to the records' indexes once they are committed.
+//! let ticket = publisher.send(vec![Bytes::from("hello"), Bytes::from("world")]).await?;
+//! let indexes = ticket.await?;
+//! println!("committed at {indexes:?}");
+//! publisher.close().await;
+//!
+//! let options = ConsumerOptions { from: StartFrom::Start, follow: false };
+//! let mut consumer = Consumer::connect(config, options).await?;
+//! while let Some(records) = consumer.next_batch().await? {
+//!     for record in records {
+//!         println!("{} {:?}", record.index, record.data);
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 mod connection;
 mod consumer;
