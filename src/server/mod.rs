@@ -193,8 +193,14 @@ impl Node {
             net::PeerLinks::new(endpoint.clone(), net::PeerLinksConfig::default())
                 .map_err(|error| ServerError::Net(error.to_string()))?;
         let links = Arc::new(links);
-        let peer_addrs = membership
-            .addrs
+        // A node that is joining knows no membership yet: it links to the
+        // nodes it was told of, and learns the rest from the leader.
+        let known_addrs = if membership.addrs.is_empty() {
+            &config.peers
+        } else {
+            &membership.addrs
+        };
+        let peer_addrs = known_addrs
             .iter()
             .filter(|(&id, _)| id != config.id)
             .filter_map(|(&id, addr)| resolve_peer(addr).map(|socket| (id, socket)))
@@ -267,7 +273,18 @@ async fn accept_loop(
             net::Incoming::Peer {
                 node_id,
                 connection,
-            } => links.accept_inbound(node_id, connection),
+            } => {
+                // A node serves and dials from its one endpoint, so a peer's
+                // remote address is where it listens. Linking back to a peer
+                // we did not know lets a joining node (whose membership is
+                // still empty) answer the leader that is adding it.
+                let mut known = links.peers();
+                if let std::collections::btree_map::Entry::Vacant(slot) = known.entry(node_id) {
+                    slot.insert(connection.remote_address());
+                    links.set_peers(known);
+                }
+                links.accept_inbound(node_id, connection)
+            }
             net::Incoming::Client { connection, .. } => {
                 tokio::spawn(clients::serve_connection(connection, context.clone()));
             }
