@@ -25,7 +25,7 @@ pub use self::disk::Disk;
 use crate::raft::{
     Bugs, Config, Core, MembershipChange, Message, Proposal, Ready, Role, SplitMix64,
 };
-use crate::types::{Entry, EntryKind, LogIndex, LogStart, Membership, NodeId, Term};
+use crate::types::{Entry, LogIndex, LogStart, Membership, NodeId, Term};
 
 /// What to simulate.
 #[derive(Clone, Debug)]
@@ -45,6 +45,10 @@ pub struct SimOptions {
     pub checks: bool,
     /// Deliberately broken rules (mutation tests).
     pub bugs: Bugs,
+    /// Chance per step that a client proposes a batch, in thousandths.
+    pub client_per_mille: u64,
+    /// Chance per step that a node crashes, in thousandths.
+    pub crash_per_mille: u64,
 }
 
 impl SimOptions {
@@ -58,6 +62,8 @@ impl SimOptions {
             operations: true,
             checks: true,
             bugs: Bugs::default(),
+            client_per_mille: 333,
+            crash_per_mille: 3,
         }
     }
 }
@@ -261,7 +267,7 @@ impl Sim {
         if self.options.operations {
             self.operate()?;
         }
-        if self.rng.chance(1, 3) {
+        if self.rng.chance(self.options.client_per_mille, 1000) {
             let batch = self.rng.range(1, CLIENT_BATCH_MAX + 1);
             self.client_propose(batch);
         }
@@ -508,8 +514,8 @@ impl Sim {
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         let pick = |rng: &mut SplitMix64| ids.get(rng.range(0, ids.len() as u64) as usize).copied().unwrap_or(1);
         let now = self.now;
-        match self.rng.range(0, 1000) {
-            0..=2 => {
+        if self.rng.chance(self.options.crash_per_mille, 1000) {
+            {
                 // Crash: every unsynced write is lost.
                 let id = pick(&mut self.rng);
                 let down_steps = self.rng.range(5, 80);
@@ -524,6 +530,8 @@ impl Sim {
                     }
                 }
             }
+        }
+        match self.rng.range(0, 1000) {
             3..=4 => {
                 let id = pick(&mut self.rng);
                 let steps = self.rng.range(5, 60);
