@@ -50,7 +50,12 @@ impl Cluster {
             let core = Core::new(config, disk.persisted_state(), id * 7919).unwrap();
             nodes.insert(id, Node { core, disk });
         }
-        Cluster { nodes, outbox: Vec::new(), auto_sync: true, cut: BTreeSet::new() }
+        Cluster {
+            nodes,
+            outbox: Vec::new(),
+            auto_sync: true,
+            cut: BTreeSet::new(),
+        }
     }
 
     fn core(&self, id: NodeId) -> &Core {
@@ -147,8 +152,15 @@ impl Cluster {
         }
     }
 
-    fn propose(&mut self, id: NodeId, payloads: &[&'static str]) -> std::ops::RangeInclusive<LogIndex> {
-        let proposals = payloads.iter().map(|p| Proposal::data(Bytes::from_static(p.as_bytes()))).collect();
+    fn propose(
+        &mut self,
+        id: NodeId,
+        payloads: &[&'static str],
+    ) -> std::ops::RangeInclusive<LogIndex> {
+        let proposals = payloads
+            .iter()
+            .map(|p| Proposal::data(Bytes::from_static(p.as_bytes())))
+            .collect();
         self.core_mut(id).propose(proposals).unwrap()
     }
 }
@@ -157,20 +169,35 @@ impl Cluster {
 fn core_with_log(id: NodeId, members: &[NodeId], terms: &[Term], hard_term: Term) -> (Core, Disk) {
     let mut disk = Disk::new(LogStart::initial(voters(members)));
     for (offset, &term) in terms.iter().enumerate() {
-        disk.append(Entry::data(offset as u64 + 1, term, Bytes::from(format!("e{offset}"))));
+        disk.append(Entry::data(
+            offset as u64 + 1,
+            term,
+            Bytes::from(format!("e{offset}")),
+        ));
     }
     disk.sync();
-    disk.hard_state = HardState { term: hard_term, voted_for: None };
+    disk.hard_state = HardState {
+        term: hard_term,
+        voted_for: None,
+    };
     let core = Core::new(config(id), disk.persisted_state(), id).unwrap();
     (core, disk)
 }
 
-fn append(term: Term, prev: (LogIndex, Term), entries: &[(LogIndex, Term)], commit: LogIndex) -> Message {
+fn append(
+    term: Term,
+    prev: (LogIndex, Term),
+    entries: &[(LogIndex, Term)],
+    commit: LogIndex,
+) -> Message {
     Message::AppendEntries(AppendEntries {
         term,
         prev_log_index: prev.0,
         prev_log_term: prev.1,
-        entries: entries.iter().map(|&(i, t)| Entry::data(i, t, Bytes::from(format!("x{i}.{t}")))).collect(),
+        entries: entries
+            .iter()
+            .map(|&(i, t)| Entry::data(i, t, Bytes::from(format!("x{i}.{t}"))))
+            .collect(),
         leader_commit: commit,
     })
 }
@@ -217,7 +244,9 @@ fn candidate_steps_down_on_a_higher_term() {
     c.elect(1);
     assert_eq!(c.core(1).role(), Role::Candidate);
     let term = c.core(1).term();
-    c.core_mut(1).step(2, append(term + 1, (0, 0), &[], 0)).unwrap();
+    c.core_mut(1)
+        .step(2, append(term + 1, (0, 0), &[], 0))
+        .unwrap();
     assert_eq!(c.core(1).role(), Role::Follower);
     assert_eq!(c.core(1).term(), term + 1);
 }
@@ -229,7 +258,9 @@ fn leader_steps_down_on_a_higher_term() {
     c.elect(1);
     assert_eq!(c.core(1).role(), Role::Leader);
     let term = c.core(1).term();
-    c.core_mut(1).step(3, vote_request(term + 1, (0, 0))).unwrap();
+    c.core_mut(1)
+        .step(3, vote_request(term + 1, (0, 0)))
+        .unwrap();
     assert_eq!(c.core(1).role(), Role::Follower);
     assert_eq!(c.core(1).term(), term + 1);
 }
@@ -329,7 +360,13 @@ fn each_voter_votes_at_most_once_per_term() {
     core.step(2, vote_request(2, (0, 0))).unwrap();
     core.step(3, vote_request(2, (0, 0))).unwrap();
     let ready = drain(&mut core, &mut disk);
-    assert_eq!(ready.hard_state, Some(HardState { term: 2, voted_for: Some(2) }));
+    assert_eq!(
+        ready.hard_state,
+        Some(HardState {
+            term: 2,
+            voted_for: Some(2)
+        })
+    );
     let granted: Vec<(NodeId, bool)> = ready
         .messages
         .iter()
@@ -355,11 +392,19 @@ fn a_vote_is_in_the_hard_state_of_the_ready_that_sends_it() {
 /// §5.4.1: a vote is refused to a candidate whose log is less up to date.
 #[test]
 fn vote_is_refused_to_a_less_up_to_date_log() {
-    for (candidate_last, expect) in [((3, 2), true), ((2, 3), true), ((2, 2), false), ((4, 1), false)] {
+    for (candidate_last, expect) in [
+        ((3, 2), true),
+        ((2, 3), true),
+        ((2, 2), false),
+        ((4, 1), false),
+    ] {
         let (mut core, mut disk) = core_with_log(1, &[1, 2, 3], &[1, 2, 2], 3);
         core.step(2, vote_request(4, candidate_last)).unwrap();
         let ready = drain(&mut core, &mut disk);
-        let granted = ready.messages.iter().any(|(_, m)| matches!(m, Message::RequestVoteResponse(r) if r.granted));
+        let granted = ready
+            .messages
+            .iter()
+            .any(|(_, m)| matches!(m, Message::RequestVoteResponse(r) if r.granted));
         assert_eq!(granted, expect, "candidate last {candidate_last:?}");
     }
 }
@@ -375,10 +420,16 @@ fn leader_commits_once_a_majority_has_persisted_the_entry() {
     c.auto_sync = false;
     let range = c.propose(1, &["a"]);
     c.settle();
-    assert!(c.core(1).commit_index() < *range.end(), "nothing persisted yet");
+    assert!(
+        c.core(1).commit_index() < *range.end(),
+        "nothing persisted yet"
+    );
     c.sync(1);
     c.settle();
-    assert!(c.core(1).commit_index() < *range.end(), "only the leader persisted");
+    assert!(
+        c.core(1).commit_index() < *range.end(),
+        "only the leader persisted"
+    );
     c.sync(2);
     c.settle();
     assert_eq!(c.core(1).commit_index(), *range.end());
@@ -389,7 +440,8 @@ fn leader_commits_once_a_majority_has_persisted_the_entry() {
 #[test]
 fn followers_advance_commit_to_min_of_leader_commit_and_last_new_entry() {
     let (mut core, _) = core_with_log(1, &[1, 2, 3], &[], 1);
-    core.step(2, append(1, (0, 0), &[(1, 1), (2, 1)], 5)).unwrap();
+    core.step(2, append(1, (0, 0), &[(1, 1), (2, 1)], 5))
+        .unwrap();
     assert_eq!(core.commit_index(), 2);
     core.step(2, append(1, (2, 1), &[(3, 1)], 2)).unwrap();
     assert_eq!(core.commit_index(), 2);
@@ -410,12 +462,26 @@ fn follower_rejects_a_mismatch_and_the_leader_backs_up() {
     });
     assert_eq!(
         outcome,
-        Some(AppendOutcome::Rejected { rejected_prev_index: 5, hint: RejectHint::ConflictingTerm { term: 2, first_index: 3 } })
+        Some(AppendOutcome::Rejected {
+            rejected_prev_index: 5,
+            hint: RejectHint::ConflictingTerm {
+                term: 2,
+                first_index: 3
+            }
+        })
     );
     core.step(2, append(4, (7, 3), &[], 0)).unwrap();
     let ready = drain(&mut core, &mut disk);
-    assert!(ready.messages.iter().any(|(_, m)| matches!(m,
-        Message::AppendEntriesResponse(AppendEntriesResponse { outcome: AppendOutcome::Rejected { hint: RejectHint::LogTooShort { last_index: 5 }, .. }, .. }))));
+    assert!(ready.messages.iter().any(|(_, m)| matches!(
+        m,
+        Message::AppendEntriesResponse(AppendEntriesResponse {
+            outcome: AppendOutcome::Rejected {
+                hint: RejectHint::LogTooShort { last_index: 5 },
+                ..
+            },
+            ..
+        })
+    )));
 
     // End to end: a follower with a divergent log is repaired.
     let mut c = Cluster::new(&[1, 2, 3], |_| {});
@@ -442,7 +508,8 @@ fn follower_rejects_a_mismatch_and_the_leader_backs_up() {
 fn follower_truncates_a_conflicting_suffix_and_keeps_a_matching_one() {
     let (mut core, mut disk) = core_with_log(1, &[1, 2, 3], &[1, 1, 2, 2], 3);
     // Matching entries (1..=2, term 1) are kept: no truncation.
-    core.step(2, append(3, (0, 0), &[(1, 1), (2, 1)], 0)).unwrap();
+    core.step(2, append(3, (0, 0), &[(1, 1), (2, 1)], 0))
+        .unwrap();
     let ready = drain(&mut core, &mut disk);
     assert_eq!(ready.truncate_from, None);
     assert_eq!(core.last_index(), 4);
@@ -461,7 +528,10 @@ fn follower_truncates_a_conflicting_suffix_and_keeps_a_matching_one() {
 fn an_old_term_entry_is_not_committed_by_counting_replicas() {
     assert!(!figure_8_commits_old_entry(Bugs::default()));
     // The mutation switch breaks exactly this rule.
-    assert!(figure_8_commits_old_entry(Bugs { commit_old_term_by_counting: true, ..Bugs::default() }));
+    assert!(figure_8_commits_old_entry(Bugs {
+        commit_old_term_by_counting: true,
+        ..Bugs::default()
+    }));
 }
 
 /// Leader 1 of term 3 holds entry (2, term 1) that only it and node 2 had;
@@ -474,7 +544,10 @@ fn figure_8_commits_old_entry(bugs: Bugs) -> bool {
     disk.append(Entry::data(1, 1, Bytes::from_static(b"a")));
     disk.append(Entry::data(2, 1, Bytes::from_static(b"b")));
     disk.sync();
-    disk.hard_state = HardState { term: 2, voted_for: None };
+    disk.hard_state = HardState {
+        term: 2,
+        voted_for: None,
+    };
     let mut leader = Core::new(config_1, disk.persisted_state(), 1).unwrap();
     for _ in 0..20 {
         leader.tick();
@@ -482,7 +555,14 @@ fn figure_8_commits_old_entry(bugs: Bugs) -> bool {
     for voter in [2, 3] {
         let term = leader.term();
         leader
-            .step(voter, Message::RequestVoteResponse(RequestVoteResponse { term, pre_vote: false, granted: true }))
+            .step(
+                voter,
+                Message::RequestVoteResponse(RequestVoteResponse {
+                    term,
+                    pre_vote: false,
+                    granted: true,
+                }),
+            )
             .unwrap();
     }
     assert_eq!(leader.role(), Role::Leader);
@@ -494,7 +574,13 @@ fn figure_8_commits_old_entry(bugs: Bugs) -> bool {
     // Nodes 2 and 3 acknowledge entry 2 (old term), not the leader's newer ones.
     for voter in [2, 3] {
         leader
-            .step(voter, Message::AppendEntriesResponse(AppendEntriesResponse { term, outcome: AppendOutcome::Accepted { match_index: 2 } }))
+            .step(
+                voter,
+                Message::AppendEntriesResponse(AppendEntriesResponse {
+                    term,
+                    outcome: AppendOutcome::Accepted { match_index: 2 },
+                }),
+            )
             .unwrap();
     }
     leader.commit_index() >= 2
@@ -542,7 +628,10 @@ fn leadership_transfer_makes_the_target_leader() {
     c.propose(1, &["a"]);
     c.settle();
     c.core_mut(1).transfer_leadership(3).unwrap();
-    assert!(matches!(c.core_mut(1).propose(vec![Proposal::data(Bytes::new())]), Err(ProposeError::TransferInProgress { to: 3 })));
+    assert!(matches!(
+        c.core_mut(1).propose(vec![Proposal::data(Bytes::new())]),
+        Err(ProposeError::TransferInProgress { to: 3 })
+    ));
     c.settle();
     assert_eq!(c.core(3).role(), Role::Leader);
     assert_eq!(c.core(1).role(), Role::Follower);
@@ -558,7 +647,12 @@ fn a_learner_receives_the_log_and_is_promoted_through_joint_consensus() {
     let core = Core::new(config(4), disk.persisted_state(), 4).unwrap();
     c.nodes.insert(4, Node { core, disk });
     c.elect(1);
-    c.core_mut(1).propose_membership_change(MembershipChange::AddLearner { id: 4, addr: "n4".into() }).unwrap();
+    c.core_mut(1)
+        .propose_membership_change(MembershipChange::AddLearner {
+            id: 4,
+            addr: "n4".into(),
+        })
+        .unwrap();
     c.settle();
     c.tick_all(3);
     assert!(c.core(4).membership().is_learner(4));
@@ -569,16 +663,22 @@ fn a_learner_receives_the_log_and_is_promoted_through_joint_consensus() {
     }
     assert_eq!(c.core(4).role(), Role::Follower);
     c.settle();
-    c.core_mut(1).propose_membership_change(MembershipChange::PromoteLearner { id: 4 }).unwrap();
+    c.core_mut(1)
+        .propose_membership_change(MembershipChange::PromoteLearner { id: 4 })
+        .unwrap();
     // A second change while this one is in progress is refused.
     assert!(matches!(
-        c.core_mut(1).propose_membership_change(MembershipChange::Remove { id: 2 }),
+        c.core_mut(1)
+            .propose_membership_change(MembershipChange::Remove { id: 2 }),
         Err(MembershipChangeError::ChangeInProgress { .. })
     ));
     c.settle();
     c.tick_all(3);
     let membership = c.core(1).membership().clone();
-    assert!(!membership.is_joint(), "C_new follows C_old,new automatically");
+    assert!(
+        !membership.is_joint(),
+        "C_new follows C_old,new automatically"
+    );
     assert!(membership.voters.contains(&4));
     assert_eq!(c.core(4).membership(), &membership);
 }
@@ -589,14 +689,19 @@ fn a_learner_receives_the_log_and_is_promoted_through_joint_consensus() {
 fn a_removed_leader_steps_down_after_c_new_commits() {
     let mut c = Cluster::new(&[1, 2, 3], |_| {});
     c.elect(1);
-    c.core_mut(1).propose_membership_change(MembershipChange::Remove { id: 1 }).unwrap();
+    c.core_mut(1)
+        .propose_membership_change(MembershipChange::Remove { id: 1 })
+        .unwrap();
     c.settle();
     c.tick_all(3);
     assert_eq!(c.core(1).role(), Role::Follower);
     assert!(!c.core(2).membership().is_voter(1));
     c.cut.insert(1);
     c.tick_all(40);
-    let leaders: Vec<NodeId> = [2, 3].into_iter().filter(|&id| c.core(id).role() == Role::Leader).collect();
+    let leaders: Vec<NodeId> = [2, 3]
+        .into_iter()
+        .filter(|&id| c.core(id).role() == Role::Leader)
+        .collect();
     assert_eq!(leaders.len(), 1);
 }
 
@@ -628,7 +733,16 @@ fn a_follower_behind_the_log_start_is_reset_to_it() {
 fn malformed_entries_are_refused_with_a_typed_error() {
     let (mut core, _) = core_with_log(1, &[1, 2, 3], &[], 1);
     let result = core.step(2, append(1, (0, 0), &[(2, 1)], 0));
-    assert_eq!(result, Err(StepError::BadEntries { from: 2, prev_log_index: 0 }));
-    assert!(matches!(core.step(1, append(1, (0, 0), &[], 0)), Err(StepError::FromSelf { .. })));
+    assert_eq!(
+        result,
+        Err(StepError::BadEntries {
+            from: 2,
+            prev_log_index: 0
+        })
+    );
+    assert!(matches!(
+        core.step(1, append(1, (0, 0), &[], 0)),
+        Err(StepError::FromSelf { .. })
+    ));
     let _ = EntryKind::Data;
 }

@@ -38,7 +38,9 @@ fn run_seeds(base: u64, voters: usize, steps: u64) {
             Err(failure) => panic!("{failure}"),
         }
     }
-    eprintln!("{count} seeds from {base} with {voters} voters passed; {committed} entries committed");
+    eprintln!(
+        "{count} seeds from {base} with {voters} voters passed; {committed} entries committed"
+    );
 }
 
 /// Seeds are laid out so that the voter count follows from the seed alone

@@ -34,18 +34,27 @@ fn first_failing_seed(bugs: Bugs, voters: usize) -> Option<u64> {
 
 #[test]
 fn simulator_catches_two_votes_in_one_term() {
-    let bugs = Bugs { double_vote: true, ..Bugs::default() };
+    let bugs = Bugs {
+        double_vote: true,
+        ..Bugs::default()
+    };
     assert!(first_failing_seed(bugs, 3).is_some());
 }
 
 #[test]
 fn simulator_catches_votes_granted_without_the_log_check() {
-    let bugs = Bugs { vote_without_log_check: true, ..Bugs::default() };
+    let bugs = Bugs {
+        vote_without_log_check: true,
+        ..Bugs::default()
+    };
     assert!(first_failing_seed(bugs, 3).is_some());
 }
 
 #[test]
 fn simulator_catches_acknowledging_unpersisted_entries() {
-    let bugs = Bugs { ack_unpersisted: true, ..Bugs::default() };
+    let bugs = Bugs {
+        ack_unpersisted: true,
+        ..Bugs::default()
+    };
     assert!(first_failing_seed(bugs, 3).is_some());
 }

@@ -49,11 +49,18 @@ impl Proposal {
 /// A membership change; one at a time, voter changes through joint consensus.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MembershipChange {
-    AddLearner { id: NodeId, addr: String },
+    AddLearner {
+        id: NodeId,
+        addr: String,
+    },
     /// A learner becomes a voter (add it as a learner first, so it catches up).
-    PromoteLearner { id: NodeId },
+    PromoteLearner {
+        id: NodeId,
+    },
     /// Removes a voter or a learner (the leader itself included).
-    Remove { id: NodeId },
+    Remove {
+        id: NodeId,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -63,7 +70,10 @@ pub enum ProposeError {
     #[error("a leadership transfer to {to} is in progress")]
     TransferInProgress { to: NodeId },
     #[error("{unpersisted_bytes} bytes wait for the local sync, the limit is {limit_bytes}")]
-    Backpressure { unpersisted_bytes: u64, limit_bytes: u64 },
+    Backpressure {
+        unpersisted_bytes: u64,
+        limit_bytes: u64,
+    },
     #[error("empty proposal batch")]
     EmptyBatch,
 }
@@ -102,9 +112,16 @@ pub enum StepError {
     #[error("message from node {from} claims to come from this node")]
     FromSelf { from: NodeId },
     #[error("node {from} sent entries that do not continue index {prev_log_index} consecutively with non-decreasing terms")]
-    BadEntries { from: NodeId, prev_log_index: LogIndex },
+    BadEntries {
+        from: NodeId,
+        prev_log_index: LogIndex,
+    },
     #[error("node {from} acknowledged index {match_index}, beyond our last index {last_index}")]
-    AckBeyondLog { from: NodeId, match_index: LogIndex, last_index: LogIndex },
+    AckBeyondLog {
+        from: NodeId,
+        match_index: LogIndex,
+        last_index: LogIndex,
+    },
     #[error("node {from} sent a log start with first index 0")]
     BadLogStart { from: NodeId },
 }
@@ -116,19 +133,35 @@ pub enum InitError {
     #[error("term runs are not increasing in index and term at run {run}")]
     BadRuns { run: usize },
     #[error("term runs do not cover the log {first_index}..={last_index}")]
-    RunsDoNotCoverLog { first_index: LogIndex, last_index: LogIndex },
+    RunsDoNotCoverLog {
+        first_index: LogIndex,
+        last_index: LogIndex,
+    },
     #[error("log start first index is 0")]
     ZeroFirstIndex,
     #[error("config entry at index {index} is outside the log {first_index}..={last_index}")]
-    ConfigOutsideLog { index: LogIndex, first_index: LogIndex, last_index: LogIndex },
+    ConfigOutsideLog {
+        index: LogIndex,
+        first_index: LogIndex,
+        last_index: LogIndex,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CompactError {
-    #[error("cannot drop entries up to {index}: only up to {commit_index} are committed and persisted")]
-    NotCommitted { index: LogIndex, commit_index: LogIndex },
+    #[error(
+        "cannot drop entries up to {index}: only up to {commit_index} are committed and persisted"
+    )]
+    NotCommitted {
+        index: LogIndex,
+        commit_index: LogIndex,
+    },
     #[error("log start's previous term {given} does not match term {actual:?} at index {index}")]
-    TermMismatch { index: LogIndex, given: Term, actual: Option<Term> },
+    TermMismatch {
+        index: LogIndex,
+        given: Term,
+        actual: Option<Term>,
+    },
 }
 
 /// Why the core could not read entries to replicate.
@@ -346,16 +379,27 @@ impl Core {
                 && term_runs.last().is_some_and(|r| r.0 <= last_index)
         };
         if !covers {
-            return Err(InitError::RunsDoNotCoverLog { first_index, last_index });
+            return Err(InitError::RunsDoNotCoverLog {
+                first_index,
+                last_index,
+            });
         }
         for (index, _) in &config_entries {
             if *index < first_index || *index > last_index {
-                return Err(InitError::ConfigOutsideLog { index: *index, first_index, last_index });
+                return Err(InitError::ConfigOutsideLog {
+                    index: *index,
+                    first_index,
+                    last_index,
+                });
             }
         }
         let log = RaftLog::new(log_start, last_index, term_runs, config_entries);
         let commit_index = first_index - 1;
-        let soft_state = SoftState { role: Role::Follower, term: hard_state.term, leader: None };
+        let soft_state = SoftState {
+            role: Role::Follower,
+            term: hard_state.term,
+            leader: None,
+        };
         let mut core = Core {
             rng: SplitMix64::new(seed),
             hard_state,
@@ -442,7 +486,11 @@ impl Core {
         self.log.runs()
     }
     pub fn soft_state(&self) -> SoftState {
-        SoftState { role: self.role, term: self.hard_state.term, leader: self.leader }
+        SoftState {
+            role: self.role,
+            term: self.hard_state.term,
+            leader: self.leader,
+        }
     }
     pub fn config(&self) -> &Config {
         &self.config
@@ -505,10 +553,11 @@ impl Core {
             self.heartbeat_elapsed = 0;
             self.heartbeat_due = true;
         }
-        if let Some((to, ticks)) = self.transfer.as_mut() {
+        if let Some((_, ticks)) = self.transfer.as_mut() {
             *ticks += 1;
+            // A transfer that has not finished within an election timeout
+            // failed; accept proposals again.
             if *ticks >= self.config.election_ticks_min {
-                let _ = to;
                 self.transfer = None;
             }
         }
@@ -538,7 +587,6 @@ impl Core {
         }
         let term = message.term();
         if term > self.term() {
-            let is_vote_request = matches!(message, Message::RequestVote(_));
             if let Message::RequestVote(request) = &message {
                 let in_lease = self.config.check_quorum
                     && self.leader.is_some()
@@ -553,12 +601,11 @@ impl Core {
                 matches!(&message, Message::RequestVoteResponse(r) if r.pre_vote && r.granted);
             if !pre_vote_request && !pre_vote_granted {
                 let leader = match message {
-                    Message::AppendEntries(_) | Message::InstallLogStart(_) | Message::TimeoutNow(_) => {
-                        Some(from)
-                    }
+                    Message::AppendEntries(_)
+                    | Message::InstallLogStart(_)
+                    | Message::TimeoutNow(_) => Some(from),
                     _ => None,
                 };
-                let _ = is_vote_request;
                 self.become_follower(term, leader);
             }
         } else if term < self.term() {
@@ -575,7 +622,9 @@ impl Core {
                             term: self.term(),
                             outcome: AppendOutcome::Rejected {
                                 rejected_prev_index: 0,
-                                hint: RejectHint::LogTooShort { last_index: self.log.last_index },
+                                hint: RejectHint::LogTooShort {
+                                    last_index: self.log.last_index,
+                                },
                             },
                         }),
                     );
@@ -642,7 +691,9 @@ impl Core {
 
     fn check_can_propose(&self) -> Result<(), ProposeError> {
         if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader { leader: self.leader });
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
         }
         if let Some((to, _)) = self.transfer {
             return Err(ProposeError::TransferInProgress { to });
@@ -665,7 +716,9 @@ impl Core {
         let current = self.log.membership().clone();
         let config_index = self.log.last_config_index();
         if current.is_joint() || config_index > self.commit_index {
-            return Err(MembershipChangeError::ChangeInProgress { index: config_index });
+            return Err(MembershipChangeError::ChangeInProgress {
+                index: config_index,
+            });
         }
         let mut next = current.clone();
         match change {
@@ -717,7 +770,9 @@ impl Core {
     /// Hands leadership to voter `to` (it campaigns once its log is current).
     pub fn transfer_leadership(&mut self, to: NodeId) -> Result<(), TransferError> {
         if self.role != Role::Leader {
-            return Err(TransferError::NotLeader { leader: self.leader });
+            return Err(TransferError::NotLeader {
+                leader: self.leader,
+            });
         }
         if to == self.config.id {
             return Err(TransferError::AlreadyLeader { to });
@@ -727,7 +782,11 @@ impl Core {
         }
         self.transfer = Some((to, 0));
         self.election_elapsed = 0;
-        if self.progress.get(&to).is_some_and(|pr| pr.match_index == self.log.last_index) {
+        if self
+            .progress
+            .get(&to)
+            .is_some_and(|pr| pr.match_index == self.log.last_index)
+        {
             let term = self.term();
             self.send(to, Message::TimeoutNow(TimeoutNow { term }));
         }
@@ -751,14 +810,21 @@ impl Core {
     pub fn log_compacted(&mut self, start: LogStart) -> Result<(), CompactError> {
         let index = start.first_index.saturating_sub(1);
         if index > self.commit_index || index > self.log.persisted_index {
-            return Err(CompactError::NotCommitted { index, commit_index: self.commit_index });
+            return Err(CompactError::NotCommitted {
+                index,
+                commit_index: self.commit_index,
+            });
         }
         if index < self.log.first_index() {
             return Ok(());
         }
         let actual = self.log.term(index);
         if actual != Some(start.prev_term) {
-            return Err(CompactError::TermMismatch { index, given: start.prev_term, actual });
+            return Err(CompactError::TermMismatch {
+                index,
+                given: start.prev_term,
+                actual,
+            });
         }
         self.log.set_start(start);
         Ok(())
@@ -772,7 +838,11 @@ impl Core {
         }
         ready.log_start_reset = self.pending_reset.take();
         ready.truncate_from = self.pending_truncate.take();
-        ready.entries = self.log.unpersisted_after(self.handed_out_index).cloned().collect();
+        ready.entries = self
+            .log
+            .unpersisted_after(self.handed_out_index)
+            .cloned()
+            .collect();
         self.handed_out_index = self.log.last_index;
         if self.hard_state != self.hard_state_emitted {
             ready.hard_state = Some(self.hard_state);
@@ -780,7 +850,10 @@ impl Core {
         }
         ready.messages = std::mem::take(&mut self.messages);
         if self.commit_index != self.commit_emitted {
-            debug_assert!(self.commit_index > self.commit_emitted, "commit index never decreases");
+            debug_assert!(
+                self.commit_index > self.commit_emitted,
+                "commit index never decreases"
+            );
             ready.commit_index = Some(self.commit_index);
             self.commit_emitted = self.commit_index;
         }
@@ -804,15 +877,19 @@ impl Core {
 
     fn reset_election_timer(&mut self) {
         self.election_elapsed = 0;
-        self.randomized_election_ticks = self
-            .rng
-            .range(self.config.election_ticks_min, self.config.election_ticks_max);
+        self.randomized_election_ticks = self.rng.range(
+            self.config.election_ticks_min,
+            self.config.election_ticks_max,
+        );
     }
 
     fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
         debug_assert!(term >= self.term(), "terms never decrease");
         if term > self.term() {
-            self.hard_state = HardState { term, voted_for: None };
+            self.hard_state = HardState {
+                term,
+                voted_for: None,
+            };
             self.leader_match_ceiling = 0;
             self.acked_index = 0;
         }
@@ -842,7 +919,10 @@ impl Core {
 
     fn become_candidate(&mut self, leadership_transfer: bool) {
         let term = self.term() + 1;
-        self.hard_state = HardState { term, voted_for: Some(self.config.id) };
+        self.hard_state = HardState {
+            term,
+            voted_for: Some(self.config.id),
+        };
         self.role = Role::Candidate;
         self.leader = None;
         self.votes.clear();
@@ -868,7 +948,11 @@ impl Core {
         };
         let voters: Vec<NodeId> = {
             let m = self.log.membership();
-            m.voters.union(&m.voters_outgoing).copied().filter(|&v| v != id).collect()
+            m.voters
+                .union(&m.voters_outgoing)
+                .copied()
+                .filter(|&v| v != id)
+                .collect()
         };
         for voter in voters {
             self.send(voter, Message::RequestVote(request.clone()));
@@ -924,11 +1008,17 @@ impl Core {
         let id = self.config.id;
         let next = self.log.last_index + 1;
         let now = self.tick_count;
-        let members: BTreeSet<NodeId> =
-            self.log.membership().members().filter(|&m| m != id).collect();
+        let members: BTreeSet<NodeId> = self
+            .log
+            .membership()
+            .members()
+            .filter(|&m| m != id)
+            .collect();
         self.progress.retain(|peer, _| members.contains(peer));
         for member in members {
-            self.progress.entry(member).or_insert_with(|| Progress::new(next, now));
+            self.progress
+                .entry(member)
+                .or_insert_with(|| Progress::new(next, now));
         }
     }
 
@@ -959,7 +1049,11 @@ impl Core {
             let term = if granted { request.term } else { self.term() };
             self.send(
                 from,
-                Message::RequestVoteResponse(RequestVoteResponse { term, pre_vote: true, granted }),
+                Message::RequestVoteResponse(RequestVoteResponse {
+                    term,
+                    pre_vote: true,
+                    granted,
+                }),
             );
             return;
         }
@@ -975,7 +1069,11 @@ impl Core {
         let term = self.term();
         self.send(
             from,
-            Message::RequestVoteResponse(RequestVoteResponse { term, pre_vote: false, granted }),
+            Message::RequestVoteResponse(RequestVoteResponse {
+                term,
+                pre_vote: false,
+                granted,
+            }),
         );
     }
 
@@ -1026,15 +1124,28 @@ impl Core {
         }
     }
 
-    fn handle_append_entries(&mut self, from: NodeId, append: AppendEntries) -> Result<(), StepError> {
-        let AppendEntries { term: _, prev_log_index, prev_log_term, entries, leader_commit } = append;
+    fn handle_append_entries(
+        &mut self,
+        from: NodeId,
+        append: AppendEntries,
+    ) -> Result<(), StepError> {
+        let AppendEntries {
+            term: _,
+            prev_log_index,
+            prev_log_term,
+            entries,
+            leader_commit,
+        } = append;
         let mut expected_term = prev_log_term;
         for (offset, entry) in entries.iter().enumerate() {
             if entry.index != prev_log_index + 1 + offset as u64
                 || entry.term < expected_term
                 || entry.term > self.term()
             {
-                return Err(StepError::BadEntries { from, prev_log_index });
+                return Err(StepError::BadEntries {
+                    from,
+                    prev_log_index,
+                });
             }
             expected_term = entry.term;
         }
@@ -1051,7 +1162,9 @@ impl Core {
             Some(term) if term == prev_log_term => {}
             found => {
                 let hint = match found {
-                    None => RejectHint::LogTooShort { last_index: self.log.last_index },
+                    None => RejectHint::LogTooShort {
+                        last_index: self.log.last_index,
+                    },
                     Some(term) => RejectHint::ConflictingTerm {
                         term,
                         first_index: self.log.first_index_of_term_at(prev_log_index),
@@ -1062,7 +1175,10 @@ impl Core {
                     from,
                     Message::AppendEntriesResponse(AppendEntriesResponse {
                         term,
-                        outcome: AppendOutcome::Rejected { rejected_prev_index: prev_log_index, hint },
+                        outcome: AppendOutcome::Rejected {
+                            rejected_prev_index: prev_log_index,
+                            hint,
+                        },
                     }),
                 );
                 return Ok(());
@@ -1074,7 +1190,10 @@ impl Core {
             match self.log.term(entry.index) {
                 Some(term) if term == entry.term => continue,
                 Some(_) => {
-                    debug_assert!(entry.index > self.commit_index, "a committed entry is never truncated");
+                    debug_assert!(
+                        entry.index > self.commit_index,
+                        "a committed entry is never truncated"
+                    );
                     debug_assert!(
                         entry.index > self.leader_match_ceiling,
                         "entries matching this term's leader are never truncated"
@@ -1091,9 +1210,9 @@ impl Core {
         }
         if let Some(rest) = entries.get(append_from..) {
             if !rest.is_empty() {
-                let before = self.log.last_config_index();
-                let _ = self.log.append(rest);
-                let _ = before;
+                // A config entry that does not decode is kept but not
+                // applied; the leader encoded it, so only a bug gets here.
+                let _undecodable_configs = self.log.append(rest);
             }
         }
         self.leader_match_ceiling = self.leader_match_ceiling.max(last_new_index);
@@ -1110,7 +1229,10 @@ impl Core {
     }
 
     fn truncate_from(&mut self, from: LogIndex) {
-        debug_assert!(self.role != Role::Leader, "a leader never truncates its own log");
+        debug_assert!(
+            self.role != Role::Leader,
+            "a leader never truncates its own log"
+        );
         self.log.truncate_from(from);
         if from <= self.handed_out_index {
             self.pending_truncate = Some(self.pending_truncate.map_or(from, |t| t.min(from)));
@@ -1193,7 +1315,10 @@ impl Core {
         match message {
             Message::AppendEntriesResponse(response) => match response.outcome {
                 AppendOutcome::Accepted { match_index } => self.handle_ack(from, match_index),
-                AppendOutcome::Rejected { rejected_prev_index, hint } => {
+                AppendOutcome::Rejected {
+                    rejected_prev_index,
+                    hint,
+                } => {
                     self.handle_reject(from, rejected_prev_index, hint);
                     Ok(())
                 }
@@ -1208,7 +1333,9 @@ impl Core {
             }
             // Another leader in our term is impossible (election safety);
             // TimeoutNow is only sent by leaders.
-            Message::AppendEntries(_) | Message::InstallLogStart(_) | Message::TimeoutNow(_) => Ok(()),
+            Message::AppendEntries(_) | Message::InstallLogStart(_) | Message::TimeoutNow(_) => {
+                Ok(())
+            }
             Message::RequestVote(_) | Message::RequestVoteResponse(_) => Ok(()),
         }
     }
@@ -1216,7 +1343,11 @@ impl Core {
     fn handle_ack(&mut self, from: NodeId, match_index: LogIndex) -> Result<(), StepError> {
         let last_index = self.log.last_index;
         if match_index > last_index {
-            return Err(StepError::AckBeyondLog { from, match_index, last_index });
+            return Err(StepError::AckBeyondLog {
+                from,
+                match_index,
+                last_index,
+            });
         }
         let Some(pr) = self.progress.get_mut(&from) else {
             return Ok(());
@@ -1331,7 +1462,11 @@ impl Core {
     }
 
     /// Leader: fills the network within each follower's flow-control limits.
-    fn replicate_all<R: LogReader>(&mut self, reader: &R, errors: &mut Vec<(NodeId, LogReadError)>) {
+    fn replicate_all<R: LogReader>(
+        &mut self,
+        reader: &R,
+        errors: &mut Vec<(NodeId, LogReadError)>,
+    ) {
         let heartbeat = std::mem::take(&mut self.heartbeat_due);
         let commit_news = std::mem::take(&mut self.commit_broadcast_due);
         let peers: Vec<NodeId> = self.progress.keys().copied().collect();
@@ -1396,7 +1531,10 @@ impl Core {
         }
         let term = self.term();
         let log_start = self.log.start.clone();
-        self.send(peer, Message::InstallLogStart(InstallLogStart { term, log_start }));
+        self.send(
+            peer,
+            Message::InstallLogStart(InstallLogStart { term, log_start }),
+        );
     }
 
     fn send_append_empty(&mut self, peer: NodeId) {
@@ -1466,7 +1604,11 @@ impl Core {
 
     /// Entries from `low`, within the per-message limits: persisted ones
     /// through the reader, the rest from the core's own unpersisted tail.
-    fn read_entries<R: LogReader>(&self, low: LogIndex, reader: &R) -> Result<Vec<Entry>, LogReadError> {
+    fn read_entries<R: LogReader>(
+        &self,
+        low: LogIndex,
+        reader: &R,
+    ) -> Result<Vec<Entry>, LogReadError> {
         let last = self.log.last_index;
         if low > last {
             return Ok(Vec::new());
@@ -1491,7 +1633,8 @@ impl Core {
                 return Err(LogReadError::Storage {
                     low,
                     high,
-                    source: "storage returned entries that do not start at the requested index".into(),
+                    source: "storage returned entries that do not start at the requested index"
+                        .into(),
                 });
             }
             bytes = entries.iter().map(entry_bytes).sum();

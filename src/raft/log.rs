@@ -111,9 +111,20 @@ impl RaftLog {
     pub fn append(&mut self, entries: &[Entry]) -> Vec<LogIndex> {
         let mut bad_configs = Vec::new();
         for entry in entries {
-            debug_assert_eq!(entry.index, self.last_index + 1, "log append must be contiguous");
-            debug_assert!(entry.term >= self.last_term(), "terms in a log never decrease");
-            if self.runs.last().map_or(true, |&(_, term)| term != entry.term) {
+            debug_assert_eq!(
+                entry.index,
+                self.last_index + 1,
+                "log append must be contiguous"
+            );
+            debug_assert!(
+                entry.term >= self.last_term(),
+                "terms in a log never decrease"
+            );
+            if self
+                .runs
+                .last()
+                .map_or(true, |&(_, term)| term != entry.term)
+            {
                 self.runs.push((entry.index, entry.term));
             }
             self.last_index = entry.index;
@@ -131,7 +142,10 @@ impl RaftLog {
 
     /// Drops every entry at or above `from`.
     pub fn truncate_from(&mut self, from: LogIndex) {
-        debug_assert!(from >= self.start.first_index, "cannot truncate below the log start");
+        debug_assert!(
+            from >= self.start.first_index,
+            "cannot truncate below the log start"
+        );
         if from > self.last_index {
             return;
         }
@@ -188,7 +202,10 @@ impl RaftLog {
             self.last_index = first - 1;
             self.persisted_index = first - 1;
         } else {
-            let keep_from = self.runs.partition_point(|&(f, _)| f <= first).saturating_sub(1);
+            let keep_from = self
+                .runs
+                .partition_point(|&(f, _)| f <= first)
+                .saturating_sub(1);
             self.runs.drain(..keep_from);
             if let Some(run) = self.runs.first_mut() {
                 run.0 = run.0.max(first);
@@ -210,7 +227,9 @@ impl RaftLog {
     /// Keeps only the latest config entry at or below `commit_index` and
     /// those after it (older ones can never come back into force).
     pub fn forget_old_configs(&mut self, commit_index: LogIndex) {
-        let committed = self.configs.partition_point(|&(index, _)| index <= commit_index);
+        let committed = self
+            .configs
+            .partition_point(|&(index, _)| index <= commit_index);
         if committed > 1 {
             self.configs.drain(..committed - 1);
         }

@@ -73,7 +73,11 @@ impl Progress {
     /// The follower acknowledged its log matches up to `index`; returns true
     /// if that is news.
     pub fn acknowledge(&mut self, index: LogIndex) -> bool {
-        while self.inflight.front().is_some_and(|&(last, _)| last <= index) {
+        while self
+            .inflight
+            .front()
+            .is_some_and(|&(last, _)| last <= index)
+        {
             if let Some((_, bytes)) = self.inflight.pop_front() {
                 self.inflight_bytes -= bytes;
             }

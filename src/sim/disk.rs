@@ -18,7 +18,12 @@ pub struct Disk {
 
 impl Disk {
     pub fn new(log_start: LogStart) -> Disk {
-        Disk { hard_state: HardState::default(), log_start, entries: Vec::new(), synced_count: 0 }
+        Disk {
+            hard_state: HardState::default(),
+            log_start,
+            entries: Vec::new(),
+            synced_count: 0,
+        }
     }
 
     pub fn first_index(&self) -> LogIndex {
@@ -81,7 +86,11 @@ impl Disk {
             .filter_map(|e| Membership::decode(&e.payload).ok())
             .last()
             .unwrap_or_else(|| self.log_start.membership.clone());
-        Some(LogStart { first_index, prev_term, membership })
+        Some(LogStart {
+            first_index,
+            prev_term,
+            membership,
+        })
     }
 
     pub fn compact(&mut self, start: LogStart) {
@@ -97,7 +106,10 @@ impl Disk {
         let mut term_runs: Vec<(LogIndex, Term)> = Vec::new();
         let mut config_entries = Vec::new();
         for entry in &self.entries {
-            if term_runs.last().map_or(true, |&(_, term)| term != entry.term) {
+            if term_runs
+                .last()
+                .map_or(true, |&(_, term)| term != entry.term)
+            {
                 term_runs.push((entry.index, entry.term));
             }
             if entry.kind == EntryKind::Config {
@@ -117,14 +129,21 @@ impl Disk {
 }
 
 impl LogReader for Disk {
-    fn entries(&self, low: LogIndex, high: LogIndex, bytes_max: u64) -> Result<Vec<Entry>, LogReadError> {
+    fn entries(
+        &self,
+        low: LogIndex,
+        high: LogIndex,
+        bytes_max: u64,
+    ) -> Result<Vec<Entry>, LogReadError> {
         if low < self.log_start.first_index {
             return Err(LogReadError::Compacted { index: low });
         }
         let mut out = Vec::new();
         let mut bytes = 0u64;
         for index in low..=high {
-            let Some(entry) = self.entry(index) else { break };
+            let Some(entry) = self.entry(index) else {
+                break;
+            };
             if !out.is_empty() && bytes >= bytes_max {
                 break;
             }

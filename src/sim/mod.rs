@@ -71,17 +71,53 @@ impl SimOptions {
 /// A broken property, with where it was seen.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Violation {
-    TwoLeadersInTerm { term: Term, first: NodeId, second: NodeId },
-    LogMismatch { node: NodeId, index: LogIndex, term: Term },
-    CommittedEntryDiffers { node: NodeId, index: LogIndex },
-    CommittedEntryMissing { node: NodeId, index: LogIndex },
-    CommitIndexDecreased { node: NodeId, from: LogIndex, to: LogIndex },
-    LeaderMissesCommittedEntry { leader: NodeId, term: Term, index: LogIndex },
-    AcknowledgedEntryLost { index: LogIndex },
-    CoreRefusedMessage { node: NodeId, from: NodeId, error: String },
-    ReadyNotContiguous { node: NodeId, index: LogIndex, expected: LogIndex },
-    NoLeaderAfterHealing { steps: u64 },
-    NoCommitAfterHealing { steps: u64 },
+    TwoLeadersInTerm {
+        term: Term,
+        first: NodeId,
+        second: NodeId,
+    },
+    LogMismatch {
+        node: NodeId,
+        index: LogIndex,
+        term: Term,
+    },
+    CommittedEntryDiffers {
+        node: NodeId,
+        index: LogIndex,
+    },
+    CommittedEntryMissing {
+        node: NodeId,
+        index: LogIndex,
+    },
+    CommitIndexDecreased {
+        node: NodeId,
+        from: LogIndex,
+        to: LogIndex,
+    },
+    LeaderMissesCommittedEntry {
+        leader: NodeId,
+        term: Term,
+        index: LogIndex,
+    },
+    AcknowledgedEntryLost {
+        index: LogIndex,
+    },
+    CoreRefusedMessage {
+        node: NodeId,
+        from: NodeId,
+        error: String,
+    },
+    ReadyNotContiguous {
+        node: NodeId,
+        index: LogIndex,
+        expected: LogIndex,
+    },
+    NoLeaderAfterHealing {
+        steps: u64,
+    },
+    NoCommitAfterHealing {
+        steps: u64,
+    },
 }
 
 /// A violation and how to replay it.
@@ -244,7 +280,11 @@ impl Sim {
         let result = self.run_inner();
         let step = self.now;
         let seed = self.options.seed;
-        result.map_err(|violation| Failure { seed, step, violation })
+        result.map_err(|violation| Failure {
+            seed,
+            step,
+            violation,
+        })
     }
 
     fn run_inner(&mut self) -> Result<Report, Violation> {
@@ -319,7 +359,9 @@ impl Sim {
 
     fn maybe_restart(&mut self, id: NodeId) {
         let now = self.now;
-        let Some(node) = self.nodes.get(&id) else { return };
+        let Some(node) = self.nodes.get(&id) else {
+            return;
+        };
         if node.core.is_some() || node.down_until > now {
             return;
         }
@@ -332,11 +374,15 @@ impl Sim {
 
     fn sync_disk(&mut self, id: NodeId) {
         let now = self.now;
-        let Some(node) = self.nodes.get_mut(&id) else { return };
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
         if node.paused_until > now {
             return;
         }
-        let Some(core) = node.core.as_mut() else { return };
+        let Some(core) = node.core.as_mut() else {
+            return;
+        };
         if let Some((index, term)) = node.disk.sync() {
             core.persisted(index, term);
         }
@@ -345,15 +391,18 @@ impl Sim {
     /// Takes and applies one node's Ready, in the documented order.
     fn drain_ready(&mut self, id: NodeId) -> Result<(), Violation> {
         let now = self.now;
-        let Some(node) = self.nodes.get_mut(&id) else { return Ok(()) };
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return Ok(());
+        };
         if node.paused_until > now {
             return Ok(());
         }
-        let Some(core) = node.core.as_mut() else { return Ok(()) };
+        let Some(core) = node.core.as_mut() else {
+            return Ok(());
+        };
         let ready: Ready = core.take_ready(&node.disk);
         let commit_now = core.commit_index();
         let term_now = core.term();
-        let first_index = core.first_index();
         if let Some(start) = ready.log_start_reset {
             node.disk.reset(start);
         }
@@ -363,7 +412,11 @@ impl Sim {
         for entry in &ready.entries {
             let expected = node.disk.last_index() + 1;
             if entry.index != expected {
-                return Err(Violation::ReadyNotContiguous { node: id, index: entry.index, expected });
+                return Err(Violation::ReadyNotContiguous {
+                    node: id,
+                    index: entry.index,
+                    expected,
+                });
             }
             let prev_term = node.disk.term(entry.index - 1).unwrap_or(0);
             node.disk.append(entry.clone());
@@ -372,7 +425,11 @@ impl Sim {
                 let value = (entry_hash(entry), prev_term);
                 match self.written.get(&key) {
                     Some(seen) if *seen != value => {
-                        return Err(Violation::LogMismatch { node: id, index: entry.index, term: entry.term });
+                        return Err(Violation::LogMismatch {
+                            node: id,
+                            index: entry.index,
+                            term: entry.term,
+                        });
                     }
                     Some(_) => {}
                     None => {
@@ -384,18 +441,24 @@ impl Sim {
         if let Some(hard_state) = ready.hard_state {
             node.disk.hard_state = hard_state;
         }
-        let _ = first_index;
         // Checks on what this Ready reported.
-        if self.options.checks {
-            if commit_now < node.last_commit {
-                return Err(Violation::CommitIndexDecreased { node: id, from: node.last_commit, to: commit_now });
-            }
+        if self.options.checks && commit_now < node.last_commit {
+            return Err(Violation::CommitIndexDecreased {
+                node: id,
+                from: node.last_commit,
+                to: commit_now,
+            });
         }
         if commit_now > node.last_commit {
             let from = node.last_commit + 1;
             node.last_commit = commit_now;
             let disk_first = node.disk.first_index();
-            for index in from.max(disk_first)..=commit_now {
+            let check_from = if self.options.checks {
+                from.max(disk_first)
+            } else {
+                commit_now + 1
+            };
+            for index in check_from..=commit_now {
                 let Some(entry) = node.disk.entry(index) else {
                     return Err(Violation::CommittedEntryMissing { node: id, index });
                 };
@@ -436,7 +499,11 @@ impl Sim {
                 if self.options.checks {
                     if let Some(&other) = self.leaders.get(&soft.term) {
                         if other != id {
-                            return Err(Violation::TwoLeadersInTerm { term: soft.term, first: other, second: id });
+                            return Err(Violation::TwoLeadersInTerm {
+                                term: soft.term,
+                                first: other,
+                                second: id,
+                            });
                         }
                     }
                     self.leaders.insert(soft.term, id);
@@ -468,10 +535,19 @@ impl Sim {
         if self.blocked.contains(&(from, to)) || self.rng.chance(self.faults.loss_per_mille, 1000) {
             return;
         }
-        let copies = if self.rng.chance(self.faults.duplicate_per_mille, 1000) { 2 } else { 1 };
+        let copies = if self.rng.chance(self.faults.duplicate_per_mille, 1000) {
+            2
+        } else {
+            1
+        };
         for _ in 0..copies {
             let delay = self.rng.range(0, self.faults.delay_steps_max + 1);
-            self.network.push(InFlight { deliver_at: self.now + delay, from, to, message: message.clone() });
+            self.network.push(InFlight {
+                deliver_at: self.now + delay,
+                from,
+                to,
+                message: message.clone(),
+            });
         }
     }
 
@@ -481,7 +557,10 @@ impl Sim {
         let mut due = Vec::new();
         let mut later = Vec::new();
         for message in self.network.drain(..) {
-            let paused = self.nodes.get(&message.to).is_some_and(|n| n.paused_until > now);
+            let paused = self
+                .nodes
+                .get(&message.to)
+                .is_some_and(|n| n.paused_until > now);
             if message.deliver_at <= now && !paused {
                 due.push(message);
             } else {
@@ -499,12 +578,19 @@ impl Sim {
                 due.swap(i, j);
             }
         }
-        for InFlight { from, to, message, .. } in due {
+        for InFlight {
+            from, to, message, ..
+        } in due
+        {
             let Some(core) = self.nodes.get_mut(&to).and_then(|n| n.core.as_mut()) else {
                 continue;
             };
             if let Err(error) = core.step(from, message) {
-                return Err(Violation::CoreRefusedMessage { node: to, from, error: error.to_string() });
+                return Err(Violation::CoreRefusedMessage {
+                    node: to,
+                    from,
+                    error: error.to_string(),
+                });
             }
         }
         Ok(true)
@@ -512,7 +598,11 @@ impl Sim {
 
     fn inject_faults(&mut self) {
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
-        let pick = |rng: &mut SplitMix64| ids.get(rng.range(0, ids.len() as u64) as usize).copied().unwrap_or(1);
+        let pick = |rng: &mut SplitMix64| {
+            ids.get(rng.range(0, ids.len() as u64) as usize)
+                .copied()
+                .unwrap_or(1)
+        };
         let now = self.now;
         if self.rng.chance(self.options.crash_per_mille, 1000) {
             {
@@ -562,7 +652,8 @@ impl Sim {
             9 => {
                 // Split into two random halves.
                 self.blocked.clear();
-                let side: BTreeMap<NodeId, bool> = ids.iter().map(|&id| (id, self.rng.chance(1, 2))).collect();
+                let side: BTreeMap<NodeId, bool> =
+                    ids.iter().map(|&id| (id, self.rng.chance(1, 2))).collect();
                 for &a in &ids {
                     for &b in &ids {
                         if side.get(&a) != side.get(&b) {
@@ -606,7 +697,9 @@ impl Sim {
         if roll >= 12 {
             return Ok(());
         }
-        let Some(leader) = self.leader_id() else { return Ok(()) };
+        let Some(leader) = self.leader_id() else {
+            return Ok(());
+        };
         let voters_min = self.options.voters;
         let all: Vec<NodeId> = self.nodes.keys().copied().collect();
         let Some(core) = self.nodes.get_mut(&leader).and_then(|n| n.core.as_mut()) else {
@@ -617,11 +710,19 @@ impl Sim {
             0..=3 => {
                 let change = if let Some(&learner) = membership.learners.iter().next() {
                     MembershipChange::PromoteLearner { id: learner }
-                } else if let Some(&spare) = all.iter().find(|id| !membership.addrs.contains_key(id)) {
-                    MembershipChange::AddLearner { id: spare, addr: format!("node-{spare}:7000") }
+                } else if let Some(&spare) =
+                    all.iter().find(|id| !membership.addrs.contains_key(id))
+                {
+                    MembershipChange::AddLearner {
+                        id: spare,
+                        addr: format!("node-{spare}:7000"),
+                    }
                 } else if membership.voters.len() > voters_min {
                     let voters: Vec<NodeId> = membership.voters.iter().copied().collect();
-                    let pick = voters.get(self.rng.range(0, voters.len() as u64) as usize).copied().unwrap_or(leader);
+                    let pick = voters
+                        .get(self.rng.range(0, voters.len() as u64) as usize)
+                        .copied()
+                        .unwrap_or(leader);
                     MembershipChange::Remove { id: pick }
                 } else {
                     return Ok(());
@@ -631,18 +732,31 @@ impl Sim {
                 }
             }
             4..=5 => {
-                let voters: Vec<NodeId> = membership.voters.iter().copied().filter(|&v| v != leader).collect();
-                if let Some(&to) = voters.get(self.rng.range(0, voters.len().max(1) as u64) as usize) {
+                let voters: Vec<NodeId> = membership
+                    .voters
+                    .iter()
+                    .copied()
+                    .filter(|&v| v != leader)
+                    .collect();
+                if let Some(&to) =
+                    voters.get(self.rng.range(0, voters.len().max(1) as u64) as usize)
+                {
                     let _ = core.transfer_leadership(to);
                 }
             }
             _ => {
                 // Retention: drop a committed, synced prefix of some node's log.
-                let id = all.get(self.rng.range(0, all.len() as u64) as usize).copied().unwrap_or(1);
+                let id = all
+                    .get(self.rng.range(0, all.len() as u64) as usize)
+                    .copied()
+                    .unwrap_or(1);
                 let keep = self.rng.range(0, 20);
                 if let Some(node) = self.nodes.get_mut(&id) {
                     if let Some(core) = node.core.as_mut() {
-                        let upto = core.commit_index().min(core.persisted_index()).saturating_sub(keep);
+                        let upto = core
+                            .commit_index()
+                            .min(core.persisted_index())
+                            .saturating_sub(keep);
                         if upto >= core.first_index() {
                             if let Some(start) = node.disk.log_start_at(upto + 1) {
                                 if core.log_compacted(start.clone()).is_ok() {
@@ -673,7 +787,9 @@ impl Sim {
         let start = self.now;
         while self.leader_id().is_none() {
             if self.now - start > elect_steps_max {
-                return Err(Violation::NoLeaderAfterHealing { steps: self.now - start });
+                return Err(Violation::NoLeaderAfterHealing {
+                    steps: self.now - start,
+                });
             }
             self.step(1000)?;
         }
@@ -682,7 +798,9 @@ impl Sim {
         let mut proposed: Option<(NodeId, LogIndex)> = None;
         loop {
             if self.now - start > commit_steps_max {
-                return Err(Violation::NoCommitAfterHealing { steps: self.now - start });
+                return Err(Violation::NoCommitAfterHealing {
+                    steps: self.now - start,
+                });
             }
             let leader = self.leader_id();
             if proposed.map(|(node, _)| Some(node)) != Some(leader) {
@@ -693,7 +811,11 @@ impl Sim {
             self.step(1000)?;
             if let Some((node, index)) = proposed {
                 if self.acknowledged.contains_key(&index)
-                    && self.nodes.get(&node).and_then(|n| n.core.as_ref()).is_some_and(|c| c.commit_index() >= index)
+                    && self
+                        .nodes
+                        .get(&node)
+                        .and_then(|n| n.core.as_ref())
+                        .is_some_and(|c| c.commit_index() >= index)
                 {
                     return Ok(());
                 }
@@ -709,7 +831,9 @@ impl Sim {
                 return Err(Violation::AcknowledgedEntryLost { index });
             }
             for node in self.nodes.values() {
-                let Some(core) = node.core.as_ref() else { continue };
+                let Some(core) = node.core.as_ref() else {
+                    continue;
+                };
                 if core.commit_index() < index || index < node.disk.first_index() {
                     continue;
                 }
@@ -740,9 +864,36 @@ impl Sim {
     }
 
     /// Proposes `proposals` to the leader without client bookkeeping.
-    pub fn propose_raw(&mut self, proposals: Vec<Proposal>) -> Option<std::ops::RangeInclusive<LogIndex>> {
+    pub fn propose_raw(
+        &mut self,
+        proposals: Vec<Proposal>,
+    ) -> Option<std::ops::RangeInclusive<LogIndex>> {
         let leader = self.leader_id()?;
-        self.nodes.get_mut(&leader)?.core.as_mut()?.propose(proposals).ok()
+        self.nodes
+            .get_mut(&leader)?
+            .core
+            .as_mut()?
+            .propose(proposals)
+            .ok()
+    }
+
+    /// Drops every committed, persisted entry from every node's log (keeps
+    /// long benchmark runs in bounded memory).
+    pub fn compact_committed(&mut self) {
+        for node in self.nodes.values_mut() {
+            let Some(core) = node.core.as_mut() else {
+                continue;
+            };
+            let upto = core.commit_index().min(core.persisted_index());
+            if upto < core.first_index() {
+                continue;
+            }
+            if let Some(start) = node.disk.log_start_at(upto + 1) {
+                if core.log_compacted(start.clone()).is_ok() {
+                    node.disk.compact(start);
+                }
+            }
+        }
     }
 
     /// Delivers, syncs every disk and settles without ticking the clock.
@@ -761,26 +912,15 @@ fn start_core(options: &SimOptions, rng: &mut SplitMix64, id: NodeId, disk: &Dis
     config.bugs = options.bugs;
     config.pre_vote = options.seed % 4 != 3;
     config.check_quorum = options.seed % 8 != 5;
-    config.inflight_messages_max = 8;
-    config.append_entries_max = 64;
+    if options.faults {
+        // Small windows exercise flow control and partial acknowledgements.
+        config.inflight_messages_max = 8;
+        config.append_entries_max = 64;
+    }
     match Core::new(config, disk.persisted_state(), rng.next_u64()) {
         Ok(core) => core,
         // The simulated disk always holds a state the core accepts; a
         // failure here is a simulator bug, not a fault to survive.
         Err(error) => panic!("simulated disk of node {id} gave an invalid state: {error}"),
-    }
-}
-
-impl Sim {
-    #[doc(hidden)]
-    pub fn debug_dump(&self) -> String {
-        let mut out = String::new();
-        for node in self.nodes.values() {
-            let core = node.core.as_ref().map(|c| format!("{:?} commit {} first {} last {} persisted {}", c.soft_state(), c.commit_index(), c.first_index(), c.last_index(), c.persisted_index()));
-            let first: Vec<String> = (node.disk.first_index()..node.disk.first_index() + 4).filter_map(|i| node.disk.entry(i)).map(|e| format!("{}:{}:{:?}:{:?}", e.index, e.term, e.kind, e.payload.as_ref())).collect();
-            out += &format!("node {} {:?} disk first {} last {} {:?}\n", node.id, core, node.disk.first_index(), node.disk.last_index(), first);
-        }
-        out += &format!("ack 2 = {:?} committed 2 = {:?}\n", self.acknowledged.get(&2), self.committed.get(&2));
-        out
     }
 }
