@@ -41,7 +41,8 @@ pub struct Config {
 #[doc(hidden)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Bugs {
-    /// Commit an entry of an older term by counting replicas (Figure 8).
+    /// Commit an entry of an older term by counting replicas (Figure 8),
+    /// and skip the new leader's no-op that makes the rule unnecessary.
     pub commit_old_term_by_counting: bool,
     /// Grant a vote even after voting for someone else in the same term.
     pub double_vote: bool,

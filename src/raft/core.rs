@@ -553,10 +553,11 @@ impl Core {
             self.heartbeat_elapsed = 0;
             self.heartbeat_due = true;
         }
-        if let Some((to, ticks)) = self.transfer.as_mut() {
+        if let Some((_, ticks)) = self.transfer.as_mut() {
             *ticks += 1;
+            // A transfer that has not finished within an election timeout
+            // failed; accept proposals again.
             if *ticks >= self.config.election_ticks_min {
-                let _ = to;
                 self.transfer = None;
             }
         }
@@ -586,7 +587,6 @@ impl Core {
         }
         let term = message.term();
         if term > self.term() {
-            let is_vote_request = matches!(message, Message::RequestVote(_));
             if let Message::RequestVote(request) = &message {
                 let in_lease = self.config.check_quorum
                     && self.leader.is_some()
@@ -606,7 +606,6 @@ impl Core {
                     | Message::TimeoutNow(_) => Some(from),
                     _ => None,
                 };
-                let _ = is_vote_request;
                 self.become_follower(term, leader);
             }
         } else if term < self.term() {
@@ -994,6 +993,11 @@ impl Core {
         for pr in self.progress.values_mut() {
             pr.recent_active = true;
         }
+        if self.config.bugs.commit_old_term_by_counting {
+            // The broken rule needs no no-op: it commits old entries anyway.
+            self.maybe_commit();
+            return;
+        }
         // The no-op of §8: lets this leader commit entries of older terms.
         let noop = Entry::noop(self.log.last_index + 1, self.term());
         self.leader_append(std::slice::from_ref(&noop));
@@ -1206,9 +1210,9 @@ impl Core {
         }
         if let Some(rest) = entries.get(append_from..) {
             if !rest.is_empty() {
-                let before = self.log.last_config_index();
-                let _ = self.log.append(rest);
-                let _ = before;
+                // A config entry that does not decode is kept but not
+                // applied; the leader encoded it, so only a bug gets here.
+                let _undecodable_configs = self.log.append(rest);
             }
         }
         self.leader_match_ceiling = self.leader_match_ceiling.max(last_new_index);

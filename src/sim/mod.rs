@@ -25,7 +25,7 @@ pub use self::disk::Disk;
 use crate::raft::{
     Bugs, Config, Core, MembershipChange, Message, Proposal, Ready, Role, SplitMix64,
 };
-use crate::types::{Entry, EntryKind, LogIndex, LogStart, Membership, NodeId, Term};
+use crate::types::{Entry, LogIndex, LogStart, Membership, NodeId, Term};
 
 /// What to simulate.
 #[derive(Clone, Debug)]
@@ -45,6 +45,10 @@ pub struct SimOptions {
     pub checks: bool,
     /// Deliberately broken rules (mutation tests).
     pub bugs: Bugs,
+    /// Chance per step that a client proposes a batch, in thousandths.
+    pub client_per_mille: u64,
+    /// Chance per step that a node crashes, in thousandths.
+    pub crash_per_mille: u64,
 }
 
 impl SimOptions {
@@ -58,6 +62,8 @@ impl SimOptions {
             operations: true,
             checks: true,
             bugs: Bugs::default(),
+            client_per_mille: 333,
+            crash_per_mille: 3,
         }
     }
 }
@@ -301,7 +307,7 @@ impl Sim {
         if self.options.operations {
             self.operate()?;
         }
-        if self.rng.chance(1, 3) {
+        if self.rng.chance(self.options.client_per_mille, 1000) {
             let batch = self.rng.range(1, CLIENT_BATCH_MAX + 1);
             self.client_propose(batch);
         }
@@ -397,7 +403,6 @@ impl Sim {
         let ready: Ready = core.take_ready(&node.disk);
         let commit_now = core.commit_index();
         let term_now = core.term();
-        let first_index = core.first_index();
         if let Some(start) = ready.log_start_reset {
             node.disk.reset(start);
         }
@@ -436,22 +441,24 @@ impl Sim {
         if let Some(hard_state) = ready.hard_state {
             node.disk.hard_state = hard_state;
         }
-        let _ = first_index;
         // Checks on what this Ready reported.
-        if self.options.checks {
-            if commit_now < node.last_commit {
-                return Err(Violation::CommitIndexDecreased {
-                    node: id,
-                    from: node.last_commit,
-                    to: commit_now,
-                });
-            }
+        if self.options.checks && commit_now < node.last_commit {
+            return Err(Violation::CommitIndexDecreased {
+                node: id,
+                from: node.last_commit,
+                to: commit_now,
+            });
         }
         if commit_now > node.last_commit {
             let from = node.last_commit + 1;
             node.last_commit = commit_now;
             let disk_first = node.disk.first_index();
-            for index in from.max(disk_first)..=commit_now {
+            let check_from = if self.options.checks {
+                from.max(disk_first)
+            } else {
+                commit_now + 1
+            };
+            for index in check_from..=commit_now {
                 let Some(entry) = node.disk.entry(index) else {
                     return Err(Violation::CommittedEntryMissing { node: id, index });
                 };
@@ -597,8 +604,8 @@ impl Sim {
                 .unwrap_or(1)
         };
         let now = self.now;
-        match self.rng.range(0, 1000) {
-            0..=2 => {
+        if self.rng.chance(self.options.crash_per_mille, 1000) {
+            {
                 // Crash: every unsynced write is lost.
                 let id = pick(&mut self.rng);
                 let down_steps = self.rng.range(5, 80);
@@ -613,6 +620,8 @@ impl Sim {
                     }
                 }
             }
+        }
+        match self.rng.range(0, 1000) {
             3..=4 => {
                 let id = pick(&mut self.rng);
                 let steps = self.rng.range(5, 60);
@@ -868,6 +877,25 @@ impl Sim {
             .ok()
     }
 
+    /// Drops every committed, persisted entry from every node's log (keeps
+    /// long benchmark runs in bounded memory).
+    pub fn compact_committed(&mut self) {
+        for node in self.nodes.values_mut() {
+            let Some(core) = node.core.as_mut() else {
+                continue;
+            };
+            let upto = core.commit_index().min(core.persisted_index());
+            if upto < core.first_index() {
+                continue;
+            }
+            if let Some(start) = node.disk.log_start_at(upto + 1) {
+                if core.log_compacted(start.clone()).is_ok() {
+                    node.disk.compact(start);
+                }
+            }
+        }
+    }
+
     /// Delivers, syncs every disk and settles without ticking the clock.
     pub fn flush(&mut self) -> Result<(), Violation> {
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
@@ -884,57 +912,15 @@ fn start_core(options: &SimOptions, rng: &mut SplitMix64, id: NodeId, disk: &Dis
     config.bugs = options.bugs;
     config.pre_vote = options.seed % 4 != 3;
     config.check_quorum = options.seed % 8 != 5;
-    config.inflight_messages_max = 8;
-    config.append_entries_max = 64;
+    if options.faults {
+        // Small windows exercise flow control and partial acknowledgements.
+        config.inflight_messages_max = 8;
+        config.append_entries_max = 64;
+    }
     match Core::new(config, disk.persisted_state(), rng.next_u64()) {
         Ok(core) => core,
         // The simulated disk always holds a state the core accepts; a
         // failure here is a simulator bug, not a fault to survive.
         Err(error) => panic!("simulated disk of node {id} gave an invalid state: {error}"),
-    }
-}
-
-impl Sim {
-    #[doc(hidden)]
-    pub fn debug_dump(&self) -> String {
-        let mut out = String::new();
-        for node in self.nodes.values() {
-            let core = node.core.as_ref().map(|c| {
-                format!(
-                    "{:?} commit {} first {} last {} persisted {}",
-                    c.soft_state(),
-                    c.commit_index(),
-                    c.first_index(),
-                    c.last_index(),
-                    c.persisted_index()
-                )
-            });
-            let first: Vec<String> = (node.disk.first_index()..node.disk.first_index() + 4)
-                .filter_map(|i| node.disk.entry(i))
-                .map(|e| {
-                    format!(
-                        "{}:{}:{:?}:{:?}",
-                        e.index,
-                        e.term,
-                        e.kind,
-                        e.payload.as_ref()
-                    )
-                })
-                .collect();
-            out += &format!(
-                "node {} {:?} disk first {} last {} {:?}\n",
-                node.id,
-                core,
-                node.disk.first_index(),
-                node.disk.last_index(),
-                first
-            );
-        }
-        out += &format!(
-            "ack 2 = {:?} committed 2 = {:?}\n",
-            self.acknowledged.get(&2),
-            self.committed.get(&2)
-        );
-        out
     }
 }
