@@ -918,7 +918,12 @@ impl ErrorResponse {
             "Unrecognized must carry an unknown code"
         );
         out.put_u16_le(self.code());
-        put_string_truncated(out, &self.to_string(), ERROR_MESSAGE_BYTES_MAX);
+        let message = match self {
+            // Relay a newer node's message as it came, not wrapped again.
+            ErrorResponse::Unrecognized { message, .. } => message.clone(),
+            known => known.to_string(),
+        };
+        put_string_truncated(out, &message, ERROR_MESSAGE_BYTES_MAX);
         match self {
             ErrorResponse::NotLeader {
                 leader_id,
