@@ -12,14 +12,14 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 
 use raftlog::raft::message::{
-    AppendEntries, AppendEntriesResponse, AppendOutcome, InstallLogStart,
-    InstallLogStartResponse, Message, RejectHint, RequestVote, RequestVoteResponse, TimeoutNow,
+    AppendEntries, AppendEntriesResponse, AppendOutcome, InstallLogStart, InstallLogStartResponse,
+    Message, RejectHint, RequestVote, RequestVoteResponse, TimeoutNow,
 };
 use raftlog::types::{Entry, EntryKind, LogStart, Membership, ProducerSeq};
 use raftlog::wire::client::{
     error_codes, AdminRequest, AppendRequest, ClientRequest, ClientResponse, ClusterStatus,
-    ConsumeEnd, ConsumeEndReason, ConsumeFrom, ConsumeRequest, ErrorResponse, NodeRole,
-    NodeStatus, RecordBatch, RECORDS_PER_APPEND_MAX,
+    ConsumeEnd, ConsumeEndReason, ConsumeFrom, ConsumeRequest, ErrorResponse, NodeRole, NodeStatus,
+    RecordBatch, RECORDS_PER_APPEND_MAX,
 };
 use raftlog::wire::entries::{decode_entries, encode_entries};
 use raftlog::wire::peer::{self, PeerFrame, PeerHello, PeerLane};
@@ -71,12 +71,12 @@ fn payload() -> impl Strategy<Value = Bytes> {
 }
 
 fn producer() -> impl Strategy<Value = Option<ProducerSeq>> {
-    proptest::option::of((any::<u64>(), any::<u64>()).prop_map(|(producer_id, sequence)| {
-        ProducerSeq {
+    proptest::option::of(
+        (any::<u64>(), any::<u64>()).prop_map(|(producer_id, sequence)| ProducerSeq {
             producer_id,
             sequence,
-        }
-    }))
+        }),
+    )
 }
 
 fn kind() -> impl Strategy<Value = EntryKind> {
@@ -149,8 +149,8 @@ fn message() -> impl Strategy<Value = Message> {
                 granted,
             })
         }),
-        (u(), 0..(1u64 << 40), u(), u())
-            .prop_flat_map(|(term, prev_log_index, prev_log_term, leader_commit)| {
+        (u(), 0..(1u64 << 40), u(), u()).prop_flat_map(
+            |(term, prev_log_index, prev_log_term, leader_commit)| {
                 entries_after(prev_log_index).prop_map(move |entries| {
                     Message::AppendEntries(AppendEntries {
                         term,
@@ -160,7 +160,8 @@ fn message() -> impl Strategy<Value = Message> {
                         leader_commit,
                     })
                 })
-            }),
+            }
+        ),
         (u(), u()).prop_map(|(term, match_index)| {
             Message::AppendEntriesResponse(AppendEntriesResponse {
                 term,
@@ -230,9 +231,9 @@ fn client_request() -> impl Strategy<Value = ClientRequest> {
         any::<u64>().prop_map(ConsumeFrom::Index),
     ];
     prop_oneof![
-        (producer(), proptest::collection::vec(payload(), 1..8)).prop_map(
-            |(producer, records)| ClientRequest::Append(AppendRequest { producer, records })
-        ),
+        (producer(), proptest::collection::vec(payload(), 1..8)).prop_map(|(producer, records)| {
+            ClientRequest::Append(AppendRequest { producer, records })
+        }),
         (from, any::<bool>(), proptest::option::of(any::<u64>())).prop_map(
             |(from, follow, limit)| ClientRequest::Consume(ConsumeRequest {
                 from,
@@ -255,17 +256,21 @@ fn reason() -> impl Strategy<Value = String> {
 fn error_response() -> impl Strategy<Value = ErrorResponse> {
     let u = any::<u64>;
     prop_oneof![
-        (proptest::option::of(1..u64::MAX), proptest::option::of(addr())).prop_map(
-            |(leader_id, leader_addr)| ErrorResponse::NotLeader {
+        (
+            proptest::option::of(1..u64::MAX),
+            proptest::option::of(addr())
+        )
+            .prop_map(|(leader_id, leader_addr)| ErrorResponse::NotLeader {
                 leader_id,
                 leader_addr
+            }),
+        Just(ErrorResponse::Unavailable),
+        (u(), u()).prop_map(
+            |(record_bytes, limit_bytes)| ErrorResponse::RecordTooLarge {
+                record_bytes,
+                limit_bytes
             }
         ),
-        Just(ErrorResponse::Unavailable),
-        (u(), u()).prop_map(|(record_bytes, limit_bytes)| ErrorResponse::RecordTooLarge {
-            record_bytes,
-            limit_bytes
-        }),
         (u(), u()).prop_map(|(count, limit)| ErrorResponse::TooManyRecords { count, limit }),
         (u(), u(), u()).prop_map(|(producer_id, expected, got)| ErrorResponse::SequenceGap {
             producer_id,
@@ -436,34 +441,44 @@ fn every_peer_frame_round_trips_and_payloads_are_slices_of_the_body() {
 
 #[test]
 fn every_client_request_round_trips_and_records_are_slices_of_the_body() {
-    run("client request round trip", 2_000, client_request(), |request| {
-        let body = request
-            .encode()
-            .map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let decoded = ClientRequest::decode(body.clone());
-        prop_assert_eq!(decoded.as_ref(), Ok(&request));
-        if let Ok(ClientRequest::Append(append)) = &decoded {
-            for record in &append.records {
-                prop_assert!(is_slice_of(record, &body));
+    run(
+        "client request round trip",
+        2_000,
+        client_request(),
+        |request| {
+            let body = request
+                .encode()
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let decoded = ClientRequest::decode(body.clone());
+            prop_assert_eq!(decoded.as_ref(), Ok(&request));
+            if let Ok(ClientRequest::Append(append)) = &decoded {
+                for record in &append.records {
+                    prop_assert!(is_slice_of(record, &body));
+                }
             }
-        }
-        Ok(())
-    });
+            Ok(())
+        },
+    );
 }
 
 #[test]
 fn every_client_response_round_trips_and_records_are_slices_of_the_body() {
-    run("client response round trip", 2_000, client_response(), |response| {
-        let body = response.encode();
-        let decoded = ClientResponse::decode(body.clone());
-        prop_assert_eq!(decoded.as_ref(), Ok(&response));
-        if let Ok(ClientResponse::Records(batch)) = &decoded {
-            for (_, record) in &batch.records {
-                prop_assert!(is_slice_of(record, &body));
+    run(
+        "client response round trip",
+        2_000,
+        client_response(),
+        |response| {
+            let body = response.encode();
+            let decoded = ClientResponse::decode(body.clone());
+            prop_assert_eq!(decoded.as_ref(), Ok(&response));
+            if let Ok(ClientResponse::Records(batch)) = &decoded {
+                for (_, record) in &batch.records {
+                    prop_assert!(is_slice_of(record, &body));
+                }
             }
-        }
-        Ok(())
-    });
+            Ok(())
+        },
+    );
 }
 
 // ------------------------------------------------------------- truncations
@@ -500,21 +515,26 @@ fn every_truncation_of_a_client_response_is_an_error() {
 
 #[test]
 fn every_byte_appended_to_a_valid_body_is_refused_as_trailing() {
-    run("trailing bytes", 500, (peer_frame(), client_request()), |(frame, request)| {
-        let mut body = BytesMut::from(&frame.encode()[..]);
-        body.put_u8(0);
-        prop_assert!(PeerFrame::decode(body.freeze()).is_err());
-        let mut body = BytesMut::new();
-        request
-            .encode_into(&mut body)
-            .map_err(|e| TestCaseError::fail(e.to_string()))?;
-        body.put_u8(0);
-        prop_assert_eq!(
-            ClientRequest::decode(body.freeze()),
-            Err(WireError::TrailingBytes(1))
-        );
-        Ok(())
-    });
+    run(
+        "trailing bytes",
+        500,
+        (peer_frame(), client_request()),
+        |(frame, request)| {
+            let mut body = BytesMut::from(&frame.encode()[..]);
+            body.put_u8(0);
+            prop_assert!(PeerFrame::decode(body.freeze()).is_err());
+            let mut body = BytesMut::new();
+            request
+                .encode_into(&mut body)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            body.put_u8(0);
+            prop_assert_eq!(
+                ClientRequest::decode(body.freeze()),
+                Err(WireError::TrailingBytes(1))
+            );
+            Ok(())
+        },
+    );
 }
 
 // ----------------------------------------------------------------- fuzzing
@@ -722,7 +742,10 @@ fn requests_the_protocol_cannot_carry_are_refused_when_encoding() {
         id: 1,
         addr: "x".repeat(5000),
     });
-    assert!(matches!(long_addr.encode(), Err(WireError::TooLarge { .. })));
+    assert!(matches!(
+        long_addr.encode(),
+        Err(WireError::TooLarge { .. })
+    ));
 }
 
 // -------------------------------------------------------------- errors
@@ -845,7 +868,7 @@ fn a_request_vote_has_the_layout_of_docs_protocol_md() {
         0x01, 0x10, // version 1, RequestVote
         7, 0, 0, 0, 0, 0, 0, 0, // term
         0x02, 0x01, 0, 0, 0, 0, 0, 0, // last_log_index
-        6, 0, 0, 0, 0, 0, 0, 0, // last_log_term
+        6, 0, 0, 0, 0, 0, 0, 0,    // last_log_term
         0x01, // flags: pre_vote
     ];
     assert_eq!(&body[..], expected);

@@ -120,7 +120,11 @@ impl AppendRequest {
                 limit: RECORDS_PER_APPEND_MAX as u64,
             });
         }
-        match self.records.iter().find(|r| r.len() as u64 > record_bytes_max) {
+        match self
+            .records
+            .iter()
+            .find(|r| r.len() as u64 > record_bytes_max)
+        {
             Some(record) => Err(ErrorResponse::RecordTooLarge {
                 record_bytes: record.len() as u64,
                 limit_bytes: record_bytes_max,
@@ -594,7 +598,10 @@ impl ClientResponse {
                 error.encode_fields(out);
             }
         }
-        debug_assert!(out.len() - start <= FRAME_BYTES_MAX, "response over the frame limit");
+        debug_assert!(
+            out.len() - start <= FRAME_BYTES_MAX,
+            "response over the frame limit"
+        );
     }
 
     /// The body of this response as one buffer.
@@ -652,8 +659,7 @@ fn decode_record_batch(body: &mut Bytes) -> Result<RecordBatch, WireError> {
     let start_index = read::u64(body, "Records.start_index")?;
     let next_index = read::u64(body, "Records.next_index")?;
     let commit_index = read::u64(body, "Records.commit_index")?;
-    if start_index == 0 || next_index < start_index || next_index > commit_index.saturating_add(1)
-    {
+    if start_index == 0 || next_index < start_index || next_index > commit_index.saturating_add(1) {
         return Err(WireError::Invalid {
             what: "Records range (start_index..next_index not within 1..=commit_index + 1)",
         });
@@ -731,11 +737,10 @@ fn decode_status(body: &mut Bytes) -> Result<ClusterStatus, WireError> {
     let mut nodes = Vec::with_capacity(count);
     for _ in 0..count {
         let id = read_node_id(body, "Status.node.id")?;
-        let role = NodeRole::from_u8(read::u8(body, "Status.node.role")?).ok_or(
-            WireError::Invalid {
+        let role =
+            NodeRole::from_u8(read::u8(body, "Status.node.role")?).ok_or(WireError::Invalid {
                 what: "Status.node.role",
-            },
-        )?;
+            })?;
         let flags = read::flags(
             body,
             NODE_FLAG_REACHABLE | NODE_FLAG_REPAIRING | NODE_FLAG_MATCH_INDEX,
@@ -799,7 +804,9 @@ pub enum ErrorResponse {
     Timeout,
     #[error("invalid request: {reason}")]
     InvalidRequest { reason: String },
-    #[error("another membership change or leadership transfer is in progress; retry when it is done")]
+    #[error(
+        "another membership change or leadership transfer is in progress; retry when it is done"
+    )]
     ChangeInProgress,
     #[error("membership change refused: {reason}")]
     ChangeRefused { reason: String },
@@ -826,7 +833,9 @@ pub enum ErrorResponse {
 
 fn not_leader_message(leader_id: Option<NodeId>, leader_addr: Option<&str>) -> String {
     match (leader_id, leader_addr) {
-        (Some(id), Some(addr)) => format!("this node is not the leader; the leader is node {id} at {addr}"),
+        (Some(id), Some(addr)) => {
+            format!("this node is not the leader; the leader is node {id} at {addr}")
+        }
         (Some(id), None) => format!("this node is not the leader; the leader is node {id}"),
         (None, Some(addr)) => format!("this node is not the leader; the leader is at {addr}"),
         (None, None) => "this node is not the leader, and no leader is known".to_string(),
@@ -1076,7 +1085,11 @@ impl ErrorResponse {
                 requested: read::u64(body, "BelowLogStart.requested")?,
                 log_start: read::u64(body, "BelowLogStart.log_start")?,
             },
-            0 => return Err(WireError::Invalid { what: "Error.code (0)" }),
+            0 => {
+                return Err(WireError::Invalid {
+                    what: "Error.code (0)",
+                })
+            }
             code => {
                 // Fields of an unknown code are skipped: its message says it all.
                 body.clear();

@@ -43,7 +43,10 @@ pub fn encode_entries(entries: &[Entry], out: &mut BytesMut) {
     out.reserve(entries.iter().map(entry_encoded_bytes).sum());
     for entry in entries {
         let frame_bytes = entry_encoded_bytes(entry);
-        debug_assert!(frame_bytes <= super::FRAME_BYTES_MAX, "entry over the frame limit");
+        debug_assert!(
+            frame_bytes <= super::FRAME_BYTES_MAX,
+            "entry over the frame limit"
+        );
         let start = out.len();
         out.put_u32_le(0); // crc, patched below once the rest is written
         out.put_u32_le(frame_bytes as u32);
@@ -123,9 +126,8 @@ fn decode_entry(block: &mut Bytes) -> Result<Entry, WireError> {
             computed: computed_crc,
         });
     }
-    let kind = EntryKind::from_u8(frame.get_u8()).ok_or(WireError::Invalid {
-        what: "entry kind",
-    })?;
+    let kind =
+        EntryKind::from_u8(frame.get_u8()).ok_or(WireError::Invalid { what: "entry kind" })?;
     let flags = frame.get_u8();
     if flags & !FLAG_HAS_PRODUCER != 0 {
         return Err(WireError::Invalid {

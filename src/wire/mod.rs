@@ -47,7 +47,9 @@ pub use client::{RECORDS_PER_APPEND_MAX, RECORD_BYTES_MAX_DEFAULT, RECORD_BYTES_
 
 // One largest entry with its AppendEntries header fits a frame.
 const _: () = assert!(
-    RECORD_BYTES_MAX_LIMIT as usize + peer::APPEND_ENTRIES_HEADER_BYTES + entries::ENTRY_HEADER_BYTES
+    RECORD_BYTES_MAX_LIMIT as usize
+        + peer::APPEND_ENTRIES_HEADER_BYTES
+        + entries::ENTRY_HEADER_BYTES
         <= FRAME_BYTES_MAX
 );
 // A body length always fits the transport's u32 prefix.

@@ -11,8 +11,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::entries::{decode_entries, encode_entries};
 use super::{decode_header, expect_end, read, WireError, PROTOCOL_VERSION};
 use crate::raft::message::{
-    AppendEntries, AppendEntriesResponse, AppendOutcome, InstallLogStart,
-    InstallLogStartResponse, Message, RejectHint, RequestVote, RequestVoteResponse, TimeoutNow,
+    AppendEntries, AppendEntriesResponse, AppendOutcome, InstallLogStart, InstallLogStartResponse,
+    Message, RejectHint, RequestVote, RequestVoteResponse, TimeoutNow,
 };
 use crate::types::{LogStart, Membership, NodeId};
 
@@ -149,9 +149,9 @@ impl PeerFrame {
                     granted: flags & VOTE_RESPONSE_FLAG_GRANTED != 0,
                 }))
             }
-            types::APPEND_ENTRIES => PeerFrame::Message(Message::AppendEntries(
-                decode_append_entries(body)?,
-            )),
+            types::APPEND_ENTRIES => {
+                PeerFrame::Message(Message::AppendEntries(decode_append_entries(body)?))
+            }
             types::APPEND_ENTRIES_RESPONSE => {
                 let term = read::u64(body, "AppendEntriesResponse.term")?;
                 let outcome = decode_outcome(body)?;
@@ -255,7 +255,10 @@ pub fn encode_message_into(message: &Message, out: &mut BytesMut) {
             out.put_u32_le(0); // block length, patched once the block is written
             encode_entries(&m.entries, out);
             let block_bytes = out.len() - length_at - 4;
-            debug_assert!(block_bytes <= super::FRAME_BYTES_MAX, "AppendEntries over the frame limit");
+            debug_assert!(
+                block_bytes <= super::FRAME_BYTES_MAX,
+                "AppendEntries over the frame limit"
+            );
             if let Some(slot) = out.get_mut(length_at..length_at + 4) {
                 slot.copy_from_slice(&(block_bytes as u32).to_le_bytes());
             }
@@ -338,8 +341,7 @@ fn decode_outcome(body: &mut Bytes) -> Result<AppendOutcome, WireError> {
             match_index: read::u64(body, "AppendEntriesResponse.match_index")?,
         }),
         OUTCOME_REJECTED => {
-            let rejected_prev_index =
-                read::u64(body, "AppendEntriesResponse.rejected_prev_index")?;
+            let rejected_prev_index = read::u64(body, "AppendEntriesResponse.rejected_prev_index")?;
             let hint = match read::u8(body, "AppendEntriesResponse.hint")? {
                 HINT_LOG_TOO_SHORT => RejectHint::LogTooShort {
                     last_index: read::u64(body, "AppendEntriesResponse.last_index")?,

@@ -55,7 +55,11 @@ pub(super) fn bytes_u32(buf: &mut Bytes, what: &'static str) -> Result<Bytes, Wi
 }
 
 /// A `u16`-length-prefixed UTF-8 string of at most `limit` bytes.
-pub(super) fn string(buf: &mut Bytes, limit: usize, what: &'static str) -> Result<String, WireError> {
+pub(super) fn string(
+    buf: &mut Bytes,
+    limit: usize,
+    what: &'static str,
+) -> Result<String, WireError> {
     let len = u16(buf, what)? as usize;
     if len > limit {
         return Err(WireError::TooLarge {
