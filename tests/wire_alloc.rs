@@ -14,7 +14,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
 
 use raftlog::wire::client::{ClientRequest, ClientResponse};
-use raftlog::wire::peer::PeerFrame;
+use raftlog::wire::peer;
 use raftlog::wire::PROTOCOL_VERSION;
 
 struct Counting;
@@ -56,7 +56,7 @@ static ALLOCATOR: Counting = Counting;
 fn largest_allocation_decoding(body: &Bytes) -> usize {
     LARGEST_BYTES.store(0, Ordering::Relaxed);
     MEASURING.store(true, Ordering::Relaxed);
-    let peer = PeerFrame::decode(body.clone()).is_ok();
+    let peer = peer::decode_message(body.clone()).is_ok();
     let request = ClientRequest::decode(body.clone()).is_ok();
     let response = ClientResponse::decode(body.clone()).is_ok();
     MEASURING.store(false, Ordering::Relaxed);

@@ -22,7 +22,7 @@ use raftlog::wire::client::{
     RecordBatch, RECORDS_PER_APPEND_MAX,
 };
 use raftlog::wire::entries::{decode_entries, encode_entries};
-use raftlog::wire::peer::{self, PeerFrame, PeerHello, PeerLane};
+use raftlog::wire::peer::{self, PeerLane};
 use raftlog::wire::{WireError, PROTOCOL_VERSION};
 
 // ------------------------------------------------------------ seeded runner
@@ -205,22 +205,6 @@ fn message() -> impl Strategy<Value = Message> {
         (u(), u()).prop_map(|(term, match_index)| {
             Message::InstallLogStartResponse(InstallLogStartResponse { term, match_index })
         }),
-    ]
-}
-
-fn peer_frame() -> impl Strategy<Value = PeerFrame> {
-    prop_oneof![
-        1 => (1..u64::MAX, any::<bool>()).prop_map(|(node_id, replication)| {
-            PeerFrame::Hello(PeerHello {
-                node_id,
-                lane: if replication {
-                    PeerLane::Replication
-                } else {
-                    PeerLane::Control
-                },
-            })
-        }),
-        8 => message().prop_map(PeerFrame::Message),
     ]
 }
 
@@ -420,21 +404,32 @@ fn every_prefix_is_refused<T: std::fmt::Debug>(
 // -------------------------------------------------------------- round trips
 
 #[test]
-fn every_peer_frame_round_trips_and_payloads_are_slices_of_the_body() {
-    run("peer round trip", 2_000, peer_frame(), |frame| {
-        let body = frame.encode();
-        let decoded = PeerFrame::decode(body.clone());
-        prop_assert_eq!(decoded.as_ref(), Ok(&frame));
-        if let Ok(PeerFrame::Message(Message::AppendEntries(append))) = &decoded {
+fn every_peer_message_round_trips_and_payloads_are_slices_of_the_body() {
+    run("peer round trip", 2_000, message(), |message| {
+        let body = peer::encode_message(&message);
+        let decoded = peer::decode_message(body.clone());
+        prop_assert_eq!(decoded.as_ref(), Ok(&message));
+        if let Ok(Message::AppendEntries(append)) = &decoded {
             for entry in &append.entries {
                 prop_assert!(is_slice_of(&entry.payload, &body));
             }
         }
-        if let PeerFrame::Message(message) = &frame {
-            prop_assert_eq!(&peer::encode_message(message), &body);
-            let decoded_message = peer::decode_message(body.clone());
-            prop_assert_eq!(decoded_message.as_ref(), Ok(message));
-        }
+        let mut into = BytesMut::from(&b"prefix"[..]);
+        peer::encode_message_into(&message, &mut into);
+        prop_assert_eq!(&into[6..], &body[..]);
+        Ok(())
+    });
+}
+
+#[test]
+fn only_append_entries_with_entries_and_install_log_start_take_the_replication_lane() {
+    run("lanes", 500, message(), |message| {
+        let replication = match &message {
+            Message::AppendEntries(append) => !append.entries.is_empty(),
+            Message::InstallLogStart(_) => true,
+            _ => false,
+        };
+        prop_assert_eq!(PeerLane::of(&message) == PeerLane::Replication, replication);
         Ok(())
     });
 }
@@ -484,9 +479,9 @@ fn every_client_response_round_trips_and_records_are_slices_of_the_body() {
 // ------------------------------------------------------------- truncations
 
 #[test]
-fn every_truncation_of_a_peer_frame_is_an_error() {
-    run("peer truncation", 300, peer_frame(), |frame| {
-        every_prefix_is_refused(&frame.encode(), PeerFrame::decode)
+fn every_truncation_of_a_peer_message_is_an_error() {
+    run("peer truncation", 300, message(), |frame| {
+        every_prefix_is_refused(&peer::encode_message(&frame), peer::decode_message)
     });
 }
 
@@ -518,11 +513,11 @@ fn every_byte_appended_to_a_valid_body_is_refused_as_trailing() {
     run(
         "trailing bytes",
         500,
-        (peer_frame(), client_request()),
+        (message(), client_request()),
         |(frame, request)| {
-            let mut body = BytesMut::from(&frame.encode()[..]);
+            let mut body = BytesMut::from(&peer::encode_message(&frame)[..]);
             body.put_u8(0);
-            prop_assert!(PeerFrame::decode(body.freeze()).is_err());
+            prop_assert!(peer::decode_message(body.freeze()).is_err());
             let mut body = BytesMut::new();
             request
                 .encode_into(&mut body)
@@ -556,7 +551,7 @@ fn random_body(types: &'static [u8]) -> impl Strategy<Value = Bytes> {
     ]
 }
 
-const PEER_TYPES: &[u8] = &[0x01, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16];
+const PEER_TYPES: &[u8] = &[0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16];
 const CLIENT_TYPES: &[u8] = &[
     0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x81, 0x82, 0x83, 0x84, 0x85, 0xFF,
 ];
@@ -568,7 +563,7 @@ fn random_bytes_never_panic_either_decoder() {
         fuzz_cases(),
         (random_body(PEER_TYPES), random_body(CLIENT_TYPES)),
         |(peer_body, client_body)| {
-            let _ = PeerFrame::decode(peer_body.clone());
+            let _ = peer::decode_message(peer_body.clone());
             let _ = ClientRequest::decode(client_body.clone());
             let _ = ClientResponse::decode(client_body);
             let _ = ClientRequest::decode(peer_body.clone());
@@ -584,16 +579,16 @@ fn mutated_valid_bodies_never_panic_and_never_decode_to_a_different_length() {
     run(
         "mutated bodies",
         fuzz_cases() / 4,
-        (peer_frame(), client_response(), mutation.clone(), mutation),
+        (message(), client_response(), mutation.clone(), mutation),
         |(frame, response, (at_peer, byte_peer), (at_client, byte_client))| {
-            let mut body = frame.encode().to_vec();
+            let mut body = peer::encode_message(&frame).to_vec();
             let at = at_peer.index(body.len());
             body[at] = byte_peer;
-            match PeerFrame::decode(Bytes::from(body.clone())) {
+            match peer::decode_message(Bytes::from(body.clone())) {
                 // The membership encoding is not canonical (member order).
-                Ok(PeerFrame::Message(Message::InstallLogStart(_))) | Err(_) => {}
+                Ok(Message::InstallLogStart(_)) | Err(_) => {}
                 // Otherwise whatever decodes re-encodes to the same bytes.
-                Ok(decoded) => prop_assert_eq!(&decoded.encode()[..], &body[..]),
+                Ok(decoded) => prop_assert_eq!(&peer::encode_message(&decoded)[..], &body[..]),
             }
             let mut body = response.encode().to_vec();
             let at = at_client.index(body.len());
@@ -689,12 +684,17 @@ fn append_entries_whose_first_index_does_not_follow_prev_log_index_is_refused() 
 #[test]
 fn unknown_versions_and_types_are_refused_by_name() {
     assert_eq!(
-        PeerFrame::decode(Bytes::from_static(&[2, 0x10])),
+        peer::decode_message(Bytes::from_static(&[2, 0x10])),
         Err(WireError::UnsupportedVersion(2))
     );
     assert_eq!(
-        PeerFrame::decode(Bytes::from_static(&[1, 0x7E])),
+        peer::decode_message(Bytes::from_static(&[1, 0x7E])),
         Err(WireError::UnknownType(0x7E))
+    );
+    assert_eq!(
+        peer::decode_message(Bytes::from_static(&[1, 0x01, 0, 0])),
+        Err(WireError::UnknownType(0x01)),
+        "0x01 is reserved"
     );
     assert_eq!(
         ClientRequest::decode(Bytes::from_static(&[1, 0x81])),
@@ -709,18 +709,6 @@ fn unknown_versions_and_types_are_refused_by_name() {
     assert!(matches!(
         ClientRequest::decode(Bytes::new()),
         Err(WireError::Truncated { .. })
-    ));
-}
-
-#[test]
-fn a_hello_is_not_a_raft_message() {
-    let hello = PeerFrame::Hello(PeerHello {
-        node_id: 3,
-        lane: PeerLane::Control,
-    });
-    assert!(matches!(
-        peer::decode_message(hello.encode()),
-        Err(WireError::Invalid { .. })
     ));
 }
 
