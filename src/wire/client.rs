@@ -21,9 +21,10 @@ use crate::types::{LogIndex, Membership, NodeId, ProducerSeq, Term, ADDR_BYTES_M
 
 /// Default largest record a node accepts (`--max-record-bytes`).
 pub const RECORD_BYTES_MAX_DEFAULT: u64 = 1024 * 1024;
-/// The highest value `--max-record-bytes` may be set to: one such record,
-/// alone in an append request or an AppendEntries, still fits in a frame.
-pub const RECORD_BYTES_MAX_LIMIT: u64 = 16 * 1024 * 1024;
+/// The highest value `--max-record-bytes` may be set to: one such record
+/// fits in an append request, and in an AppendEntries on top of a full
+/// batch (see [`super::peer::append_entries_bytes_worst_case`]).
+pub const RECORD_BYTES_MAX_LIMIT: u64 = 8 * 1024 * 1024;
 /// Most records one append request may carry.
 pub const RECORDS_PER_APPEND_MAX: usize = 16 * 1024;
 /// Longest free-text reason (`InvalidRequest`, `Internal`, `ChangeRefused`), in bytes.
@@ -927,7 +928,12 @@ impl ErrorResponse {
             "Unrecognized must carry an unknown code"
         );
         out.put_u16_le(self.code());
-        put_string_truncated(out, &self.to_string(), ERROR_MESSAGE_BYTES_MAX);
+        let message = match self {
+            // Relay a newer node's message as it came, not wrapped again.
+            ErrorResponse::Unrecognized { message, .. } => message.clone(),
+            known => known.to_string(),
+        };
+        put_string_truncated(out, &message, ERROR_MESSAGE_BYTES_MAX);
         match self {
             ErrorResponse::NotLeader {
                 leader_id,

@@ -39,8 +39,10 @@ pub const ALPN_CLIENT: &[u8] = b"raftlog-client/1";
 pub const FRAME_LENGTH_PREFIX_BYTES: usize = 4;
 /// Bytes of `version` and `type` at the start of every body.
 pub const MESSAGE_HEADER_BYTES: usize = 2;
-/// Largest body (after the length prefix) either side accepts: a record of
-/// the largest configurable size plus generous headroom for headers.
+/// Largest body (after the length prefix) either side accepts. It bounds
+/// what one stream makes a node buffer; an append request of one largest
+/// record and an AppendEntries of a full batch fit (asserted below and in
+/// `client` and `peer`).
 pub const FRAME_BYTES_MAX: usize = 16 * 1024 * 1024 + 64 * 1024;
 
 pub use client::{RECORDS_PER_APPEND_MAX, RECORD_BYTES_MAX_DEFAULT, RECORD_BYTES_MAX_LIMIT};

@@ -1,10 +1,12 @@
 //! The peer protocol (ALPN `raftlog-peer/1`): the messages Raft cores
-//! exchange, plus the hello that opens each peer stream.
+//! exchange.
 //!
 //! Body: `version: u8 = 1, type: u8, fields`, integers little-endian. The
 //! sender's id is not in Raft messages: the transport knows it from the
-//! authenticated connection (the hello's claimed id must match the peer's
-//! certificate). Entries inside AppendEntries use [`super::entries`].
+//! authenticated connection and the stream header it checks against the
+//! peer's certificate (`net::peers`). Entries inside AppendEntries use
+//! [`super::entries`]. An AppendEntries body must stay within
+//! [`super::FRAME_BYTES_MAX`]: see [`append_entries_bytes_worst_case`].
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -14,11 +16,12 @@ use crate::raft::message::{
     AppendEntries, AppendEntriesResponse, AppendOutcome, InstallLogStart, InstallLogStartResponse,
     Message, RejectHint, RequestVote, RequestVoteResponse, TimeoutNow,
 };
-use crate::types::{LogStart, Membership, NodeId};
+use crate::types::{LogStart, Membership};
 
 /// Message type bytes of the peer protocol (stable; see docs/protocol.md).
 pub mod types {
-    pub const HELLO: u8 = 0x01;
+    // 0x01 is reserved (an early draft's hello; the transport's stream header
+    // took its job).
     pub const REQUEST_VOTE: u8 = 0x10;
     pub const REQUEST_VOTE_RESPONSE: u8 = 0x11;
     pub const APPEND_ENTRIES: u8 = 0x12;
@@ -31,6 +34,29 @@ pub mod types {
 /// Bytes of an AppendEntries body before its entry block: header, four
 /// u64 fields and the block's u32 length.
 pub const APPEND_ENTRIES_HEADER_BYTES: usize = super::MESSAGE_HEADER_BYTES + 4 * 8 + 4;
+
+/// The largest AppendEntries body a leader can build when it stops adding
+/// entries once their payloads reach `payload_budget_bytes` (so it may
+/// overshoot by one entry of up to `record_bytes_max`) and sends at most
+/// `entries_max` entries. Configurations must keep this within
+/// [`super::FRAME_BYTES_MAX`], or followers refuse the batch.
+pub const fn append_entries_bytes_worst_case(
+    payload_budget_bytes: u64,
+    record_bytes_max: u64,
+    entries_max: u64,
+) -> u64 {
+    APPEND_ENTRIES_HEADER_BYTES as u64
+        + payload_budget_bytes
+        + record_bytes_max
+        + entries_max * super::entries::ENTRY_HEADER_BYTES as u64
+}
+
+// The defaults of the runtime (1 MiB budget, 4096 entries) with the largest
+// configurable record fit a frame.
+const _: () = assert!(
+    append_entries_bytes_worst_case(1 << 20, super::RECORD_BYTES_MAX_LIMIT, 4096)
+        <= super::FRAME_BYTES_MAX as u64
+);
 
 const VOTE_FLAG_PRE_VOTE: u8 = 1 << 0;
 const VOTE_FLAG_LEADERSHIP_TRANSFER: u8 = 1 << 1;
@@ -63,141 +89,6 @@ impl PeerLane {
     }
 }
 
-/// The first frame on every peer stream, from the side that opened it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PeerHello {
-    /// The opener's node id; must match the id in its certificate.
-    pub node_id: NodeId,
-    /// What the stream carries.
-    pub lane: PeerLane,
-}
-
-/// One body of the peer protocol.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PeerFrame {
-    Hello(PeerHello),
-    Message(Message),
-}
-
-impl PeerFrame {
-    /// Appends the body of this frame to `out` (without the length prefix).
-    pub fn encode_into(&self, out: &mut BytesMut) {
-        match self {
-            PeerFrame::Hello(hello) => {
-                debug_assert!(hello.node_id != 0, "node id 0 is reserved");
-                out.put_u8(PROTOCOL_VERSION);
-                out.put_u8(types::HELLO);
-                out.put_u64_le(hello.node_id);
-                out.put_u8(hello.lane as u8);
-            }
-            PeerFrame::Message(message) => encode_message_into(message, out),
-        }
-    }
-
-    /// The body of this frame as one buffer.
-    pub fn encode(&self) -> Bytes {
-        let mut out = BytesMut::new();
-        self.encode_into(&mut out);
-        out.freeze()
-    }
-
-    /// Decodes exactly one body; entry payloads are slices of `body`.
-    pub fn decode(mut body: Bytes) -> Result<PeerFrame, WireError> {
-        let body = &mut body;
-        let frame = match decode_header(body)? {
-            types::HELLO => {
-                let node_id = read::u64(body, "Hello.node_id")?;
-                if node_id == 0 {
-                    return Err(WireError::Invalid {
-                        what: "Hello.node_id (0 is reserved)",
-                    });
-                }
-                let lane = match read::u8(body, "Hello.lane")? {
-                    1 => PeerLane::Control,
-                    2 => PeerLane::Replication,
-                    _ => return Err(WireError::Invalid { what: "Hello.lane" }),
-                };
-                PeerFrame::Hello(PeerHello { node_id, lane })
-            }
-            types::REQUEST_VOTE => {
-                let term = read::u64(body, "RequestVote.term")?;
-                let last_log_index = read::u64(body, "RequestVote.last_log_index")?;
-                let last_log_term = read::u64(body, "RequestVote.last_log_term")?;
-                let flags = read::flags(
-                    body,
-                    VOTE_FLAG_PRE_VOTE | VOTE_FLAG_LEADERSHIP_TRANSFER,
-                    "RequestVote.flags",
-                )?;
-                PeerFrame::Message(Message::RequestVote(RequestVote {
-                    term,
-                    last_log_index,
-                    last_log_term,
-                    pre_vote: flags & VOTE_FLAG_PRE_VOTE != 0,
-                    leadership_transfer: flags & VOTE_FLAG_LEADERSHIP_TRANSFER != 0,
-                }))
-            }
-            types::REQUEST_VOTE_RESPONSE => {
-                let term = read::u64(body, "RequestVoteResponse.term")?;
-                let flags = read::flags(
-                    body,
-                    VOTE_RESPONSE_FLAG_PRE_VOTE | VOTE_RESPONSE_FLAG_GRANTED,
-                    "RequestVoteResponse.flags",
-                )?;
-                PeerFrame::Message(Message::RequestVoteResponse(RequestVoteResponse {
-                    term,
-                    pre_vote: flags & VOTE_RESPONSE_FLAG_PRE_VOTE != 0,
-                    granted: flags & VOTE_RESPONSE_FLAG_GRANTED != 0,
-                }))
-            }
-            types::APPEND_ENTRIES => {
-                PeerFrame::Message(Message::AppendEntries(decode_append_entries(body)?))
-            }
-            types::APPEND_ENTRIES_RESPONSE => {
-                let term = read::u64(body, "AppendEntriesResponse.term")?;
-                let outcome = decode_outcome(body)?;
-                PeerFrame::Message(Message::AppendEntriesResponse(AppendEntriesResponse {
-                    term,
-                    outcome,
-                }))
-            }
-            types::TIMEOUT_NOW => PeerFrame::Message(Message::TimeoutNow(TimeoutNow {
-                term: read::u64(body, "TimeoutNow.term")?,
-            })),
-            types::INSTALL_LOG_START => {
-                let term = read::u64(body, "InstallLogStart.term")?;
-                let first_index = read::u64(body, "InstallLogStart.first_index")?;
-                let prev_term = read::u64(body, "InstallLogStart.prev_term")?;
-                if first_index == 0 {
-                    return Err(WireError::Invalid {
-                        what: "InstallLogStart.first_index (entries start at 1)",
-                    });
-                }
-                let membership = read::bytes_u32(body, "InstallLogStart.membership")?;
-                let membership = Membership::decode(&membership)?;
-                PeerFrame::Message(Message::InstallLogStart(InstallLogStart {
-                    term,
-                    log_start: LogStart {
-                        first_index,
-                        prev_term,
-                        membership,
-                    },
-                }))
-            }
-            types::INSTALL_LOG_START_RESPONSE => {
-                let term = read::u64(body, "InstallLogStartResponse.term")?;
-                let match_index = read::u64(body, "InstallLogStartResponse.match_index")?;
-                PeerFrame::Message(Message::InstallLogStartResponse(InstallLogStartResponse {
-                    term,
-                    match_index,
-                }))
-            }
-            unknown => return Err(WireError::UnknownType(unknown)),
-        };
-        expect_end(body)?;
-        Ok(frame)
-    }
-}
-
 /// The body of `message` as one buffer (without the length prefix).
 pub fn encode_message(message: &Message) -> Bytes {
     let mut out = BytesMut::new();
@@ -205,14 +96,78 @@ pub fn encode_message(message: &Message) -> Bytes {
     out.freeze()
 }
 
-/// Decodes one body that must be a Raft message (not a hello).
-pub fn decode_message(body: Bytes) -> Result<Message, WireError> {
-    match PeerFrame::decode(body)? {
-        PeerFrame::Message(message) => Ok(message),
-        PeerFrame::Hello(_) => Err(WireError::Invalid {
-            what: "peer frame (a hello where a Raft message was expected)",
+/// Decodes exactly one body; entry payloads are slices of `body`.
+pub fn decode_message(mut body: Bytes) -> Result<Message, WireError> {
+    let body = &mut body;
+    let message = match decode_header(body)? {
+        types::REQUEST_VOTE => {
+            let term = read::u64(body, "RequestVote.term")?;
+            let last_log_index = read::u64(body, "RequestVote.last_log_index")?;
+            let last_log_term = read::u64(body, "RequestVote.last_log_term")?;
+            let flags = read::flags(
+                body,
+                VOTE_FLAG_PRE_VOTE | VOTE_FLAG_LEADERSHIP_TRANSFER,
+                "RequestVote.flags",
+            )?;
+            Message::RequestVote(RequestVote {
+                term,
+                last_log_index,
+                last_log_term,
+                pre_vote: flags & VOTE_FLAG_PRE_VOTE != 0,
+                leadership_transfer: flags & VOTE_FLAG_LEADERSHIP_TRANSFER != 0,
+            })
+        }
+        types::REQUEST_VOTE_RESPONSE => {
+            let term = read::u64(body, "RequestVoteResponse.term")?;
+            let flags = read::flags(
+                body,
+                VOTE_RESPONSE_FLAG_PRE_VOTE | VOTE_RESPONSE_FLAG_GRANTED,
+                "RequestVoteResponse.flags",
+            )?;
+            Message::RequestVoteResponse(RequestVoteResponse {
+                term,
+                pre_vote: flags & VOTE_RESPONSE_FLAG_PRE_VOTE != 0,
+                granted: flags & VOTE_RESPONSE_FLAG_GRANTED != 0,
+            })
+        }
+        types::APPEND_ENTRIES => Message::AppendEntries(decode_append_entries(body)?),
+        types::APPEND_ENTRIES_RESPONSE => {
+            let term = read::u64(body, "AppendEntriesResponse.term")?;
+            let outcome = decode_outcome(body)?;
+            Message::AppendEntriesResponse(AppendEntriesResponse { term, outcome })
+        }
+        types::TIMEOUT_NOW => Message::TimeoutNow(TimeoutNow {
+            term: read::u64(body, "TimeoutNow.term")?,
         }),
-    }
+        types::INSTALL_LOG_START => {
+            let term = read::u64(body, "InstallLogStart.term")?;
+            let first_index = read::u64(body, "InstallLogStart.first_index")?;
+            let prev_term = read::u64(body, "InstallLogStart.prev_term")?;
+            if first_index == 0 {
+                return Err(WireError::Invalid {
+                    what: "InstallLogStart.first_index (entries start at 1)",
+                });
+            }
+            let membership = read::bytes_u32(body, "InstallLogStart.membership")?;
+            let membership = Membership::decode(&membership)?;
+            Message::InstallLogStart(InstallLogStart {
+                term,
+                log_start: LogStart {
+                    first_index,
+                    prev_term,
+                    membership,
+                },
+            })
+        }
+        types::INSTALL_LOG_START_RESPONSE => {
+            let term = read::u64(body, "InstallLogStartResponse.term")?;
+            let match_index = read::u64(body, "InstallLogStartResponse.match_index")?;
+            Message::InstallLogStartResponse(InstallLogStartResponse { term, match_index })
+        }
+        unknown => return Err(WireError::UnknownType(unknown)),
+    };
+    expect_end(body)?;
+    Ok(message)
 }
 
 /// Appends the body of `message` to `out` (without the length prefix).
