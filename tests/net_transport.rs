@@ -279,6 +279,7 @@ async fn two_nodes_exchange_frames_both_ways_on_both_lanes() {
     }
     let counters = a.endpoint.stats().snapshot();
     assert_eq!(counters.peer_dials_succeeded, 1, "{counters:?}");
+    assert_eq!(a.links.connected(), BTreeMap::from([(2, true)]));
     assert_eq!(counters.frame_errors, 0, "{counters:?}");
     a.stop().await;
     b.stop().await;
