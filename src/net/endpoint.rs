@@ -16,6 +16,7 @@
 //! by quinn before they reach this code.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +35,10 @@ use crate::types::NodeId;
 pub const HANDSHAKES_CONCURRENT_MAX: usize = 256;
 /// An inbound or outbound handshake that takes longer is abandoned.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Inbound handshake failures each logged as a warning; later ones only
+/// every [`HANDSHAKE_FAILURES_LOG_EVERY`]th.
+pub const HANDSHAKE_FAILURES_LOGGED_MAX: u64 = 10;
+pub const HANDSHAKE_FAILURES_LOG_EVERY: u64 = 1000;
 /// Accepted connections waiting for the runtime to take them.
 pub const INCOMING_QUEUE_CONNECTIONS_MAX: usize = 64;
 
@@ -306,23 +311,27 @@ async fn accept_loop(
         tokio::spawn(async move {
             let _permit = permit;
             let remote = incoming.remote_address();
-            let connection = match incoming.accept() {
+            let failure = match incoming.accept() {
                 Ok(connecting) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
-                    Ok(Ok(connection)) => connection,
-                    Ok(Err(err)) => {
-                        NetStats::bump(&stats.handshakes_failed);
-                        debug!(%remote, error = %err, "inbound handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        NetStats::bump(&stats.handshakes_failed);
-                        debug!(%remote, "inbound handshake timed out");
-                        return;
-                    }
+                    Ok(Ok(connection)) => Ok(connection),
+                    Ok(Err(err)) => Err(err.to_string()),
+                    Err(_) => Err(format!("no handshake within {HANDSHAKE_TIMEOUT:?}")),
                 },
-                Err(err) => {
-                    NetStats::bump(&stats.handshakes_failed);
-                    debug!(%remote, error = %err, "inbound connection refused by quinn");
+                Err(err) => Err(err.to_string()),
+            };
+            let connection = match failure {
+                Ok(connection) => connection,
+                Err(error) => {
+                    let earlier = stats.handshakes_failed.fetch_add(1, Ordering::Relaxed);
+                    // A misconfigured client retries in a loop: warn about
+                    // the first few failures, then only every 1000th.
+                    if earlier < HANDSHAKE_FAILURES_LOGGED_MAX
+                        || earlier % HANDSHAKE_FAILURES_LOG_EVERY == 0
+                    {
+                        warn!(%remote, %error, failures = earlier + 1, "inbound handshake failed");
+                    } else {
+                        debug!(%remote, %error, "inbound handshake failed");
+                    }
                     return;
                 }
             };

@@ -14,13 +14,16 @@
 //!
 //! The reader never allocates more than the caller's `frame_bytes_max`: a
 //! declared length over it is refused from the 4 prefix bytes alone, before
-//! any allocation. A stream that ends inside a prefix or a body is truncated,
+//! any allocation; below it, the buffer grows with the bytes that actually
+//! arrive. A stream that ends inside a prefix or a body is truncated,
 //! a typed error. Nothing here panics on what the remote sends.
 
 use bytes::{Bytes, BytesMut};
 
 /// Bytes of the length prefix.
 pub const FRAME_PREFIX_BYTES: usize = 4;
+/// Most bytes reserved for a body before its bytes arrive.
+pub const BODY_PREALLOCATION_BYTES_MAX: usize = 64 * 1024;
 /// The largest body the format can describe (the u32 prefix).
 pub const FRAME_BYTES_LIMIT: usize = u32::MAX as usize;
 
@@ -115,16 +118,31 @@ pub async fn read_frame(
             })
         }
     };
-    let mut body = BytesMut::zeroed(body_bytes);
-    match recv.read_exact(&mut body).await {
-        Ok(()) => Ok(Some(body.freeze())),
-        Err(quinn::ReadExactError::FinishedEarly(received_bytes)) => {
-            Err(FrameReadError::Truncated {
-                part: FramePart::Body,
-                expected_bytes: body_bytes,
-                received_bytes,
-            })
+    // Grow with what arrives instead of reserving the declared size: a
+    // remote that declares a large frame and sends nothing pins only
+    // BODY_PREALLOCATION_BYTES_MAX, and what it does send is bounded by the
+    // QUIC receive windows.
+    let mut body = BytesMut::with_capacity(body_bytes.min(BODY_PREALLOCATION_BYTES_MAX));
+    while body.len() < body_bytes {
+        let remaining_bytes = body_bytes - body.len();
+        match recv.read_chunk(remaining_bytes, true).await? {
+            Some(chunk) => {
+                debug_assert!(chunk.bytes.len() <= remaining_bytes);
+                if body.is_empty() && chunk.bytes.len() == body_bytes {
+                    // The whole body in one chunk: hand it on without a copy.
+                    return Ok(Some(chunk.bytes));
+                }
+                body.extend_from_slice(&chunk.bytes);
+            }
+            None => {
+                return Err(FrameReadError::Truncated {
+                    part: FramePart::Body,
+                    expected_bytes: body_bytes,
+                    received_bytes: body.len(),
+                })
+            }
         }
-        Err(quinn::ReadExactError::ReadError(err)) => Err(FrameReadError::Read(err)),
     }
+    debug_assert_eq!(body.len(), body_bytes);
+    Ok(Some(body.freeze()))
 }

@@ -35,6 +35,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -173,6 +174,8 @@ impl PeerLinksConfig {
 
 struct PeerHandle {
     addr: watch::Sender<Option<SocketAddr>>,
+    /// Whether the peer task currently holds a working connection.
+    connected: Arc<AtomicBool>,
     control: mpsc::Sender<Bytes>,
     replication: mpsc::Sender<Bytes>,
 }
@@ -268,6 +271,16 @@ impl PeerLinks {
             .collect()
     }
 
+    /// For each linked peer, whether its link currently holds a working
+    /// connection (false until the first frame to it was sent, since links
+    /// dial lazily).
+    pub fn connected(&self) -> BTreeMap<NodeId, bool> {
+        lock(&self.peers)
+            .iter()
+            .map(|(node_id, handle)| (*node_id, handle.connected.load(Ordering::Relaxed)))
+            .collect()
+    }
+
     /// Queues `frame` for node `to` on `lane` without waiting.
     pub fn send(&self, to: NodeId, lane: Lane, frame: Bytes) -> Result<(), PeerSendError> {
         let peers = lock(&self.peers);
@@ -313,8 +326,10 @@ impl PeerLinks {
         let (control, control_rx) = mpsc::channel(config.control_queue_frames_max);
         let (replication, replication_rx) = mpsc::channel(config.replication_queue_frames_max);
         let (addr_tx, addr_rx) = watch::channel(Some(addr));
+        let connected = Arc::new(AtomicBool::new(false));
         let task = PeerTask {
             shared: self.shared.clone(),
+            connected: connected.clone(),
             peer_id: node_id,
             addr: addr_rx,
             control: control_rx,
@@ -323,6 +338,7 @@ impl PeerLinks {
         tokio::spawn(task.run());
         PeerHandle {
             addr: addr_tx,
+            connected,
             control,
             replication,
         }
@@ -347,6 +363,7 @@ enum DriveEnd {
 
 struct PeerTask {
     shared: Shared,
+    connected: Arc<AtomicBool>,
     peer_id: NodeId,
     addr: watch::Receiver<Option<SocketAddr>>,
     control: mpsc::Receiver<Bytes>,
@@ -406,7 +423,10 @@ impl PeerTask {
                         self.peer_id,
                         connection.clone(),
                     ));
-                    match self.drive(&connection, first).await {
+                    self.connected.store(true, Ordering::Relaxed);
+                    let end = self.drive(&connection, first).await;
+                    self.connected.store(false, Ordering::Relaxed);
+                    match end {
                         DriveEnd::Exit => {
                             connection.close(close_code::NORMAL, b"peer link closed");
                             return;
