@@ -54,9 +54,9 @@ pub async fn serve_connection(connection: quinn::Connection, context: ClientCont
     }
 }
 
-fn invalid(reason: impl Into<String>) -> ClientResponse {
+fn invalid(reason: &str) -> ClientResponse {
     ClientResponse::Error(ErrorResponse::InvalidRequest {
-        reason: reason.into(),
+        reason: reason.to_string(),
     })
 }
 
@@ -90,12 +90,12 @@ async fn serve_stream(
 }
 
 /// Reads and decodes one request; a malformed one is counted and answered
-/// with an error (the stream then ends).
+/// with the matching error (the stream then ends).
 async fn read_request(
     recv: &mut quinn::RecvStream,
     context: &ClientContext,
 ) -> Result<Option<ClientRequest>, ClientResponse> {
-    let reject = |detail: String| {
+    let rejected = |error: ErrorResponse| {
         context
             .metrics
             .rejected_frames
@@ -103,16 +103,21 @@ async fn read_request(
                 source: FrameSource::Client,
             })
             .inc();
-        invalid(detail)
+        debug!(%error, "refused a client frame");
+        ClientResponse::Error(error)
     };
     let frame: Bytes = match net::read_frame(recv, FRAME_BYTES_MAX).await {
         Ok(Some(frame)) => frame,
         Ok(None) => return Ok(None),
-        Err(error) => return Err(reject(error.to_string())),
+        Err(error) => {
+            return Err(rejected(ErrorResponse::InvalidRequest {
+                reason: error.to_string(),
+            }))
+        }
     };
     ClientRequest::decode(frame)
         .map(Some)
-        .map_err(|error| reject(error.to_string()))
+        .map_err(|error| rejected(ErrorResponse::from_decode_error(&error)))
 }
 
 async fn write_response(send: &mut quinn::SendStream, response: &ClientResponse) -> Result<(), ()> {

@@ -47,7 +47,7 @@ pub const SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
 pub const RECORD_BYTES_MAX_DEFAULT: u64 = 1024 * 1024;
 /// The largest `--max-record-bytes` accepted: one record must fit in one
 /// client frame with room for the request header.
-pub const RECORD_BYTES_CEILING: u64 = 8 * 1024 * 1024;
+pub const RECORD_BYTES_CEILING: u64 = crate::wire::RECORD_BYTES_MAX_LIMIT;
 pub const PRODUCER_EXPIRY_DEFAULT: Duration = Duration::from_secs(600);
 /// One logical tick of the consensus core; timeouts are whole numbers of ticks.
 pub const TICK_INTERVAL: Duration = Duration::from_millis(10);
