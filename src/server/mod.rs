@@ -189,16 +189,15 @@ impl Node {
         let local_addr = endpoint
             .local_addr()
             .map_err(|error| ServerError::Net(error.to_string()))?;
-        let (links, peer_frames) =
-            net::PeerLinks::new(
-                endpoint.clone(),
-                net::PeerLinksConfig {
-                    // The largest body the peer codec accepts.
-                    frame_bytes_max: crate::wire::FRAME_BYTES_MAX,
-                    ..net::PeerLinksConfig::default()
-                },
-            )
-                .map_err(|error| ServerError::Net(error.to_string()))?;
+        let (links, peer_frames) = net::PeerLinks::new(
+            endpoint.clone(),
+            net::PeerLinksConfig {
+                // The largest body the peer codec accepts.
+                frame_bytes_max: crate::wire::FRAME_BYTES_MAX,
+                ..net::PeerLinksConfig::default()
+            },
+        )
+        .map_err(|error| ServerError::Net(error.to_string()))?;
         let links = Arc::new(links);
         // A node that is joining knows no membership yet: it links to the
         // nodes it was told of, and learns the rest from the leader.

@@ -32,7 +32,6 @@ const INDEX_OFFSET: usize = 8;
 /// entry takes at least its header.
 pub const ENTRIES_PER_BLOCK_MAX: usize = super::FRAME_BYTES_MAX / ENTRY_HEADER_BYTES;
 
-
 /// Bytes `entry` takes in a block.
 pub fn entry_encoded_bytes(entry: &Entry) -> usize {
     ENTRY_HEADER_BYTES + entry.payload.len()
