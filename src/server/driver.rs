@@ -748,9 +748,9 @@ impl Driver {
         if let Some(membership) = membership {
             self.on_membership(membership);
         }
-        if let Some(soft) = soft_state {
-            self.on_soft_state(soft.role, soft.term, soft.leader);
-        }
+        // Commit news before role news: what committed in this Ready is
+        // answered as committed even if the node also stepped down (a leader
+        // that removed itself steps down as the removal commits).
         if let Some(commit_index) = commit_index {
             self.answer_committed(commit_index);
             let first_index = self.core.first_index();
@@ -767,6 +767,9 @@ impl Driver {
             });
         }
         self.check_admin();
+        if let Some(soft) = soft_state {
+            self.on_soft_state(soft.role, soft.term, soft.leader);
+        }
         self.update_metrics();
         Ok(())
     }
