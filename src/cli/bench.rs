@@ -408,6 +408,22 @@ fn free_port_range(count: u64) -> anyhow::Result<u16> {
     anyhow::bail!("found no {count} consecutive free UDP ports on 127.0.0.1")
 }
 
+/// How long a fresh embedded cluster may take to elect its first leader.
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+
+async fn wait_for_leader(config: &ClientConfig) -> anyhow::Result<()> {
+    let deadline = Instant::now() + LEADER_WAIT;
+    loop {
+        match crate::client::status(config).await {
+            Ok(status) if status.leader.is_some() => return Ok(()),
+            _ if Instant::now() >= deadline => {
+                anyhow::bail!("the embedded cluster elected no leader within {LEADER_WAIT:?}")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let timeout = Duration::from_millis(args.timeout_ms);
     let report = if args.embedded {
@@ -427,7 +443,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             tls_dir: cluster.tls_dir.clone(),
             request_timeout: timeout,
         };
-        let report = measure(config, &args).await;
+        // Time the cluster, not its first election.
+        let report = match wait_for_leader(&config).await {
+            Ok(()) => measure(config, &args).await,
+            Err(error) => Err(error),
+        };
         let stopped = cluster.shutdown().await;
         let report = report?;
         stopped?;
