@@ -29,8 +29,8 @@ use super::metrics::{self, FrameSource, Metrics, PeerLabels, RejectLabels};
 use super::producers::{Admission, ProducerTable};
 use crate::net::peers::{Lane, PeerLinks};
 use crate::raft::{
-    Core, LogReadError, LogReader, MembershipChange, MembershipChangeError, Proposal, ProposeError,
-    Ready, Role, TransferError,
+    Core, LogReadError, LogReader, MembershipChange, MembershipChangeError, Message, Proposal,
+    ProposeError, Ready, Role, TransferError,
 };
 use crate::storage::{Log, RetentionPolicy, StorageError, SyncDone};
 use crate::types::{Entry, EntryKind, LogIndex, LogStart, Membership, NodeId, Term};
@@ -733,12 +733,24 @@ impl Driver {
                 log.store_hard_state(&state)?;
             }
         }
+        // In steady state every follower gets the same AppendEntries; encode
+        // it once (each entry's checksum is computed in the encoding).
+        let mut last_encoded: Option<(Message, Bytes)> = None;
         for (to, message) in messages {
             let lane = match PeerLane::of(&message) {
                 PeerLane::Replication => Lane::Replication,
                 PeerLane::Control => Lane::Control,
             };
-            let frame = crate::wire::peer::encode_message(&message);
+            let frame = match &last_encoded {
+                Some((previous, frame)) if same_append(previous, &message) => frame.clone(),
+                _ => {
+                    let frame = crate::wire::peer::encode_message(&message);
+                    if matches!(message, Message::AppendEntries(_)) {
+                        last_encoded = Some((message, frame.clone()));
+                    }
+                    frame
+                }
+            };
             // A full queue drops the message: Raft retries on its own.
             let _ = self.links.send(to, lane, frame);
         }
@@ -954,6 +966,28 @@ impl Driver {
         });
         Ok(())
     }
+}
+
+/// True when two AppendEntries encode to the same bytes. Cheap: entries
+/// read for replication are slices of the same stored bytes, so comparing
+/// where their payloads live (and the headers) stands in for comparing them.
+fn same_append(a: &Message, b: &Message) -> bool {
+    let (Message::AppendEntries(a), Message::AppendEntries(b)) = (a, b) else {
+        return false;
+    };
+    a.term == b.term
+        && a.prev_log_index == b.prev_log_index
+        && a.prev_log_term == b.prev_log_term
+        && a.leader_commit == b.leader_commit
+        && a.entries.len() == b.entries.len()
+        && a.entries.iter().zip(&b.entries).all(|(x, y)| {
+            x.index == y.index
+                && x.term == y.term
+                && x.kind == y.kind
+                && x.producer == y.producer
+                && x.payload.len() == y.payload.len()
+                && x.payload.as_ptr() == y.payload.as_ptr()
+        })
 }
 
 fn membership_error(error: MembershipChangeError) -> ErrorResponse {
