@@ -19,6 +19,19 @@ pub struct NodeConnection {
     pub connection: quinn::Connection,
 }
 
+impl NodeConnection {
+    /// A new bidirectional stream for one request (or one append session).
+    pub async fn open_stream(&self) -> Result<(quinn::SendStream, quinn::RecvStream), ClientError> {
+        self.connection
+            .open_bi()
+            .await
+            .map_err(|error| ClientError::Unreachable {
+                addrs: self.addr.clone(),
+                last_error: error.to_string(),
+            })
+    }
+}
+
 /// TLS material for clients, loaded once per client object.
 #[derive(Clone)]
 pub struct Tls(Arc<net::ClientTls>);
@@ -103,14 +116,7 @@ pub async fn round_trip(
         reason,
     };
     let exchange = async {
-        let (mut send, mut recv) =
-            node.connection
-                .open_bi()
-                .await
-                .map_err(|error| ClientError::Unreachable {
-                    addrs: node.addr.clone(),
-                    last_error: error.to_string(),
-                })?;
+        let (mut send, mut recv) = node.open_stream().await?;
         net::write_frame(&mut send, body)
             .await
             .map_err(|error| protocol(error.to_string()))?;

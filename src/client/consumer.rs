@@ -184,14 +184,7 @@ impl Consumer {
         let Some(node) = &self.node else {
             return Ok(());
         };
-        let (mut send, recv) =
-            node.connection
-                .open_bi()
-                .await
-                .map_err(|error| ClientError::Unreachable {
-                    addrs: node.addr.clone(),
-                    last_error: error.to_string(),
-                })?;
+        let (mut send, recv) = node.open_stream().await?;
         let from = match self.cursor {
             StartFrom::Start => ConsumeFrom::Start,
             StartFrom::End => ConsumeFrom::End,

@@ -330,7 +330,7 @@ impl Session {
             }
         }
         let Some(node) = &self.node else { return };
-        let (send, mut recv) = match node.connection.open_bi().await {
+        let (send, mut recv) = match node.open_stream().await {
             Ok(pair) => pair,
             Err(_) => {
                 self.drop_connection();

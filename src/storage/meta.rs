@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::BytesMut;
 
-use super::StorageError;
+use super::{u32_at, u64_at, StorageError};
 use crate::types::{HardState, LogStart, Membership};
 
 pub const LOCK_FILE_NAME: &str = "LOCK";
@@ -108,22 +108,6 @@ fn read_small_file(path: &Path, bytes_max: u64) -> Result<Option<Vec<u8>>, Stora
     Ok(Some(bytes))
 }
 
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    let mut word = [0u8; 4];
-    if let Some(src) = bytes.get(at..at + 4) {
-        word.copy_from_slice(src);
-    }
-    u32::from_le_bytes(word)
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    let mut word = [0u8; 8];
-    if let Some(src) = bytes.get(at..at + 8) {
-        word.copy_from_slice(src);
-    }
-    u64::from_le_bytes(word)
-}
-
 /// Checks magic, version and the trailing CRC of a small file.
 fn check_envelope(
     path: &Path,
@@ -131,26 +115,7 @@ fn check_envelope(
     magic: &[u8; 8],
     len_min: usize,
 ) -> Result<(), StorageError> {
-    if bytes.len() < len_min {
-        return Err(StorageError::corrupt(
-            path,
-            bytes.len() as u64,
-            "file is truncated",
-        ));
-    }
-    if bytes.get(0..8) != Some(&magic[..]) {
-        return Err(StorageError::BadMagic {
-            path: path.to_path_buf(),
-        });
-    }
-    let version = u32_at(bytes, 8);
-    if version != META_VERSION {
-        return Err(StorageError::UnsupportedVersion {
-            path: path.to_path_buf(),
-            version,
-            supported: META_VERSION,
-        });
-    }
+    super::check_magic_and_version(path, bytes, len_min, magic, META_VERSION)?;
     let crc_at = bytes.len() - 4;
     let stored = u32_at(bytes, crc_at);
     let computed = crc32fast::hash(bytes.get(..crc_at).unwrap_or_default());

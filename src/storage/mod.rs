@@ -161,3 +161,53 @@ impl StorageError {
         }
     }
 }
+
+/// Little-endian integers at a byte offset of a file's bytes; missing bytes
+/// read as zero (callers check lengths first, this only keeps reads panic-free).
+pub(crate) fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    let mut word = [0u8; 4];
+    if let Some(src) = bytes.get(at..at + 4) {
+        word.copy_from_slice(src);
+    }
+    u32::from_le_bytes(word)
+}
+
+pub(crate) fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0u8; 8];
+    if let Some(src) = bytes.get(at..at + 8) {
+        word.copy_from_slice(src);
+    }
+    u64::from_le_bytes(word)
+}
+
+/// Checks the start every raftlog file shares: at least `len_min` bytes,
+/// then an 8-byte magic and a u32 format version (storage-format.md).
+pub(crate) fn check_magic_and_version(
+    path: &std::path::Path,
+    bytes: &[u8],
+    len_min: usize,
+    magic: &[u8; 8],
+    version_supported: u32,
+) -> Result<(), StorageError> {
+    if bytes.len() < len_min {
+        return Err(StorageError::corrupt(
+            path,
+            bytes.len() as u64,
+            "file is shorter than its header",
+        ));
+    }
+    if bytes.get(0..8) != Some(&magic[..]) {
+        return Err(StorageError::BadMagic {
+            path: path.to_path_buf(),
+        });
+    }
+    let version = u32_at(bytes, 8);
+    if version != version_supported {
+        return Err(StorageError::UnsupportedVersion {
+            path: path.to_path_buf(),
+            version,
+            supported: version_supported,
+        });
+    }
+    Ok(())
+}

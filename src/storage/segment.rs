@@ -18,7 +18,7 @@ use memmap2::{MmapOptions, MmapRaw};
 
 use super::frame::{self, FrameError, FrameHeader};
 use super::meta::TEMP_SUFFIX;
-use super::StorageError;
+use super::{u32_at, u64_at, StorageError};
 use crate::types::LogIndex;
 
 pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"RLOGSEG\0";
@@ -74,48 +74,19 @@ pub fn encode_segment_header(
     header
 }
 
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    let mut word = [0u8; 4];
-    if let Some(src) = bytes.get(at..at + 4) {
-        word.copy_from_slice(src);
-    }
-    u32::from_le_bytes(word)
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    let mut word = [0u8; 8];
-    if let Some(src) = bytes.get(at..at + 8) {
-        word.copy_from_slice(src);
-    }
-    u64::from_le_bytes(word)
-}
-
 /// Validates a segment header; returns the watermark (0 if its slot is bad).
 pub(crate) fn check_segment_header(
     path: &Path,
     header: &[u8],
     first_index: LogIndex,
 ) -> Result<usize, StorageError> {
-    if header.len() < SEGMENT_HEADER_BYTES {
-        return Err(StorageError::corrupt(
-            path,
-            header.len() as u64,
-            "segment is shorter than its header",
-        ));
-    }
-    if header.get(0..8) != Some(&SEGMENT_MAGIC[..]) {
-        return Err(StorageError::BadMagic {
-            path: path.to_path_buf(),
-        });
-    }
-    let version = u32_at(header, 8);
-    if version != SEGMENT_VERSION {
-        return Err(StorageError::UnsupportedVersion {
-            path: path.to_path_buf(),
-            version,
-            supported: SEGMENT_VERSION,
-        });
-    }
+    super::check_magic_and_version(
+        path,
+        header,
+        SEGMENT_HEADER_BYTES,
+        &SEGMENT_MAGIC,
+        SEGMENT_VERSION,
+    )?;
     let stored = u32_at(header, HEADER_CRC_AT);
     let computed = crc32fast::hash(header.get(..HEADER_CRC_AT).unwrap_or_default());
     if stored != computed {
