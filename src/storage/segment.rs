@@ -84,7 +84,7 @@ pub(crate) fn check_segment_header(
         path,
         header,
         SEGMENT_HEADER_BYTES,
-        &SEGMENT_MAGIC,
+        SEGMENT_MAGIC,
         SEGMENT_VERSION,
     )?;
     let stored = u32_at(header, HEADER_CRC_AT);
