@@ -503,8 +503,10 @@ impl Sim {
         if let Some(from) = ready.truncate_from {
             node.disk.truncate_from(from);
         }
-        for entry in &ready.entries {
-            let expected = node.disk.last_index() + 1;
+        // Check the batch, then write it at once.
+        let first_expected = node.disk.last_index() + 1;
+        let mut prev_term = node.disk.term(first_expected - 1).unwrap_or(0);
+        for (expected, entry) in (first_expected..).zip(&ready.entries) {
             if entry.index != expected {
                 return Err(Violation::ReadyNotContiguous {
                     node: id,
@@ -512,8 +514,6 @@ impl Sim {
                     expected,
                 });
             }
-            let prev_term = node.disk.term(entry.index - 1).unwrap_or(0);
-            node.disk.append(entry.clone());
             if self.options.checks {
                 let key = (entry.index, entry.term);
                 let value = (entry_hash(entry), prev_term);
@@ -531,7 +531,9 @@ impl Sim {
                     }
                 }
             }
+            prev_term = entry.term;
         }
+        node.disk.append_all(ready.entries);
         if let Some(hard_state) = ready.hard_state {
             node.disk.hard_state = hard_state;
         }
@@ -640,12 +642,7 @@ impl Sim {
         if self.link_cut(from, to) || self.rng.chance(self.faults.loss_per_mille, 1000) {
             return;
         }
-        let copies = if self.rng.chance(self.faults.duplicate_per_mille, 1000) {
-            2
-        } else {
-            1
-        };
-        for _ in 0..copies {
+        if self.rng.chance(self.faults.duplicate_per_mille, 1000) {
             let delay = self.rng.range(0, self.faults.delay_steps_max + 1);
             self.network.push(InFlight {
                 deliver_at: self.now + delay,
@@ -654,6 +651,13 @@ impl Sim {
                 message: message.clone(),
             });
         }
+        let delay = self.rng.range(0, self.faults.delay_steps_max + 1);
+        self.network.push(InFlight {
+            deliver_at: self.now + delay,
+            from,
+            to,
+            message,
+        });
     }
 
     /// Delivers every due message in a random order; false if none was due.
