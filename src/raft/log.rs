@@ -173,9 +173,11 @@ impl RaftLog {
             return false;
         }
         // `unpersisted` starts at the old `persisted_index + 1`.
-        let now_persisted = (index - self.persisted_index) as usize;
+        let now_persisted = usize::try_from(index - self.persisted_index)
+            .map_or(self.unpersisted.len(), |count| {
+                count.min(self.unpersisted.len())
+            });
         self.persisted_index = index;
-        let now_persisted = now_persisted.min(self.unpersisted.len());
         let bytes: u64 = self
             .unpersisted
             .drain(..now_persisted)
