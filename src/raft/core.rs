@@ -673,7 +673,9 @@ impl Core {
         }
         let term = self.term();
         let first = self.log.last_index + 1;
-        let entries: Vec<Entry> = proposals
+        let last = first + proposals.len() as u64 - 1;
+        // Entries go straight into the log, without a batch in between.
+        let entries = proposals
             .into_iter()
             .enumerate()
             .map(|(offset, proposal)| Entry {
@@ -682,10 +684,9 @@ impl Core {
                 kind: EntryKind::Data,
                 producer: proposal.producer,
                 payload: proposal.payload,
-            })
-            .collect();
-        let last = first + entries.len() as u64 - 1;
-        self.leader_append(&entries);
+            });
+        self.leader_append(entries);
+        debug_assert_eq!(self.log.last_index, last);
         Ok(first..=last)
     }
 
@@ -763,7 +764,7 @@ impl Core {
             producer: None,
             payload: next.to_bytes(),
         };
-        self.leader_append(std::slice::from_ref(&entry));
+        self.leader_append([entry]);
         Ok(index)
     }
 
@@ -838,11 +839,13 @@ impl Core {
         }
         ready.log_start_reset = self.pending_reset.take();
         ready.truncate_from = self.pending_truncate.take();
-        ready.entries = self
-            .log
-            .unpersisted_after(self.handed_out_index)
-            .cloned()
-            .collect();
+        // The core keeps its unpersisted entries (to replicate them before
+        // its own sync), so the runtime gets copies: cheap, the payloads are
+        // shared `Bytes`.
+        let (front, back) = self.log.unpersisted_from(self.handed_out_index + 1);
+        ready.entries.reserve_exact(front.len() + back.len());
+        ready.entries.extend_from_slice(front);
+        ready.entries.extend_from_slice(back);
         self.handed_out_index = self.log.last_index;
         if self.hard_state != self.hard_state_emitted {
             ready.hard_state = Some(self.hard_state);
@@ -1000,7 +1003,7 @@ impl Core {
         }
         // The no-op of §8: lets this leader commit entries of older terms.
         let noop = Entry::noop(self.log.last_index + 1, self.term());
-        self.leader_append(std::slice::from_ref(&noop));
+        self.leader_append([noop]);
     }
 
     /// Leader: one progress per other member of the configuration in force.
@@ -1022,7 +1025,7 @@ impl Core {
         }
     }
 
-    fn leader_append(&mut self, entries: &[Entry]) {
+    fn leader_append(&mut self, entries: impl IntoIterator<Item = Entry>) {
         debug_assert_eq!(self.role, Role::Leader);
         let before = self.log.last_config_index();
         let _ = self.log.append(entries);
@@ -1150,13 +1153,14 @@ impl Core {
             expected_term = entry.term;
         }
         let first = self.log.first_index();
-        let (prev_log_index, prev_log_term, entries) = if prev_log_index + 1 < first {
+        let mut entries = entries;
+        let (prev_log_index, prev_log_term) = if prev_log_index + 1 < first {
             // Entries below our log start are committed, hence match.
-            let skip = (first - 1 - prev_log_index) as usize;
-            let rest: Vec<Entry> = entries.into_iter().skip(skip).collect();
-            (first - 1, self.log.start.prev_term, rest)
+            let skip = usize::try_from(first - 1 - prev_log_index).unwrap_or(usize::MAX);
+            entries.drain(..skip.min(entries.len()));
+            (first - 1, self.log.start.prev_term)
         } else {
-            (prev_log_index, prev_log_term, entries)
+            (prev_log_index, prev_log_term)
         };
         match self.log.term(prev_log_index) {
             Some(term) if term == prev_log_term => {}
@@ -1208,12 +1212,10 @@ impl Core {
                 }
             }
         }
-        if let Some(rest) = entries.get(append_from..) {
-            if !rest.is_empty() {
-                // A config entry that does not decode is kept but not
-                // applied; the leader encoded it, so only a bug gets here.
-                let _undecodable_configs = self.log.append(rest);
-            }
+        if append_from < entries.len() {
+            // A config entry that does not decode is kept but not applied;
+            // the leader encoded it, so only a bug gets here.
+            let _undecodable_configs = self.log.append(entries.drain(append_from..));
         }
         self.leader_match_ceiling = self.leader_match_ceiling.max(last_new_index);
         let new_commit = leader_commit.min(last_new_index);
@@ -1449,7 +1451,7 @@ impl Core {
                 producer: None,
                 payload: next.to_bytes(),
             };
-            self.leader_append(std::slice::from_ref(&entry));
+            self.leader_append([entry]);
         } else if !membership.is_voter(self.config.id) {
             // C_new without us is committed: hand over (thesis §4.2.2).
             let term = self.term();
@@ -1570,15 +1572,14 @@ impl Core {
             self.send_log_start(peer);
             return Ok(());
         };
-        let entries = match self.read_entries(next, reader) {
-            Ok(entries) => entries,
+        let (entries, bytes) = match self.read_entries(next, reader) {
+            Ok(read) => read,
             Err(LogReadError::Compacted { .. }) => {
                 self.send_log_start(peer);
                 return Ok(());
             }
             Err(error) => return Err(error),
         };
-        let bytes: u64 = entries.iter().map(entry_bytes).sum();
         let last_sent = prev_log_index + entries.len() as u64;
         if let Some(pr) = self.progress.get_mut(&peer) {
             if entries.is_empty() {
@@ -1602,16 +1603,17 @@ impl Core {
         Ok(())
     }
 
-    /// Entries from `low`, within the per-message limits: persisted ones
-    /// through the reader, the rest from the core's own unpersisted tail.
+    /// Entries from `low`, within the per-message limits, and their size
+    /// for flow control: persisted ones through the reader, the rest from
+    /// the core's own unpersisted tail.
     fn read_entries<R: LogReader>(
         &self,
         low: LogIndex,
         reader: &R,
-    ) -> Result<Vec<Entry>, LogReadError> {
+    ) -> Result<(Vec<Entry>, u64), LogReadError> {
         let last = self.log.last_index;
         if low > last {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), 0));
         }
         let count_max = self.config.append_entries_max as u64;
         let high = last.min(low + count_max - 1);
@@ -1640,17 +1642,22 @@ impl Core {
             bytes = entries.iter().map(entry_bytes).sum();
             let read_to = low + entries.len() as u64 - 1;
             if read_to < high.min(persisted) || bytes >= bytes_max {
-                return Ok(entries);
+                return Ok((entries, bytes));
             }
         }
         let from = low.max(persisted + 1);
-        for entry in self.log.unpersisted_from(from) {
-            if entry.index > high || (!entries.is_empty() && bytes >= bytes_max) {
+        let (front, back) = self.log.unpersisted_from(from);
+        // `from` is past `high` when the reader already gave everything.
+        let count_max = usize::try_from((high + 1).saturating_sub(from)).unwrap_or(usize::MAX);
+        entries.reserve(count_max.min(front.len() + back.len()));
+        for entry in front.iter().chain(back).take(count_max) {
+            if !entries.is_empty() && bytes >= bytes_max {
                 break;
             }
+            debug_assert!(entry.index <= high);
             bytes += entry_bytes(entry);
             entries.push(entry.clone());
         }
-        Ok(entries)
+        Ok((entries, bytes))
     }
 }

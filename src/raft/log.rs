@@ -106,10 +106,13 @@ impl RaftLog {
         self.configs.last().map_or(0, |&(index, _)| index)
     }
 
-    /// Appends entries that continue the log; returns the config entries that
-    /// did not decode (a peer or disk bug; they are kept but not applied).
-    pub fn append(&mut self, entries: &[Entry]) -> Vec<LogIndex> {
+    /// Appends entries that continue the log, taking them over (no copy);
+    /// returns the config entries that did not decode (a peer or disk bug;
+    /// they are kept but not applied).
+    pub fn append(&mut self, entries: impl IntoIterator<Item = Entry>) -> Vec<LogIndex> {
         let mut bad_configs = Vec::new();
+        let entries = entries.into_iter();
+        self.unpersisted.reserve(entries.size_hint().0);
         for entry in entries {
             debug_assert_eq!(
                 entry.index,
@@ -134,8 +137,8 @@ impl RaftLog {
                     Err(_) => bad_configs.push(entry.index),
                 }
             }
-            self.unpersisted_bytes += entry_bytes(entry);
-            self.unpersisted.push_back(entry.clone());
+            self.unpersisted_bytes += entry_bytes(&entry);
+            self.unpersisted.push_back(entry);
         }
         bad_configs
     }
@@ -169,25 +172,41 @@ impl RaftLog {
         if index <= self.persisted_index || self.term(index) != Some(term) {
             return false;
         }
+        // `unpersisted` starts at the old `persisted_index + 1`.
+        let now_persisted = usize::try_from(index - self.persisted_index)
+            .map_or(self.unpersisted.len(), |count| {
+                count.min(self.unpersisted.len())
+            });
         self.persisted_index = index;
-        while self.unpersisted.front().is_some_and(|e| e.index <= index) {
-            if let Some(entry) = self.unpersisted.pop_front() {
-                self.unpersisted_bytes -= entry_bytes(&entry);
-            }
-        }
+        let bytes: u64 = self
+            .unpersisted
+            .drain(..now_persisted)
+            .map(|e| entry_bytes(&e))
+            .sum();
+        self.unpersisted_bytes -= bytes;
+        debug_assert!(self
+            .unpersisted
+            .front()
+            .map_or(true, |e| e.index == index + 1));
         true
     }
 
-    /// Entries not yet persisted with index in `low..=high`, up to limits.
-    pub fn unpersisted_from(&self, low: LogIndex) -> impl Iterator<Item = &Entry> {
-        let skip = low.saturating_sub(self.persisted_index + 1) as usize;
-        self.unpersisted.iter().skip(skip)
-    }
-
-    /// Entries past `index` not yet persisted (those the runtime has not
-    /// been handed are a suffix of them).
-    pub fn unpersisted_after(&self, index: LogIndex) -> impl Iterator<Item = &Entry> {
-        self.unpersisted_from(index + 1)
+    /// Entries not yet persisted from index `low` on, as the two slices of
+    /// the queue (an empty pair if `low` is past the last index).
+    pub fn unpersisted_from(&self, low: LogIndex) -> (&[Entry], &[Entry]) {
+        let skip = low.saturating_sub(self.persisted_index + 1);
+        let skip = usize::try_from(skip).map_or(self.unpersisted.len(), |skip| {
+            skip.min(self.unpersisted.len())
+        });
+        let (front, back) = self.unpersisted.as_slices();
+        match (
+            front.get(skip..),
+            back.get(skip.saturating_sub(front.len())..),
+        ) {
+            (Some(front), _) => (front, back),
+            (None, Some(back)) => (&[], back),
+            (None, None) => (&[], &[]),
+        }
     }
 
     /// Forgets entries below `start.first_index` (retention or a reset).

@@ -14,6 +14,9 @@ pub struct Disk {
     entries: Vec<Entry>,
     /// How many of `entries` survive a crash.
     synced_count: usize,
+    /// Indexes of the config entries in `entries`, increasing (so finding
+    /// the membership at a point does not scan the log).
+    config_indexes: Vec<LogIndex>,
 }
 
 impl Disk {
@@ -23,6 +26,7 @@ impl Disk {
             log_start,
             entries: Vec::new(),
             synced_count: 0,
+            config_indexes: Vec::new(),
         }
     }
 
@@ -47,19 +51,45 @@ impl Disk {
     }
 
     pub fn append(&mut self, entry: Entry) {
+        debug_assert_eq!(entry.index, self.last_index() + 1);
+        if entry.kind == EntryKind::Config {
+            self.config_indexes.push(entry.index);
+        }
         self.entries.push(entry);
+    }
+
+    /// Appends consecutive entries that continue the log.
+    pub fn append_all(&mut self, entries: Vec<Entry>) {
+        debug_assert!(entries
+            .iter()
+            .zip(self.last_index() + 1..)
+            .all(|(entry, index)| entry.index == index));
+        self.config_indexes.extend(
+            entries
+                .iter()
+                .filter(|e| e.kind == EntryKind::Config)
+                .map(|e| e.index),
+        );
+        self.entries.extend(entries);
     }
 
     pub fn truncate_from(&mut self, from: LogIndex) {
         let keep = from.saturating_sub(self.log_start.first_index) as usize;
         self.entries.truncate(keep);
         self.synced_count = self.synced_count.min(keep);
+        self.forget_configs_from(from);
     }
 
     pub fn reset(&mut self, start: LogStart) {
         self.entries.clear();
+        self.config_indexes.clear();
         self.synced_count = 0;
         self.log_start = start;
+    }
+
+    fn forget_configs_from(&mut self, from: LogIndex) {
+        let keep = self.config_indexes.partition_point(|&index| index < from);
+        self.config_indexes.truncate(keep);
     }
 
     /// Makes every write durable; returns the last entry's (index, term).
@@ -73,18 +103,22 @@ impl Disk {
 
     pub fn crash(&mut self) {
         self.entries.truncate(self.synced_count);
+        self.forget_configs_from(self.last_index() + 1);
     }
 
     /// The log start that dropping everything below `first_index` gives.
     pub fn log_start_at(&self, first_index: LogIndex) -> Option<LogStart> {
         let prev_term = self.term(first_index - 1)?;
+        let below = self
+            .config_indexes
+            .partition_point(|&index| index < first_index);
         let membership = self
-            .entries
+            .config_indexes
             .iter()
-            .take_while(|e| e.index < first_index)
-            .filter(|e| e.kind == EntryKind::Config)
-            .filter_map(|e| Membership::decode(&e.payload).ok())
-            .last()
+            .take(below)
+            .rev()
+            .filter_map(|&index| self.entry(index))
+            .find_map(|e| Membership::decode(&e.payload).ok())
             .unwrap_or_else(|| self.log_start.membership.clone());
         Some(LogStart {
             first_index,
@@ -98,6 +132,10 @@ impl Disk {
         let drop = drop.min(self.entries.len());
         self.entries.drain(..drop);
         self.synced_count = self.synced_count.saturating_sub(drop);
+        let below = self
+            .config_indexes
+            .partition_point(|&index| index < start.first_index);
+        self.config_indexes.drain(..below);
         self.log_start = start;
     }
 
@@ -138,12 +176,15 @@ impl LogReader for Disk {
         if low < self.log_start.first_index {
             return Err(LogReadError::Compacted { index: low });
         }
-        let mut out = Vec::new();
+        if high < low {
+            return Ok(Vec::new());
+        }
+        let offset = (low - self.log_start.first_index) as usize;
+        let count_max = (high - low).saturating_add(1) as usize;
+        let stored = self.entries.get(offset..).unwrap_or(&[]);
+        let mut out = Vec::with_capacity(count_max.min(stored.len()));
         let mut bytes = 0u64;
-        for index in low..=high {
-            let Some(entry) = self.entry(index) else {
-                break;
-            };
+        for entry in stored.iter().take(count_max) {
             if !out.is_empty() && bytes >= bytes_max {
                 break;
             }

@@ -2,7 +2,10 @@
 //! virtual clock, an in-memory disk per node that separates synced from
 //! unsynced writes, and a network that loses, delays, reorders, duplicates
 //! and partitions. One `u64` seed drives every choice, so a failure replays
-//! exactly (`RAFTLOG_SIM_SEED=<seed>`).
+//! exactly (`RAFTLOG_SIM_SEED=<seed>`, with the command the failure prints).
+//! Faults follow one of two schedules ([`FaultSchedule`]): independent random
+//! faults, or leader churn that cuts leaders off right after they append (the
+//! interleavings of Figure 8 in the Raft paper).
 //!
 //! After every step the checker verifies: at most one leader per term; two
 //! entries with the same index and term are identical and have the same
@@ -27,6 +30,23 @@ use crate::raft::{
 };
 use crate::types::{Entry, LogIndex, LogStart, Membership, NodeId, Term};
 
+/// How faults are scheduled during the faulty phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultSchedule {
+    /// Independent random faults: loss, delay up to a few steps, reordering,
+    /// duplication, crashes, pauses, partitions that come and go.
+    Random,
+    /// The random faults, milder on the network (delays of at most a step),
+    /// plus leader churn aimed at Figure 8 of the Raft paper: many new
+    /// leaders are, a few steps after their election, handed a proposal
+    /// and then cut off (isolated, or crashed mid-broadcast) in the same
+    /// step, so the entry reaches at most a minority; they return later.
+    /// This is the interleaving that committing an older term's entry by
+    /// counting replicas needs to go wrong, and that random faults rarely
+    /// produce.
+    LeaderChurn,
+}
+
 /// What to simulate.
 #[derive(Clone, Debug)]
 pub struct SimOptions {
@@ -49,6 +69,10 @@ pub struct SimOptions {
     pub client_per_mille: u64,
     /// Chance per step that a node crashes, in thousandths.
     pub crash_per_mille: u64,
+    pub schedule: FaultSchedule,
+    /// `cargo test` arguments that replay this run given RAFTLOG_SIM_SEED
+    /// (printed with a failure).
+    pub replay_args: String,
 }
 
 impl SimOptions {
@@ -64,6 +88,19 @@ impl SimOptions {
             bugs: Bugs::default(),
             client_per_mille: 333,
             crash_per_mille: 3,
+            schedule: FaultSchedule::Random,
+            replay_args: "--test sim_cluster".to_string(),
+        }
+    }
+
+    /// The leader-churn schedule: clients propose rarely in the background
+    /// (each new leader that is cut off gets a proposal anyway), so an entry
+    /// of a new leader's term does not spread before its cut.
+    pub fn leader_churn(seed: u64, voters: usize) -> SimOptions {
+        SimOptions {
+            schedule: FaultSchedule::LeaderChurn,
+            client_per_mille: 30,
+            ..SimOptions::new(seed, voters)
         }
     }
 }
@@ -126,14 +163,16 @@ pub struct Failure {
     pub seed: u64,
     pub step: u64,
     pub violation: Violation,
+    /// `cargo test` arguments that replay it (from [`SimOptions::replay_args`]).
+    pub replay_args: String,
 }
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "seed {} failed at step {}: {:?}\nreplay: RAFTLOG_SIM_SEED={} cargo test --release --test sim_cluster -- --nocapture",
-            self.seed, self.step, self.violation, self.seed
+            "seed {} failed at step {}: {:?}\nreplay: RAFTLOG_SIM_SEED={} cargo test --release {} -- --nocapture",
+            self.seed, self.step, self.violation, self.seed, self.replay_args
         )
     }
 }
@@ -155,6 +194,11 @@ struct Node {
     disk: Disk,
     paused_until: u64,
     down_until: u64,
+    /// Every link to and from this node is cut while `now < isolated_until`,
+    /// except to `reachable` while `now < reachable_until`.
+    isolated_until: u64,
+    reachable_until: u64,
+    reachable: Vec<NodeId>,
     last_commit: LogIndex,
     /// Client proposals waiting for this node's commit: (index, payload id).
     pending: Vec<(LogIndex, u64)>,
@@ -186,6 +230,40 @@ const DELIVERY_ROUNDS_MAX: usize = 64;
 /// Entries a client proposes at once.
 const CLIENT_BATCH_MAX: u64 = 4;
 
+/// Leader churn: the chance that a new leader is cut off, in thousandths
+/// (most are: each cut is one more chance at the interleaving).
+const CHURN_CUT_PER_MILLE: u64 = 900;
+/// Leader churn: steps a new leader runs before its cut (exclusive bound);
+/// from 0 (its first proposal never leaves) to enough to replicate older
+/// entries it holds (what Figure 8 needs of the third leader).
+const CHURN_CUT_DELAY_STEPS_MAX: u64 = 12;
+/// Leader churn: how long a cut-off leader stays isolated or down, in steps
+/// (from below to above an election timeout, so leaders return in any order).
+const CHURN_AWAY_STEPS_MIN: u64 = 20;
+const CHURN_AWAY_STEPS_MAX: u64 = 150;
+/// Leader churn: chance that a cut is a crash rather than an isolation, in
+/// thousandths (a crash loses the unsynced proposal, an isolation keeps it).
+const CHURN_CRASH_PER_MILLE: u64 = 100;
+
+/// A planned cut of one leader.
+#[derive(Clone, Copy, Debug)]
+struct ChurnCut {
+    leader: NodeId,
+    term: Term,
+    at_step: u64,
+    crash: bool,
+}
+
+/// Leader-churn state.
+#[derive(Clone, Debug, Default)]
+struct Churn {
+    /// The last leader seen, to notice a new one.
+    seen: Option<(NodeId, Term)>,
+    planned: Option<ChurnCut>,
+    /// A leader cut mid-broadcast that crashes at the start of the next step.
+    crash_next: Option<NodeId>,
+}
+
 /// The whole simulated cluster.
 pub struct Sim {
     options: SimOptions,
@@ -195,6 +273,7 @@ pub struct Sim {
     network: Vec<InFlight>,
     blocked: BTreeSet<(NodeId, NodeId)>,
     faults: NetworkFaults,
+    churn: Churn,
     next_payload_id: u64,
     // Checker state.
     leaders: BTreeMap<Term, NodeId>,
@@ -243,20 +322,29 @@ impl Sim {
                 disk,
                 paused_until: 0,
                 down_until: 0,
+                isolated_until: 0,
+                reachable_until: 0,
+                reachable: Vec::new(),
                 last_commit: 0,
                 pending: Vec::new(),
             };
             node.core = Some(start_core(&options, &mut rng, id, &node.disk));
             nodes.insert(id, node);
         }
-        let faults = if options.faults {
-            NetworkFaults {
+        let faults = match (options.faults, options.schedule) {
+            (false, _) => NO_FAULTS,
+            (true, FaultSchedule::Random) => NetworkFaults {
                 loss_per_mille: rng.range(0, 150),
                 duplicate_per_mille: rng.range(0, 50),
                 delay_steps_max: rng.range(0, 4),
-            }
-        } else {
-            NO_FAULTS
+            },
+            // Figure 8 needs each step's messages to land within a step or
+            // two, so that what a cut leader did not send is all that is lost.
+            (true, FaultSchedule::LeaderChurn) => NetworkFaults {
+                loss_per_mille: rng.range(0, 30),
+                duplicate_per_mille: rng.range(0, 20),
+                delay_steps_max: rng.range(0, 2),
+            },
         };
         Sim {
             options,
@@ -266,6 +354,7 @@ impl Sim {
             network: Vec::new(),
             blocked: BTreeSet::new(),
             faults,
+            churn: Churn::default(),
             next_payload_id: 1,
             leaders: BTreeMap::new(),
             written: BTreeMap::new(),
@@ -280,10 +369,12 @@ impl Sim {
         let result = self.run_inner();
         let step = self.now;
         let seed = self.options.seed;
+        let replay_args = self.options.replay_args.clone();
         result.map_err(|violation| Failure {
             seed,
             step,
             violation,
+            replay_args,
         })
     }
 
@@ -303,6 +394,9 @@ impl Sim {
     fn step_with_chaos(&mut self) -> Result<(), Violation> {
         if self.options.faults {
             self.inject_faults();
+            if self.options.schedule == FaultSchedule::LeaderChurn {
+                self.churn_leaders();
+            }
         }
         if self.options.operations {
             self.operate()?;
@@ -409,8 +503,10 @@ impl Sim {
         if let Some(from) = ready.truncate_from {
             node.disk.truncate_from(from);
         }
-        for entry in &ready.entries {
-            let expected = node.disk.last_index() + 1;
+        // Check the batch, then write it at once.
+        let first_expected = node.disk.last_index() + 1;
+        let mut prev_term = node.disk.term(first_expected - 1).unwrap_or(0);
+        for (expected, entry) in (first_expected..).zip(&ready.entries) {
             if entry.index != expected {
                 return Err(Violation::ReadyNotContiguous {
                     node: id,
@@ -418,8 +514,6 @@ impl Sim {
                     expected,
                 });
             }
-            let prev_term = node.disk.term(entry.index - 1).unwrap_or(0);
-            node.disk.append(entry.clone());
             if self.options.checks {
                 let key = (entry.index, entry.term);
                 let value = (entry_hash(entry), prev_term);
@@ -437,7 +531,9 @@ impl Sim {
                     }
                 }
             }
+            prev_term = entry.term;
         }
+        node.disk.append_all(ready.entries);
         if let Some(hard_state) = ready.hard_state {
             node.disk.hard_state = hard_state;
         }
@@ -531,16 +627,22 @@ impl Sim {
         Ok(())
     }
 
+    /// True if the link `from -> to` is down (a partition or an isolation).
+    fn link_cut(&self, from: NodeId, to: NodeId) -> bool {
+        let now = self.now;
+        let isolates = |node: NodeId, other: NodeId| {
+            self.nodes.get(&node).is_some_and(|n| {
+                n.isolated_until > now && !(n.reachable_until > now && n.reachable.contains(&other))
+            })
+        };
+        self.blocked.contains(&(from, to)) || isolates(from, to) || isolates(to, from)
+    }
+
     fn send(&mut self, from: NodeId, to: NodeId, message: Message) {
-        if self.blocked.contains(&(from, to)) || self.rng.chance(self.faults.loss_per_mille, 1000) {
+        if self.link_cut(from, to) || self.rng.chance(self.faults.loss_per_mille, 1000) {
             return;
         }
-        let copies = if self.rng.chance(self.faults.duplicate_per_mille, 1000) {
-            2
-        } else {
-            1
-        };
-        for _ in 0..copies {
+        if self.rng.chance(self.faults.duplicate_per_mille, 1000) {
             let delay = self.rng.range(0, self.faults.delay_steps_max + 1);
             self.network.push(InFlight {
                 deliver_at: self.now + delay,
@@ -549,6 +651,13 @@ impl Sim {
                 message: message.clone(),
             });
         }
+        let delay = self.rng.range(0, self.faults.delay_steps_max + 1);
+        self.network.push(InFlight {
+            deliver_at: self.now + delay,
+            from,
+            to,
+            message,
+        });
     }
 
     /// Delivers every due message in a random order; false if none was due.
@@ -605,21 +714,9 @@ impl Sim {
         };
         let now = self.now;
         if self.rng.chance(self.options.crash_per_mille, 1000) {
-            {
-                // Crash: every unsynced write is lost.
-                let id = pick(&mut self.rng);
-                let down_steps = self.rng.range(5, 80);
-                if let Some(node) = self.nodes.get_mut(&id) {
-                    if node.core.is_some() {
-                        node.core = None;
-                        node.disk.crash();
-                        node.pending.clear();
-                        node.down_until = now + down_steps;
-                        node.last_commit = 0;
-                        self.report.crashes += 1;
-                    }
-                }
-            }
+            let id = pick(&mut self.rng);
+            let down_steps = self.rng.range(5, 80);
+            self.crash(id, down_steps);
         }
         match self.rng.range(0, 1000) {
             3..=4 => {
@@ -664,6 +761,95 @@ impl Sim {
             }
             10..=14 => self.blocked.clear(),
             _ => {}
+        }
+    }
+
+    /// Crash: every unsynced write is lost; the node restarts from its disk
+    /// after `down_steps`.
+    fn crash(&mut self, id: NodeId, down_steps: u64) {
+        let now = self.now;
+        if let Some(node) = self.nodes.get_mut(&id) {
+            if node.core.is_some() {
+                node.core = None;
+                node.disk.crash();
+                node.pending.clear();
+                node.down_until = now + down_steps;
+                node.last_commit = 0;
+                self.report.crashes += 1;
+            }
+        }
+    }
+
+    /// Leader churn (see [`FaultSchedule::LeaderChurn`]): notices each new
+    /// leader, plans whether and when to cut it off, and carries cuts out.
+    /// A cut proposes to the leader and lets that step's messages reach only
+    /// a random minority of the voters (the leader included), then isolates
+    /// the leader or crashes it at the next step.
+    fn churn_leaders(&mut self) {
+        if let Some(id) = self.churn.crash_next.take() {
+            let down_steps = self.rng.range(CHURN_AWAY_STEPS_MIN, CHURN_AWAY_STEPS_MAX);
+            self.crash(id, down_steps);
+        }
+        let leader = self
+            .leader_id()
+            .and_then(|id| self.core(id).map(|core| (id, core.term())));
+        if let Some((id, term)) = leader {
+            if self.churn.seen != Some((id, term)) {
+                self.churn.seen = Some((id, term));
+                self.churn.planned = self
+                    .rng
+                    .chance(CHURN_CUT_PER_MILLE, 1000)
+                    .then(|| ChurnCut {
+                        leader: id,
+                        term,
+                        at_step: self.now + self.rng.range(0, CHURN_CUT_DELAY_STEPS_MAX),
+                        crash: self.rng.chance(CHURN_CRASH_PER_MILLE, 1000),
+                    });
+            }
+        }
+        let Some(cut) = self.churn.planned else {
+            return;
+        };
+        if cut.at_step > self.now {
+            return;
+        }
+        self.churn.planned = None;
+        if leader != Some((cut.leader, cut.term)) {
+            return;
+        }
+        let batch = self.rng.range(1, CLIENT_BATCH_MAX + 1);
+        self.client_propose(batch);
+        // Which voters the next step's messages still reach: fewer than a
+        // majority counting the leader.
+        let mut others: Vec<NodeId> = self
+            .core(cut.leader)
+            .map(|core| core.membership().voters.iter().copied())
+            .into_iter()
+            .flatten()
+            .filter(|&v| v != cut.leader)
+            .collect();
+        // 1 + reachable < (others + 1) / 2 + 1, the majority of the voters.
+        let reachable_max = others.len().div_ceil(2).saturating_sub(1);
+        let reachable_count = self.rng.range(0, reachable_max as u64 + 1) as usize;
+        for i in (1..others.len()).rev() {
+            let j = self.rng.range(0, i as u64 + 1) as usize;
+            others.swap(i, j);
+        }
+        others.truncate(reachable_count);
+        let away_steps = self.rng.range(CHURN_AWAY_STEPS_MIN, CHURN_AWAY_STEPS_MAX);
+        // The step about to run is `now + 1`.
+        let now = self.now;
+        if let Some(node) = self.nodes.get_mut(&cut.leader) {
+            node.reachable = others;
+            node.reachable_until = now + 2;
+            node.isolated_until = if cut.crash {
+                now + 2
+            } else {
+                now + 2 + away_steps
+            };
+        }
+        if cut.crash {
+            self.churn.crash_next = Some(cut.leader);
         }
     }
 
@@ -774,9 +960,11 @@ impl Sim {
     fn heal(&mut self) {
         self.blocked.clear();
         self.faults = NO_FAULTS;
+        self.churn = Churn::default();
         for node in self.nodes.values_mut() {
             node.paused_until = 0;
             node.down_until = 0;
+            node.isolated_until = 0;
         }
     }
 
