@@ -170,6 +170,7 @@ impl TestCluster {
 
     /// Starts `node_count` nodes after `tweak` changed each node's settings.
     pub async fn start_with(node_count: u64, tweak: Tweak) -> TestCluster {
+        init_logging();
         let dir = tempfile::tempdir().expect("temp dir");
         let ports = free_udp_ports(node_count as usize);
         let addrs: BTreeMap<NodeId, String> = (1..=node_count)
@@ -354,6 +355,17 @@ impl Drop for TestCluster {
         for node in self.nodes.values() {
             node.abort();
         }
+    }
+}
+
+/// Node logs for debugging a test: `RUST_LOG=info cargo test ... -- --nocapture`
+/// (nothing is logged without RUST_LOG).
+pub fn init_logging() {
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
     }
 }
 
