@@ -63,14 +63,14 @@ where
     Fut: Future<Output = Result<T, String>>,
 {
     let deadline = Instant::now() + timeout;
+    let mut last = "no check finished".to_string();
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let last = match tokio::time::timeout(remaining.max(Duration::from_millis(1)), check()).await
-        {
+        match tokio::time::timeout(remaining.max(Duration::from_millis(1)), check()).await {
             Ok(Ok(value)) => return value,
-            Ok(Err(reason)) => reason,
-            Err(_) => "the last check itself did not finish".to_string(),
-        };
+            Ok(Err(reason)) => last = reason,
+            Err(_) => last = format!("{last} (and the next check did not finish in time)"),
+        }
         if Instant::now() >= deadline {
             panic!("timed out after {timeout:?} waiting for {what}; last: {last}");
         }
@@ -342,6 +342,22 @@ impl TestCluster {
                 Ok(records)
             } else {
                 Err(format!("node {id} serves {} records", records.len()))
+            }
+        })
+        .await
+    }
+
+    /// Waits until node `id`'s consume from start ends with `expected`;
+    /// returns those last records.
+    pub async fn wait_node_serves_tail(&self, id: NodeId, expected: &[Bytes]) -> Vec<Record> {
+        let what = format!("node {id} to serve {} records at its tail", expected.len());
+        eventually(&what, CATCH_UP_WAIT, || async {
+            let mut records = consume_all(self.client_config_for(&[id])).await?;
+            let tail = records.split_off(records.len().saturating_sub(expected.len()));
+            if data_of(&tail) == expected {
+                Ok(tail)
+            } else {
+                Err(format!("node {id} serves {} records", records.len() + tail.len()))
             }
         })
         .await
