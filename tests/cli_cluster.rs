@@ -299,8 +299,8 @@ fn serve_processes_round_trip_published_lines_through_consume() {
     }
 
     // Damage the middle of the oldest (sealed) segment of node 2.
-    let mut segments: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(cluster.data_dir(2))
-        .expect("node 2 data dir")
+    let mut segments: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(cluster.data_dir(2).join("log"))
+        .expect("node 2 log dir")
         .filter_map(|entry| {
             let path = entry.ok()?.path();
             let first: u64 = path
