@@ -34,10 +34,20 @@ fn bench_json_has_the_documented_fields() {
     );
     finished.assert_success("bench --embedded");
     let lines = finished.stdout_lines();
-    assert_eq!(lines.len(), 1, "one JSON object on stdout: {}", finished.stdout);
+    assert_eq!(
+        lines.len(),
+        1,
+        "one JSON object on stdout: {}",
+        finished.stdout
+    );
     let report: serde_json::Value = serde_json::from_str(lines[0]).expect("bench JSON");
     assert_eq!(report["records"].as_u64(), Some(2000), "{report}");
-    for field in ["seconds", "records_per_sec", "mb_per_sec", "consume_records_per_sec"] {
+    for field in [
+        "seconds",
+        "records_per_sec",
+        "mb_per_sec",
+        "consume_records_per_sec",
+    ] {
         let value = report[field]
             .as_f64()
             .unwrap_or_else(|| panic!("{field} in {report}"));
@@ -49,11 +59,17 @@ fn bench_json_has_the_documented_fields() {
         let value = latency[field]
             .as_f64()
             .unwrap_or_else(|| panic!("latency_us.{field} in {report}"));
-        assert!(value > 0.0 && value >= previous, "latency_us.{field} = {value} in {report}");
+        assert!(
+            value > 0.0 && value >= previous,
+            "latency_us.{field} = {value} in {report}"
+        );
         previous = value;
     }
     if let Some(read_back) = report["consume_records"].as_u64() {
-        assert_eq!(read_back, 2000, "everything appended is read back: {report}");
+        assert_eq!(
+            read_back, 2000,
+            "everything appended is read back: {report}"
+        );
     }
     let rate = report["records_per_sec"].as_f64().unwrap_or(0.0);
     let seconds = report["seconds"].as_f64().unwrap_or(0.0);

@@ -81,9 +81,7 @@ fn metric(series: &BTreeMap<String, f64>, name: &str) -> f64 {
 
 fn json_lines(text: &str) -> Vec<Value> {
     text.lines()
-        .map(|line| {
-            serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line:?}"))
-        })
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line:?}")))
         .collect()
 }
 
@@ -108,8 +106,10 @@ fn data_bytes(object: &Value) -> Vec<u8> {
 #[test]
 fn serve_processes_round_trip_published_lines_through_consume() {
     let metrics_port = common::free_tcp_port();
-    let mut cluster =
-        ServeCluster::prepare(3, &["--segment-bytes", "65536", "--max-record-bytes", "4096"]);
+    let mut cluster = ServeCluster::prepare(
+        3,
+        &["--segment-bytes", "65536", "--max-record-bytes", "4096"],
+    );
     let metrics_flag = format!("127.0.0.1:{metrics_port}");
     cluster.spawn(1, &["--metrics-listen", &metrics_flag]);
     cluster.spawn(2, &[]);
@@ -178,7 +178,10 @@ fn serve_processes_round_trip_published_lines_through_consume() {
     let indexes: Vec<u64> = published
         .stdout_lines()
         .iter()
-        .map(|line| line.parse().unwrap_or_else(|_| panic!("index line {line:?}")))
+        .map(|line| {
+            line.parse()
+                .unwrap_or_else(|_| panic!("index line {line:?}"))
+        })
         .collect();
     assert_eq!(indexes.len(), lines.len(), "one index per input line");
     assert!(indexes.windows(2).all(|pair| pair[0] < pair[1]));
@@ -213,7 +216,9 @@ fn serve_processes_round_trip_published_lines_through_consume() {
 
     let from = indexes[100].to_string();
     let limited = cluster.client(
-        &["consume", "--from", &from, "--limit", "5", "--output", "json"],
+        &[
+            "consume", "--from", &from, "--limit", "5", "--output", "json",
+        ],
         b"",
         CLIENT_RUN,
     );
@@ -233,6 +238,23 @@ fn serve_processes_round_trip_published_lines_through_consume() {
         CLIENT_RUN,
     );
     published_json.assert_success("publish --output json");
+    // A client restart replaying the same input with the same producer id
+    // and first sequence prints the same indexes and appends nothing.
+    let replayed = cluster.client(
+        &[
+            "publish",
+            "--output",
+            "json",
+            "--producer-id",
+            "99",
+            "--first-seq",
+            "0",
+        ],
+        b"json-a\njson-b\n",
+        CLIENT_RUN,
+    );
+    replayed.assert_success("publish replay");
+    assert_eq!(replayed.stdout, published_json.stdout, "same indexes");
     let answers = json_lines(&published_json.stdout);
     assert_eq!(answers.len(), 2);
     let last_index = answers[1]["index"].as_u64().expect("{\"index\":N}");
@@ -265,7 +287,12 @@ fn serve_processes_round_trip_published_lines_through_consume() {
 
     // Offline: dump and verify the stopped nodes' data dirs.
     let dumped = run(
-        &["dump", &cluster.data_dir(1).display().to_string(), "--output", "json"],
+        &[
+            "dump",
+            &cluster.data_dir(1).display().to_string(),
+            "--output",
+            "json",
+        ],
         b"",
         CLIENT_RUN,
     );
@@ -299,19 +326,20 @@ fn serve_processes_round_trip_published_lines_through_consume() {
     }
 
     // Damage the middle of the oldest (sealed) segment of node 2.
-    let mut segments: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(cluster.data_dir(2).join("log"))
-        .expect("node 2 log dir")
-        .filter_map(|entry| {
-            let path = entry.ok()?.path();
-            let first: u64 = path
-                .file_name()?
-                .to_str()?
-                .strip_suffix(".seg")?
-                .parse()
-                .ok()?;
-            Some((first, path))
-        })
-        .collect();
+    let mut segments: Vec<(u64, std::path::PathBuf)> =
+        std::fs::read_dir(cluster.data_dir(2).join("log"))
+            .expect("node 2 log dir")
+            .filter_map(|entry| {
+                let path = entry.ok()?.path();
+                let first: u64 = path
+                    .file_name()?
+                    .to_str()?
+                    .strip_suffix(".seg")?
+                    .parse()
+                    .ok()?;
+                Some((first, path))
+            })
+            .collect();
     segments.sort();
     assert!(segments.len() >= 2, "several segments: {segments:?}");
     let sealed = &segments[0].1;
@@ -340,4 +368,95 @@ fn serve_processes_round_trip_published_lines_through_consume() {
         damaged.stdout,
         damaged.stderr
     );
+}
+
+/// Issue 5 (separate processes): `kill -9` of the leader's `serve` process
+/// while `publish --producer-id` runs; a new leader is elected, publish
+/// exits 0, and the log holds every line exactly once at the printed indexes.
+#[test]
+fn killing_the_leader_process_during_a_publish_loses_and_duplicates_nothing() {
+    use std::process::{Command, Stdio};
+
+    let mut cluster = ServeCluster::start(3, &[]);
+    let leader = cluster.wait_leader(Duration::from_secs(30))["leader"]
+        .as_u64()
+        .expect("leader id");
+    let lines: Vec<String> = (0..3_000).map(|n| format!("kill9-{n:06}")).collect();
+
+    let mut command = Command::new(RAFTLOG);
+    command
+        .args([
+            "publish",
+            "--producer-id",
+            "7",
+            "--batch",
+            "20",
+            "--inflight",
+            "4",
+        ])
+        .args(cluster.client_flags())
+        .args(["--timeout-ms", "2000"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut publish = ChildGuard::spawn(command);
+    let mut stdin = publish.child.stdin.take().expect("stdin");
+    let stderr = publish.child.stderr.take().expect("stderr");
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        let mut stderr = stderr;
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let input = lines.clone();
+    // Paced input, so the crash lands in the middle of the run.
+    let writer = std::thread::spawn(move || {
+        for chunk in input.chunks(100) {
+            let mut text = chunk.join("\n");
+            text.push('\n');
+            if stdin.write_all(text.as_bytes()).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    });
+    let output = LineReader::new(publish.child.stdout.take().expect("stdout"));
+    let mut printed = output.take(1_000, Duration::from_secs(60), "indexes before the crash");
+    let status = cluster.stop(leader, libc::SIGKILL);
+    assert!(!status.success(), "SIGKILL ends the leader");
+    writer.join().expect("stdin writer");
+    while printed.len() < lines.len() {
+        match output.next_line(Duration::from_secs(60)) {
+            Some(line) => printed.push(line),
+            None => break,
+        }
+    }
+    let exit = publish
+        .wait_timeout(Duration::from_secs(60))
+        .expect("publish exits after its input");
+    let stderr = stderr.join().unwrap_or_default();
+    assert!(
+        exit.success(),
+        "publish exits 0 across the crash: {exit}\n{stderr}"
+    );
+    let indexes: Vec<u64> = printed
+        .iter()
+        .map(|line| line.parse().unwrap_or_else(|_| panic!("{line:?}")))
+        .collect();
+    assert_eq!(indexes.len(), lines.len(), "one index per line");
+
+    let consumed = cluster.client(&["consume", "--output", "json"], b"", CLIENT_RUN);
+    consumed.assert_success("consume after the crash");
+    let objects = json_lines(&consumed.stdout);
+    let data: Vec<String> = objects
+        .iter()
+        .map(|object| object["data"].as_str().expect("data").to_string())
+        .collect();
+    assert_eq!(data, lines, "every line exactly once, in order");
+    let consumed_indexes: Vec<u64> = objects
+        .iter()
+        .map(|object| object["index"].as_u64().expect("index"))
+        .collect();
+    assert_eq!(consumed_indexes, indexes, "printed indexes are the log's");
+    cluster.stop_all();
 }

@@ -84,10 +84,7 @@ fn run_until_success(line: &str, timeout: Duration) -> String {
             return finished.stdout;
         }
         if Instant::now() > deadline {
-            panic!(
-                "`{line}` kept failing for {timeout:?}: {}",
-                finished.stderr
-            );
+            panic!("`{line}` kept failing for {timeout:?}: {}", finished.stderr);
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -149,6 +146,11 @@ fn dev_prints_working_commands_stops_on_sigint_and_resumes_its_data() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let exit = again.process.stop_with(libc::SIGINT, Duration::from_secs(30));
-    assert!(exit.success(), "the second dev exits 0 on SIGINT, got {exit}");
+    let exit = again
+        .process
+        .stop_with(libc::SIGINT, Duration::from_secs(30));
+    assert!(
+        exit.success(),
+        "the second dev exits 0 on SIGINT, got {exit}"
+    );
 }

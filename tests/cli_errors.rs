@@ -35,7 +35,13 @@ fn an_unreachable_cluster_fails_with_one_error_line_within_the_timeout() {
     let dir = tempfile::tempdir().expect("temp dir");
     let tls = dir.path().join("tls");
     run(
-        &["certs", "--out", &tls.display().to_string(), "--node", "1=127.0.0.1"],
+        &[
+            "certs",
+            "--out",
+            &tls.display().to_string(),
+            "--node",
+            "1=127.0.0.1",
+        ],
         b"",
         RUN,
     )
@@ -85,8 +91,15 @@ fn a_record_over_the_limit_fails_with_one_error_line_and_the_node_keeps_serving(
     after.assert_success("publish after the refused record");
     let consumed = cluster.client(&["consume"], b"", RUN);
     consumed.assert_success("consume");
-    assert!(consumed.stdout.contains("still serving\n"), "{}", consumed.stdout);
-    assert!(!consumed.stdout.contains("xxxx"), "the large record was not appended");
+    assert!(
+        consumed.stdout.contains("still serving\n"),
+        "{}",
+        consumed.stdout
+    );
+    assert!(
+        !consumed.stdout.contains("xxxx"),
+        "the large record was not appended"
+    );
     cluster.stop_all();
 }
 

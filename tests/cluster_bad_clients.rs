@@ -77,7 +77,10 @@ async fn a_client_trusting_another_ca_is_refused_with_a_certificate_error() {
     .await
     .expect_err("status with another CA");
     assert!(
-        status_error.to_string().to_lowercase().contains("certificate"),
+        status_error
+            .to_string()
+            .to_lowercase()
+            .contains("certificate"),
         "{status_error}"
     );
     assert_cluster_serves(&cluster, "after-foreign-ca").await;
@@ -242,7 +245,10 @@ async fn a_record_over_the_size_limit_is_refused_and_the_cluster_keeps_serving()
         ClientError::Refused(ErrorResponse::RecordTooLarge {
             record_bytes,
             limit_bytes,
-        }) => assert_eq!((*record_bytes, *limit_bytes), (LIMIT_BYTES + 1, LIMIT_BYTES)),
+        }) => assert_eq!(
+            (*record_bytes, *limit_bytes),
+            (LIMIT_BYTES + 1, LIMIT_BYTES)
+        ),
         other => panic!("expected RecordTooLarge, got {other:?}"),
     }
     assert!(error.to_string().contains("4096"), "{error}");

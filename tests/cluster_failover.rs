@@ -245,7 +245,10 @@ async fn a_replayed_input_with_the_same_producer_id_is_not_appended_twice() {
     let replay = publish_all(cluster.client_config(), producer(4242, 0, 8), &input, 50)
         .await
         .expect("replayed run");
-    assert_eq!(replay, first, "the replay is answered with the original indexes");
+    assert_eq!(
+        replay, first,
+        "the replay is answered with the original indexes"
+    );
 
     let more = numbered_records("once-more", 100);
     let next = publish_all(cluster.client_config(), producer(4242, 1_000, 8), &more, 50)

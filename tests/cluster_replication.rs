@@ -194,13 +194,19 @@ async fn a_follower_behind_the_log_start_is_reset_and_catches_up() {
         .map(|record| (record.index, record.data))
         .collect();
     assert_eq!(served, expected_tail, "the input's tail at its indexes");
-    let status = cluster.status().await.expect("status");
-    let node = status
-        .nodes
-        .iter()
-        .find(|node| node.id == follower)
-        .expect("the follower in the status");
-    assert!(node.match_index >= Some(last_index), "{status:?}");
+    // The leader learns the follower's progress from its next acknowledgement.
+    eventually(
+        "the leader to see the follower caught up",
+        Duration::from_secs(20),
+        || async {
+            let status = cluster.status().await?;
+            match status.nodes.iter().find(|node| node.id == follower) {
+                Some(node) if node.match_index >= Some(last_index) => Ok(()),
+                _ => Err(format!("{status:?}")),
+            }
+        },
+    )
+    .await;
     cluster.shutdown().await;
 }
 

@@ -289,9 +289,13 @@ impl TestCluster {
             .nodes
             .remove(&id)
             .unwrap_or_else(|| panic!("node {id} is not running"));
-        within("a node to shut down", Duration::from_secs(15), node.shutdown())
-            .await
-            .unwrap_or_else(|error| panic!("node {id} shut down with an error: {error}"));
+        within(
+            "a node to shut down",
+            Duration::from_secs(15),
+            node.shutdown(),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("node {id} shut down with an error: {error}"));
     }
 
     /// Stops every running node cleanly.
@@ -357,7 +361,10 @@ impl TestCluster {
             if data_of(&tail) == expected {
                 Ok(tail)
             } else {
-                Err(format!("node {id} serves {} records", records.len() + tail.len()))
+                Err(format!(
+                    "node {id} serves {} records",
+                    records.len() + tail.len()
+                ))
             }
         })
         .await
