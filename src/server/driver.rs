@@ -850,7 +850,13 @@ impl Driver {
             let not_leader = self.not_leader();
             self.fail_pending_appends(not_leader);
             let not_leader = self.not_leader();
-            for admin in self.pending_admin.drain(..) {
+            // Stepping down is how a leadership transfer succeeds: those keep
+            // waiting until the target leads (check_admin; expire_admin bounds it).
+            let (transfers, others): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_admin)
+                .into_iter()
+                .partition(|admin| matches!(admin.goal, AdminGoal::Leader(_)));
+            self.pending_admin = transfers;
+            for admin in others {
                 let _ = admin.reply.send(not_leader.clone());
             }
         }

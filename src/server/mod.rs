@@ -105,6 +105,22 @@ impl NodeHandle {
         }
     }
 
+    /// Stops the node abruptly, the way a crash of its process would, for
+    /// tests: the driver and background tasks are aborted where they stand
+    /// (no leadership handover, no final sync, appends in flight get no
+    /// answer) and the endpoint is closed so its port can be bound again.
+    /// What was written stays in the page cache, as after a killed process.
+    /// Call [`NodeHandle::wait`] after it to know the driver (and its handle
+    /// on the data directory) is gone.
+    pub fn abort(&self) {
+        self.driver.abort();
+        for task in &self.background {
+            task.abort();
+        }
+        self.links.shutdown();
+        self.endpoint.close();
+    }
+
     /// Waits until the node stops on its own (it only does on a storage failure).
     pub async fn wait(&mut self) -> Result<(), ServerError> {
         match (&mut self.driver).await {
