@@ -84,6 +84,9 @@ impl Cluster {
             if let Some(hs) = ready.hard_state {
                 node.disk.hard_state = hs;
             }
+            if ready.repair_complete {
+                node.disk.repair = None;
+            }
             for (to, message) in ready.messages {
                 self.outbox.push((id, to, message));
             }
@@ -93,6 +96,15 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    /// Restarts node `id` as if its storage found damage from `cut_from` on.
+    fn restart_damaged(&mut self, id: NodeId, cut_from: LogIndex) {
+        let node = self.nodes.get_mut(&id).unwrap();
+        node.disk.crash();
+        node.disk.damage(cut_from);
+        let config = node.core.config().clone();
+        node.core = Core::new(config, node.disk.persisted_state(), id * 31).unwrap();
     }
 
     fn sync(&mut self, id: NodeId) {
@@ -745,4 +757,93 @@ fn malformed_entries_are_refused_with_a_typed_error() {
         Err(StepError::FromSelf { .. })
     ));
     let _ = EntryKind::Data;
+}
+
+// ---- beyond the paper: a node whose storage found damage ----
+
+/// A node whose log was cut by damage (entries 3..=5 gone, it held up to 5)
+/// neither campaigns nor grants votes; once a leader has durably refilled
+/// its log up to 5 it reports the repair complete and votes again.
+#[test]
+fn a_repairing_node_does_not_vote_until_its_log_is_refilled() {
+    let mut disk = Disk::new(LogStart::initial(voters(&[1, 2, 3])));
+    for index in 1..=5 {
+        disk.append(Entry::data(index, 1, Bytes::from(format!("x{index}.1"))));
+    }
+    disk.sync();
+    disk.hard_state = HardState {
+        term: 1,
+        voted_for: None,
+    };
+    disk.damage(3);
+    assert_eq!(disk.last_index(), 2);
+    let mut core = Core::new(config(1), disk.persisted_state(), 1).unwrap();
+    assert_eq!(
+        core.status().repair,
+        Some(Repair {
+            until_index: 5,
+            hard_state_lost: false
+        })
+    );
+
+    // Never campaigns, however long it waits.
+    for _ in 0..200 {
+        core.tick();
+    }
+    let ready = drain(&mut core, &mut disk);
+    assert_eq!(core.role(), Role::Follower);
+    assert!(ready.messages.is_empty(), "{:?}", ready.messages);
+
+    // Refuses a vote even to a candidate whose log is more up to date.
+    core.step(2, vote_request(2, (9, 2))).unwrap();
+    let ready = drain(&mut core, &mut disk);
+    assert!(ready
+        .messages
+        .iter()
+        .all(|(_, m)| matches!(m, Message::RequestVoteResponse(r) if !r.granted)));
+    assert_eq!(core.hard_state().voted_for, None);
+
+    // The leader of term 2 refills entries 3..=6; acknowledged only once
+    // persisted, and the repair ends with that.
+    core.step(2, append(2, (2, 1), &[(3, 1), (4, 1), (5, 1), (6, 2)], 2))
+        .unwrap();
+    let ready = drain(&mut core, &mut disk);
+    assert!(!ready.repair_complete);
+    let (index, term) = disk.sync().unwrap();
+    core.persisted(index, term);
+    let ready = drain(&mut core, &mut disk);
+    assert!(ready.repair_complete);
+    assert_eq!(core.status().repair, None);
+    assert!(ready.messages.iter().any(|(to, m)| *to == 2
+        && matches!(m, Message::AppendEntriesResponse(r)
+            if r.outcome == AppendOutcome::Accepted { match_index: 6 })));
+
+    // Votes again (term 3, a candidate as up to date as we are).
+    core.step(3, vote_request(3, (6, 2))).unwrap();
+    let ready = drain(&mut core, &mut disk);
+    assert!(ready
+        .messages
+        .iter()
+        .any(|(_, m)| matches!(m, Message::RequestVoteResponse(r) if r.granted)));
+}
+
+/// A leader whose follower lost acknowledged entries stops counting them
+/// and repairs the follower from where its log now ends.
+#[test]
+fn the_leader_repairs_a_follower_that_lost_acknowledged_entries() {
+    let mut cluster = Cluster::new(&[1, 2, 3], |_| {});
+    cluster.elect(1);
+    cluster.propose(1, &["a", "b", "c", "d"]);
+    cluster.settle();
+    let last = cluster.core(1).last_index();
+    assert_eq!(cluster.core(2).commit_index(), last);
+    // Node 2 restarts with its log cut after entry 2.
+    cluster.restart_damaged(2, 3);
+    cluster.propose(1, &["e"]);
+    cluster.settle();
+    cluster.tick_all(10);
+    cluster.settle();
+    let core = cluster.core(2);
+    assert_eq!(core.last_index(), last + 1);
+    assert_eq!(core.status().repair, None, "node 2 finished its repair");
 }

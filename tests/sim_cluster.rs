@@ -16,8 +16,14 @@ use raftlog::sim::{FaultSchedule, Sim, SimOptions};
 const CI_SEEDS_PER_RANDOM_TEST: u64 = 500;
 /// Seeds per leader-churn test in CI; two tests run 500 seeds.
 const CI_SEEDS_PER_CHURN_TEST: u64 = 250;
+/// Seeds per damaged-disk test in CI; two tests run 500 seeds.
+const CI_SEEDS_PER_DAMAGE_TEST: u64 = 250;
 /// Seeds all tests run in CI, to share RAFTLOG_SIM_SEEDS out.
-const CI_SEEDS_TOTAL: u64 = 4 * CI_SEEDS_PER_RANDOM_TEST + 2 * CI_SEEDS_PER_CHURN_TEST;
+const CI_SEEDS_TOTAL: u64 =
+    4 * CI_SEEDS_PER_RANDOM_TEST + 2 * CI_SEEDS_PER_CHURN_TEST + 2 * CI_SEEDS_PER_DAMAGE_TEST;
+/// Chance per step of a damaged disk in the damaged-disk tests, in
+/// thousandths (the other tests keep the default, 1).
+const DAMAGE_PER_MILLE_HEAVY: u64 = 20;
 /// Steps of the faulty phase of every seed.
 const FAULTY_STEPS: u64 = 2_000;
 
@@ -27,7 +33,8 @@ fn env_u64(name: &str) -> Option<u64> {
 
 /// Seeds are laid out so that the voter count and the schedule follow from
 /// the seed alone (which is what a replay knows): the millions digit picks
-/// 3 or 5 voters, the ten-millions digit the schedule.
+/// 3 or 5 voters, the ten-millions digit the schedule, and a hundred-millions
+/// digit of 2 makes disks go bad twenty times as often.
 fn options_for(seed: u64) -> SimOptions {
     let voters = if (seed / 1_000_000) % 2 == 0 { 3 } else { 5 };
     let mut options = if (seed / 10_000_000) % 2 == 0 {
@@ -36,6 +43,9 @@ fn options_for(seed: u64) -> SimOptions {
         SimOptions::leader_churn(seed, voters)
     };
     options.steps = FAULTY_STEPS;
+    if (seed / 100_000_000) % 10 == 2 {
+        options.damage_per_mille = DAMAGE_PER_MILLE_HEAVY;
+    }
     options
 }
 
@@ -49,6 +59,7 @@ fn run_seeds(base: u64, ci_count: u64, voters: usize, schedule: FaultSchedule) {
         total.saturating_mul(ci_count) / CI_SEEDS_TOTAL
     });
     let mut committed = 0u64;
+    let mut damages = 0u64;
     for seed in base..base + count {
         let options = options_for(seed);
         assert_eq!(
@@ -57,12 +68,15 @@ fn run_seeds(base: u64, ci_count: u64, voters: usize, schedule: FaultSchedule) {
             "seed {seed} lies outside this test's range"
         );
         match Sim::new(options).run() {
-            Ok(report) => committed += report.committed_entries,
+            Ok(report) => {
+                committed += report.committed_entries;
+                damages += report.damages;
+            }
             Err(failure) => panic!("{failure}"),
         }
     }
     eprintln!(
-        "{count} seeds from {base} with {voters} voters, {schedule:?} faults, passed; {committed} entries committed"
+        "{count} seeds from {base} with {voters} voters, {schedule:?} faults, passed; {committed} entries committed, {damages} damaged disks repaired"
     );
 }
 
@@ -118,6 +132,28 @@ fn five_node_clusters_stay_safe_and_live_under_leader_churn() {
         CI_SEEDS_PER_CHURN_TEST,
         5,
         FaultSchedule::LeaderChurn,
+    );
+}
+
+/// Disks that lose a range of acknowledged entries (the node restarts with
+/// its log cut and repairs it from the leader before it votes again).
+#[test]
+fn three_node_clusters_stay_safe_and_live_with_damaged_disks() {
+    run_seeds(
+        200_000_000,
+        CI_SEEDS_PER_DAMAGE_TEST,
+        3,
+        FaultSchedule::Random,
+    );
+}
+
+#[test]
+fn five_node_clusters_stay_safe_and_live_with_damaged_disks() {
+    run_seeds(
+        201_000_000,
+        CI_SEEDS_PER_DAMAGE_TEST,
+        5,
+        FaultSchedule::Random,
     );
 }
 

@@ -119,3 +119,22 @@ fn simulator_catches_acknowledging_unpersisted_entries() {
     let options = random_faults(bugs, "simulator_catches_acknowledging_unpersisted_entries");
     assert!(first_failing_seed(SEEDS_MAX, options).is_some());
 }
+
+#[test]
+fn simulator_catches_votes_from_a_damaged_log() {
+    let bugs = Bugs {
+        vote_while_repairing: true,
+        ..Bugs::default()
+    };
+    let test = "simulator_catches_votes_from_a_damaged_log";
+    let options = |seed| {
+        let mut options = SimOptions::new(seed, 3);
+        options.bugs = bugs;
+        // Damage often, so that a node that helped commit an entry loses it
+        // and then elects a leader without it.
+        options.damage_per_mille = 20;
+        options.replay_args = format!("--test sim_mutations {test}");
+        options
+    };
+    assert!(first_failing_seed(SEEDS_MAX, options).is_some());
+}

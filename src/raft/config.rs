@@ -50,6 +50,8 @@ pub struct Bugs {
     pub vote_without_log_check: bool,
     /// Acknowledge entries before they are persisted.
     pub ack_unpersisted: bool,
+    /// Vote and campaign while repairing a damaged log.
+    pub vote_while_repairing: bool,
 }
 
 /// The default tick is 10 ms; 15..30 ticks is the paper's 150..300 ms.

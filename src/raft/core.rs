@@ -217,6 +217,9 @@ pub struct Ready {
     pub membership: Option<Membership>,
     /// Replication reads that failed (retried at the next heartbeat).
     pub read_errors: Vec<(NodeId, LogReadError)>,
+    /// The repair this core started with is over: the node votes again.
+    /// Remove the durable repair marker after this Ready's `hard_state`.
+    pub repair_complete: bool,
 }
 
 impl Ready {
@@ -230,6 +233,7 @@ impl Ready {
             && self.soft_state.is_none()
             && self.membership.is_none()
             && self.read_errors.is_empty()
+            && !self.repair_complete
     }
 }
 
@@ -253,6 +257,24 @@ pub struct Status {
     pub persisted_index: LogIndex,
     /// Filled on the leader only.
     pub peers: Vec<PeerStatus>,
+    /// Set while the node repairs a damaged log and does not vote.
+    pub repair: Option<Repair>,
+}
+
+/// A node whose storage found damage (a lost or corrupt range of its log,
+/// or its term and vote) and cut its log before it. Having perhaps
+/// acknowledged entries it no longer holds, it must not vote or stand for
+/// election until a leader has refilled its log: otherwise its vote could
+/// elect a leader that lacks a committed entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Repair {
+    /// The node held entries up to here before the damage; it votes again
+    /// once its log durably matches a leader's up to this index.
+    pub until_index: LogIndex,
+    /// Its term and vote were lost as well. Such a node never votes again
+    /// on its own judgement (it cannot know in which terms it voted); it
+    /// stays a non-voting replica until an operator removes and re-adds it.
+    pub hard_state_lost: bool,
 }
 
 /// What the core is given at start, from storage.
@@ -267,6 +289,8 @@ pub struct PersistedState {
     /// Every config entry stored at or above the log start, in index order
     /// (the latest one is the membership in force).
     pub config_entries: Vec<(LogIndex, Membership)>,
+    /// Storage found damage and cut the log (see [`Repair`]).
+    pub repair: Option<Repair>,
 }
 
 /// One Raft node, sans IO.
@@ -326,6 +350,13 @@ pub struct Core {
     leader_match_ceiling: LogIndex,
     /// Follower only: the highest index acknowledged to the leader this term.
     acked_index: LogIndex,
+    /// While set, the node neither votes nor campaigns.
+    repair: Option<Repair>,
+    /// Our term when the core started: every acknowledgement we sent before
+    /// the damage was sent in this term or an earlier one.
+    start_term: Term,
+    /// The repair ended and the runtime has not been told yet.
+    repair_complete_due: bool,
 }
 
 fn majority(voters: &BTreeSet<NodeId>, has: impl Fn(NodeId) -> bool) -> bool {
@@ -359,6 +390,7 @@ impl Core {
             last_index,
             term_runs,
             config_entries,
+            repair,
         } = persisted;
         let first_index = log_start.first_index;
         if first_index == 0 {
@@ -426,6 +458,9 @@ impl Core {
             transfer: None,
             leader_match_ceiling: 0,
             acked_index: 0,
+            repair,
+            repair_complete_due: false,
+            start_term: hard_state.term,
             config,
         };
         core.reset_election_timer();
@@ -440,6 +475,7 @@ impl Core {
             last_index: 0,
             term_runs: Vec::new(),
             config_entries: Vec::new(),
+            repair: None,
         }
     }
 
@@ -516,6 +552,7 @@ impl Core {
             last_index: self.log.last_index,
             persisted_index: self.log.persisted_index,
             peers,
+            repair: self.repair,
         }
     }
 
@@ -531,6 +568,7 @@ impl Core {
             || self.soft_state() != self.soft_state_emitted
             || (self.role == Role::Leader && (self.heartbeat_due || self.commit_broadcast_due))
             || self.log.membership() != &self.membership_emitted
+            || self.repair_complete_due
     }
 
     // ---- inputs ----
@@ -542,7 +580,7 @@ impl Core {
             self.tick_leader();
             return;
         }
-        if self.election_elapsed >= self.randomized_election_ticks && self.is_voter() {
+        if self.election_elapsed >= self.randomized_election_ticks && self.may_campaign() {
             self.campaign(false);
         }
     }
@@ -869,6 +907,7 @@ impl Core {
             self.membership_emitted = self.log.membership().clone();
             ready.membership = Some(self.membership_emitted.clone());
         }
+        ready.repair_complete = std::mem::take(&mut self.repair_complete_due);
         ready
     }
 
@@ -876,6 +915,42 @@ impl Core {
 
     fn is_voter(&self) -> bool {
         self.log.membership().is_voter(self.config.id)
+    }
+
+    /// Whether our log can vouch for a candidate's: not while it is being
+    /// repaired. (Voting does not depend on being a voter in our own view
+    /// of the membership: a new voter may not have its config entry yet.)
+    fn log_is_whole(&self) -> bool {
+        self.repair.is_none() || self.config.bugs.vote_while_repairing
+    }
+
+    /// A voter whose log is whole may stand for election.
+    fn may_campaign(&self) -> bool {
+        self.is_voter() && self.log_is_whole()
+    }
+
+    /// Ends the repair once our log is again at least as good as what we
+    /// acknowledged before the damage. Either this term's leader has it
+    /// durably matching its own up to the index we held then; or this is a
+    /// later term than any we acknowledged in (so no leader counts our old
+    /// acknowledgements any more), its leader committed an entry of its own
+    /// term, and we durably hold its log up to that commit: every entry
+    /// committed before this term is below it.
+    fn maybe_finish_repair(&mut self) {
+        let Some(repair) = self.repair else {
+            return;
+        };
+        let refilled = self.acked_index >= repair.until_index;
+        let caught_up_in_new_term = self.term() > self.start_term
+            && self.commit_index > 0
+            && self.acked_index >= self.commit_index
+            && self.log.term(self.commit_index) == Some(self.term());
+        if repair.hard_state_lost || !(refilled || caught_up_in_new_term) {
+            return;
+        }
+        debug_assert!(self.role == Role::Follower && self.leader.is_some());
+        self.repair = None;
+        self.repair_complete_due = true;
     }
 
     fn reset_election_timer(&mut self) {
@@ -1045,8 +1120,11 @@ impl Core {
     }
 
     fn handle_request_vote(&mut self, from: NodeId, request: RequestVote) {
-        let up_to_date = self.config.bugs.vote_without_log_check
-            || self.log_is_up_to_date(request.last_log_index, request.last_log_term);
+        // A repairing node may have acknowledged entries it no longer
+        // holds: its log cannot vouch for the candidate's.
+        let up_to_date = self.log_is_whole()
+            && (self.config.bugs.vote_without_log_check
+                || self.log_is_up_to_date(request.last_log_index, request.last_log_term));
         if request.pre_vote {
             let granted = up_to_date && request.term > self.term();
             let term = if granted { request.term } else { self.term() };
@@ -1107,7 +1185,7 @@ impl Core {
                 self.handle_install_log_start(from, install)
             }
             Message::TimeoutNow(_) => {
-                if self.is_voter() {
+                if self.may_campaign() {
                     self.become_candidate(true);
                 }
                 Ok(())
@@ -1262,6 +1340,7 @@ impl Core {
                 outcome: AppendOutcome::Accepted { match_index },
             }),
         );
+        self.maybe_finish_repair();
     }
 
     fn maybe_ack_leader(&mut self) {
@@ -1303,6 +1382,7 @@ impl Core {
             from,
             Message::InstallLogStartResponse(InstallLogStartResponse { term, match_index }),
         );
+        self.maybe_finish_repair();
         Ok(())
     }
 
@@ -1391,6 +1471,13 @@ impl Core {
             }
         };
         if let Some(pr) = self.progress.get_mut(&from) {
+            if next <= pr.match_index {
+                // The follower no longer holds entries it acknowledged: its
+                // storage found damage and cut its log (it does not vote
+                // until it is refilled). Stop counting them and repair it
+                // from where its log now ends.
+                pr.match_index = next - 1;
+            }
             pr.become_probe();
             pr.next_index = next.max(pr.match_index + 1);
         }

@@ -695,6 +695,7 @@ impl Driver {
             soft_state,
             membership,
             read_errors,
+            repair_complete,
         } = ready;
         {
             let shared_log = self.log.clone();
@@ -731,6 +732,10 @@ impl Driver {
                 // Durable before any message of this Ready leaves: a vote is
                 // never sent before it is on disk.
                 log.store_hard_state(&state)?;
+            }
+            if repair_complete {
+                // PENDING(damage merge): remove the durable repair marker.
+                info!("repair complete: the log is whole again; voting again");
             }
         }
         // In steady state every follower gets the same AppendEntries; encode

@@ -181,6 +181,7 @@ impl Node {
             last_index: log.last_index(),
             term_runs: recovered.term_runs,
             config_entries: recovered.config_entries,
+            repair: None,
         };
         let config_history = persisted.config_entries.iter().cloned().collect();
         let core = Core::new(core_config(&config), persisted, random_seed())

@@ -3,7 +3,7 @@
 //! durably, as the driving contract requires) and the synced prefix of the
 //! log, and loses every entry written after the last sync.
 
-use crate::raft::{LogReadError, LogReader, PersistedState};
+use crate::raft::{LogReadError, LogReader, PersistedState, Repair};
 use crate::types::{Entry, EntryKind, HardState, LogIndex, LogStart, Membership, Term};
 
 #[derive(Clone, Debug)]
@@ -17,6 +17,8 @@ pub struct Disk {
     /// Indexes of the config entries in `entries`, increasing (so finding
     /// the membership at a point does not scan the log).
     config_indexes: Vec<LogIndex>,
+    /// The durable repair marker that damage leaves (see [`Disk::damage`]).
+    pub repair: Option<Repair>,
 }
 
 impl Disk {
@@ -27,6 +29,7 @@ impl Disk {
             entries: Vec::new(),
             synced_count: 0,
             config_indexes: Vec::new(),
+            repair: None,
         }
     }
 
@@ -106,6 +109,26 @@ impl Disk {
         self.forget_configs_from(self.last_index() + 1);
     }
 
+    /// Storage damage found at open (what `storage::Log::open` does with a
+    /// corrupt or missing range): the log is cut before `cut_from`, synced
+    /// entries included, and a repair marker remembers how far it reached.
+    /// Call it on a crashed disk.
+    pub fn damage(&mut self, cut_from: LogIndex) {
+        let until_index = self.last_index();
+        let cut_from = cut_from.max(self.first_index());
+        if cut_from > until_index {
+            return;
+        }
+        self.truncate_from(cut_from);
+        let until_index = self
+            .repair
+            .map_or(until_index, |r| r.until_index.max(until_index));
+        self.repair = Some(Repair {
+            until_index,
+            hard_state_lost: false,
+        });
+    }
+
     /// The log start that dropping everything below `first_index` gives.
     pub fn log_start_at(&self, first_index: LogIndex) -> Option<LogStart> {
         let prev_term = self.term(first_index - 1)?;
@@ -162,6 +185,7 @@ impl Disk {
             last_index: self.last_index(),
             term_runs,
             config_entries,
+            repair: self.repair,
         }
     }
 }

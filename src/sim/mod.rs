@@ -69,6 +69,11 @@ pub struct SimOptions {
     pub client_per_mille: u64,
     /// Chance per step that a node crashes, in thousandths.
     pub crash_per_mille: u64,
+    /// Chance per step that a node crashes and its disk is found damaged at
+    /// restart (its log cut at a random point), in thousandths. At most one
+    /// node repairs at a time: a majority damaged at once is a loss no
+    /// protocol repairs.
+    pub damage_per_mille: u64,
     pub schedule: FaultSchedule,
     /// `cargo test` arguments that replay this run given RAFTLOG_SIM_SEED
     /// (printed with a failure).
@@ -88,6 +93,7 @@ impl SimOptions {
             bugs: Bugs::default(),
             client_per_mille: 333,
             crash_per_mille: 3,
+            damage_per_mille: 1,
             schedule: FaultSchedule::Random,
             replay_args: "--test sim_cluster".to_string(),
         }
@@ -155,6 +161,11 @@ pub enum Violation {
     NoCommitAfterHealing {
         steps: u64,
     },
+    /// A member still repairing its damaged log long after healing.
+    RepairNotFinished {
+        node: NodeId,
+        steps: u64,
+    },
 }
 
 /// A violation and how to replay it.
@@ -186,6 +197,8 @@ pub struct Report {
     pub elections: u64,
     pub crashes: u64,
     pub membership_changes: u64,
+    /// Disks found damaged (and repaired from the leader).
+    pub damages: u64,
 }
 
 struct Node {
@@ -384,6 +397,7 @@ impl Sim {
         }
         self.heal();
         self.check_liveness()?;
+        self.check_repairs_finish()?;
         self.check_acknowledged_survive()?;
         self.report.steps = self.now;
         self.report.committed_entries = self.committed.len() as u64;
@@ -495,6 +509,9 @@ impl Sim {
             return Ok(());
         };
         let ready: Ready = core.take_ready(&node.disk);
+        if ready.repair_complete {
+            node.disk.repair = None;
+        }
         let commit_now = core.commit_index();
         let term_now = core.term();
         if let Some(start) = ready.log_start_reset {
@@ -718,6 +735,11 @@ impl Sim {
             let down_steps = self.rng.range(5, 80);
             self.crash(id, down_steps);
         }
+        if self.rng.chance(self.options.damage_per_mille, 1000) {
+            let id = pick(&mut self.rng);
+            let down_steps = self.rng.range(5, 80);
+            self.damage(id, down_steps);
+        }
         match self.rng.range(0, 1000) {
             3..=4 => {
                 let id = pick(&mut self.rng);
@@ -776,6 +798,27 @@ impl Sim {
                 node.down_until = now + down_steps;
                 node.last_commit = 0;
                 self.report.crashes += 1;
+            }
+        }
+    }
+
+    /// Crashes a node and damages its disk: its log is cut at a random point
+    /// of its stored entries, synced ones included, as if a range had gone
+    /// bad; it restarts repairing (see [`Disk::damage`]).
+    fn damage(&mut self, id: NodeId, down_steps: u64) {
+        let repairing = self.nodes.values().any(|n| n.disk.repair.is_some());
+        let up = self.nodes.get(&id).is_some_and(|n| n.core.is_some());
+        if repairing || !up {
+            return;
+        }
+        self.crash(id, down_steps);
+        if let Some(node) = self.nodes.get_mut(&id) {
+            let first = node.disk.first_index();
+            let last = node.disk.last_index();
+            if last >= first {
+                let cut_from = self.rng.range(first, last + 1);
+                node.disk.damage(cut_from);
+                self.report.damages += 1;
             }
         }
     }
@@ -1008,6 +1051,38 @@ impl Sim {
                     return Ok(());
                 }
             }
+        }
+    }
+
+    /// Once the cluster is whole, every member that is repairing a damaged
+    /// log gets it refilled by the leader and votes again.
+    fn check_repairs_finish(&mut self) -> Result<(), Violation> {
+        let steps_max = 600;
+        let start = self.now;
+        loop {
+            let members = self
+                .leader_id()
+                .and_then(|id| self.core(id))
+                .map(|core| core.membership().clone());
+            let repairing = self.nodes.values().find(|node| {
+                node.disk.repair.is_some()
+                    && members
+                        .as_ref()
+                        .map_or(true, |m| m.addrs.contains_key(&node.id))
+            });
+            let Some(node) = repairing else {
+                return Ok(());
+            };
+            if self.now - start > steps_max {
+                return Err(Violation::RepairNotFinished {
+                    node: node.id,
+                    steps: self.now - start,
+                });
+            }
+            // The log must grow past what the node held (or a new term
+            // start) for the repair to end; clients keep writing.
+            self.client_propose(CLIENT_BATCH_MAX);
+            self.step(1000)?;
         }
     }
 
