@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use raftlog::storage::verify::verify_data_dir;
-use raftlog::storage::{Log, LogConfig, StorageError};
+use raftlog::storage::{Log, LogConfig};
 use raftlog::types::{Entry, LogIndex};
 
 const SEGMENT_HEADER_BYTES: usize = 64;
@@ -73,6 +73,7 @@ fn restore_single_segment(dir: &Path, bytes: &[u8]) {
         std::fs::remove_file(item.unwrap().path()).unwrap();
     }
     std::fs::write(segment_path(dir, 1), bytes).unwrap();
+    let _ = std::fs::remove_file(dir.join("REPAIR"));
 }
 
 fn assert_prefix(log: &Log, last: LogIndex) {
@@ -115,7 +116,10 @@ fn a_tail_cut_at_any_byte_reopens_as_the_prefix_of_whole_frames() {
 
 /// (b) A single flipped bit anywhere in the unsynced tail (or in the zeros
 /// after it) reopens as the prefix before the damaged frame: no corrupt
-/// entry is ever returned and every synced entry survives.
+/// entry is ever returned and every synced entry survives. When valid frames
+/// follow the damaged one it is damage (storage-format.md 6.2a: the frames
+/// may have been acknowledged), reported with a repair marker; a bad last
+/// frame is a torn tail, cut silently.
 #[test]
 fn a_bit_flip_in_the_unsynced_tail_reopens_as_the_prefix_before_it() {
     let dir = scratch_dir();
@@ -125,11 +129,24 @@ fn a_bit_flip_in_the_unsynced_tail_reopens_as_the_prefix_before_it() {
         let mut bytes = full.clone();
         bytes[bit / 8] ^= 1 << (bit % 8);
         restore_single_segment(dir.path(), &bytes);
-        let opened = Log::open(dir.path(), config(64 * 1024));
-        let log = opened.unwrap_or_else(|e| panic!("bit {bit}: {e}")).log;
+        let opened =
+            Log::open(dir.path(), config(64 * 1024)).unwrap_or_else(|e| panic!("bit {bit}: {e}"));
+        let log = opened.log;
         let damaged_index = ((bit / 8 - SEGMENT_HEADER_BYTES) / FRAME_BYTES) as u64 + 1;
         let expected_last = (damaged_index - 1).min(LAST);
         assert_prefix(&log, expected_last);
+        if damaged_index < LAST {
+            assert_eq!(opened.damage.len(), 1, "bit {bit}");
+            assert_eq!(
+                (opened.damage[0].first_index, opened.damage[0].last_index),
+                (damaged_index, LAST),
+                "bit {bit}"
+            );
+            assert_eq!(opened.repair.map(|m| m.until_index), Some(LAST));
+        } else {
+            assert!(opened.damage.is_empty(), "bit {bit}: {:?}", opened.damage);
+            assert_eq!(opened.repair, None, "bit {bit}");
+        }
         if bit % 97 == 0 {
             drop(log);
             let report = verify_data_dir(dir.path()).unwrap();
@@ -139,10 +156,11 @@ fn a_bit_flip_in_the_unsynced_tail_reopens_as_the_prefix_before_it() {
 }
 
 /// (c) A flipped bit in a synced frame in the middle of the log is not
-/// silently dropped: open fails naming the file and the frame's offset, and
-/// verify reports the same place.
+/// silently dropped: open reports it as damage naming the file and the
+/// frame's offset, writes the repair marker, and cuts the log before it;
+/// verify reports the same place on the damaged copy.
 #[test]
-fn a_bit_flip_in_a_synced_middle_frame_is_a_typed_error_naming_file_and_offset() {
+fn a_bit_flip_in_a_synced_middle_frame_is_reported_as_damage_naming_file_and_offset() {
     let dir = scratch_dir();
     let full = build_single_segment(dir.path());
     let path = segment_path(dir.path(), 1);
@@ -155,16 +173,6 @@ fn a_bit_flip_in_a_synced_middle_frame_is_a_typed_error_naming_file_and_offset()
         let mut bytes = full.clone();
         bytes[byte] ^= 0x10;
         restore_single_segment(dir.path(), &bytes);
-        match Log::open(dir.path(), config(64 * 1024)) {
-            Err(StorageError::Corrupt {
-                path: bad, offset, ..
-            }) => {
-                assert_eq!(bad, path);
-                assert_eq!(offset, frame_offset(damaged) as u64);
-            }
-            Err(other) => panic!("expected Corrupt, got {other}"),
-            Ok(_) => panic!("open accepted a corrupt synced frame"),
-        }
         let report = verify_data_dir(dir.path()).unwrap();
         assert!(
             report
@@ -174,6 +182,14 @@ fn a_bit_flip_in_a_synced_middle_frame_is_a_typed_error_naming_file_and_offset()
             "{:?}",
             report.problems
         );
+        let opened = Log::open(dir.path(), config(64 * 1024)).unwrap();
+        assert_eq!(opened.damage.len(), 1, "{:?}", opened.damage);
+        let range = &opened.damage[0];
+        assert_eq!(range.path, path);
+        assert_eq!(range.offset, frame_offset(damaged) as u64);
+        assert_eq!((range.first_index, range.last_index), (damaged, LAST));
+        assert_eq!(opened.repair.map(|m| m.until_index), Some(LAST));
+        assert_prefix(&opened.log, damaged - 1);
     }
 }
 

@@ -92,12 +92,26 @@ fn hard_state_survives_a_crash_at_every_step_of_its_atomic_replace() {
         .problems
         .iter()
         .any(|p| p.path.ends_with("hard-state.1")));
-    // Both damaged: a typed error, not a silent reset to term 0.
+    // One copy left alone: no repair marker.
+    assert!(!dir.path().join("REPAIR").exists());
+    // Both damaged: no silent reset to term 0 as if the node never voted:
+    // no hard state, and a repair marker saying the votes are lost.
     std::fs::write(dir.path().join("hard-state.0"), &rotten).unwrap();
-    assert!(matches!(
-        Log::open(dir.path(), config()),
-        Err(StorageError::HardStateLost { .. })
-    ));
+    let opened = Log::open(dir.path(), config()).unwrap();
+    assert_eq!(opened.hard_state, None);
+    let marker = opened.repair.expect("a repair marker");
+    assert!(marker.hard_state_lost);
+    assert_eq!(marker.cut_from, None);
+    assert!(opened.damage.is_empty());
+    drop(opened);
+    // Still there after storing a new hard state and reopening.
+    let mut log = Log::open(dir.path(), config()).unwrap().log;
+    assert_eq!(log.repair(), Some(marker));
+    log.store_hard_state(&new).unwrap();
+    drop(log);
+    let opened = Log::open(dir.path(), config()).unwrap();
+    assert_eq!(opened.hard_state, Some(new));
+    assert_eq!(opened.repair, Some(marker));
 }
 
 /// The log-start file is replaced atomically too.
@@ -152,8 +166,9 @@ fn a_data_dir_in_use_is_refused_with_data_dir_locked() {
     ));
 }
 
-/// Unknown files are ignored by rule; leftover temp files are removed;
-/// a damaged segment file gives a typed error naming it, never a panic.
+/// Unknown files are ignored by rule; leftover temp files are removed; a
+/// segment file with a damaged header is damage (cut, marker written), one
+/// of an unknown version a typed error naming it, never a panic.
 #[test]
 fn garbage_in_the_data_dir_is_ignored_by_rule_or_refused_with_a_typed_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -189,12 +204,31 @@ fn garbage_in_the_data_dir_is_ignored_by_rule_or_refused_with_a_typed_error() {
             .expect("open must refuse")
     };
 
-    std::fs::write(&segment, b"").unwrap();
-    assert!(matches!(open_err(), StorageError::Corrupt { path, offset: 0, .. } if path == segment));
+    // A segment file after the log whose header is bad is damage: its name
+    // says the log reached index 199, so the marker says so too, and the
+    // missing entries 101..=199 are reported. The open removes the file.
+    let damaged = |contents: &[u8]| {
+        std::fs::write(&segment, contents).unwrap();
+        let _ = std::fs::remove_file(dir.path().join("REPAIR"));
+        let opened = Log::open(dir.path(), config()).unwrap();
+        assert_eq!(opened.log.last_index(), 100);
+        let ranges: Vec<_> = opened
+            .damage
+            .iter()
+            .map(|d| (d.first_index, d.last_index))
+            .collect();
+        assert_eq!(ranges, vec![(101, 199)], "{:?}", opened.damage);
+        assert_eq!(opened.repair.map(|m| m.until_index), Some(199));
+        assert!(!segment.exists());
+        drop(opened);
+    };
+    damaged(b"");
+    damaged(&vec![0xAB; 4096]);
+    // A valid header whose first index disagrees with the file name.
+    damaged(&valid_header);
+    let _ = std::fs::remove_file(dir.path().join("REPAIR"));
 
-    std::fs::write(&segment, vec![0xAB; 4096]).unwrap();
-    assert!(matches!(open_err(), StorageError::BadMagic { path } if path == segment));
-
+    // A segment written by a newer format version is not damage: refused.
     let mut wrong_version = valid_header.clone();
     wrong_version[8] = 9;
     std::fs::write(&segment, &wrong_version).unwrap();
@@ -202,12 +236,6 @@ fn garbage_in_the_data_dir_is_ignored_by_rule_or_refused_with_a_typed_error() {
         open_err(),
         StorageError::UnsupportedVersion { version: 9, .. }
     ));
-
-    // A valid header whose first index disagrees with the file name.
-    std::fs::write(&segment, &valid_header).unwrap();
-    assert!(
-        matches!(open_err(), StorageError::Corrupt { path, offset: 16, .. } if path == segment)
-    );
     std::fs::remove_file(&segment).unwrap();
 
     std::fs::write(dir.path().join("log-start"), b"RLOGLST\0garbage").unwrap();

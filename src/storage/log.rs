@@ -20,9 +20,11 @@ use memmap2::MmapRaw;
 
 use super::frame::{self, FRAME_HEADER_BYTES};
 use super::meta::{self, DirLock, TEMP_SUFFIX};
+use super::repair::{self, DamagedRange, RepairMarker};
 use super::segment::{
-    self, create_segment, open_segment, parse_name, read_index_file, write_index_file, ScanStop,
-    SegIndex, Segment, SEGMENT_HEADER_BYTES, SEGMENT_SUFFIX,
+    self, create_segment, highest_valid_index, index_file_entry_count, open_segment, parse_name,
+    read_index_file, write_index_file, ScanStop, SegIndex, Segment, SEGMENT_HEADER_BYTES,
+    SEGMENT_SUFFIX,
 };
 use super::{LogConfig, StorageError, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
 use crate::types::{Entry, HardState, LogIndex, LogStart, Term};
@@ -38,6 +40,15 @@ pub struct Opened {
     /// `None` until `reset` or `advance_start` writes one; the log then starts
     /// at index 1 with previous term 0.
     pub log_start: Option<LogStart>,
+    /// The repair marker after recovery (never with a pending `cut_from`,
+    /// except from `open_read_only`, which cuts in memory only): while
+    /// `Some`, the node must not vote or stand for election until its log
+    /// again reaches `until_index` from a leader. Cleared by
+    /// `Log::clear_repair`.
+    pub repair: Option<RepairMarker>,
+    /// What this open found damaged and cut (storage-format.md 6.2a), in log
+    /// order. Empty on a healthy open (a torn unsynced tail is not damage).
+    pub damage: Vec<DamagedRange>,
 }
 
 /// Which oldest segments may be dropped.
@@ -130,6 +141,8 @@ pub struct Log {
     /// `dir_changes` as covered by the latest completed directory fsync.
     dir_changes_durable: u64,
     next_segment_id: u64,
+    /// The repair marker as on disk (`None`: no `REPAIR` file).
+    repair: Option<RepairMarker>,
 }
 
 impl Log {
@@ -167,14 +180,38 @@ impl Log {
         read_only: bool,
     ) -> Result<Opened, StorageError> {
         let copies = meta::read_hard_state_copies(&dir)?;
-        if copies.any_file_present && copies.newest.is_none() {
-            return Err(StorageError::HardStateLost { dir });
-        }
-        for problem in &copies.problems {
-            tracing::warn!(%problem, "one hard-state copy is bad; using the other");
+        // Files present but no valid copy: the votes are lost. Not fatal: the
+        // node comes back without them and the repair marker keeps it from
+        // voting (storage-format.md 6.2a).
+        let hard_state_lost = copies.any_file_present && copies.newest.is_none();
+        if hard_state_lost {
+            tracing::error!(
+                dir = %dir.display(),
+                "both hard-state copies are unreadable; the node must not vote until repaired"
+            );
+        } else {
+            for problem in &copies.problems {
+                tracing::warn!(%problem, "one hard-state copy is bad; using the other");
+            }
         }
         let hard_state = copies.newest.map(|(state, _)| state);
         let log_start = meta::read_log_start(&dir)?;
+        let mut marker_unreadable = false;
+        let repair = match repair::read_repair(&dir)? {
+            None => None,
+            Some(Ok(marker)) => Some(marker),
+            Some(Err(problem)) => {
+                // Written atomically, so only bit rot gets here. Assume the
+                // worst that is still recoverable (see storage-format.md 4a).
+                tracing::error!(%problem, "the repair marker is unreadable; assuming lost votes");
+                marker_unreadable = true;
+                Some(RepairMarker {
+                    until_index: 0,
+                    hard_state_lost: true,
+                    cut_from: None,
+                })
+            }
+        };
         let mut log = Log {
             dir,
             log_dir,
@@ -193,17 +230,37 @@ impl Log {
             dir_changes: 0,
             dir_changes_durable: 0,
             next_segment_id: 0,
+            repair,
         };
-        log.recover()?;
+        if marker_unreadable {
+            if let Some(marker) = log.repair {
+                log.store_marker(marker)?;
+            }
+        }
+        let damage = log.recover(hard_state_lost || marker_unreadable)?;
         Ok(Opened {
+            repair: log.repair,
             log,
             hard_state,
             log_start,
+            damage,
         })
     }
 
-    /// Lists and validates segments, scans the tail, cuts a torn tail.
-    fn recover(&mut self) -> Result<(), StorageError> {
+    /// Durably replaces the repair marker (in memory only when read-only).
+    fn store_marker(&mut self, marker: RepairMarker) -> Result<(), StorageError> {
+        if !self.read_only {
+            repair::store_repair(&self.dir, &marker)?;
+        }
+        self.repair = Some(marker);
+        Ok(())
+    }
+
+    /// Lists and validates segments, finds damage and torn tails, writes the
+    /// repair marker and then cuts (storage-format.md 6.2). Returns the
+    /// damaged ranges. `force_marker`: write a marker even without damage
+    /// (the hard state or the old marker was lost).
+    fn recover(&mut self, force_marker: bool) -> Result<Vec<DamagedRange>, StorageError> {
         let mut names = Vec::new();
         let listing = match std::fs::read_dir(&self.log_dir) {
             Ok(listing) => Some(listing),
@@ -226,123 +283,314 @@ impl Log {
             // Anything else (index files, unknown files) is not listed here.
         }
         names.sort_unstable();
+        let mut slots = Vec::with_capacity(names.len());
         for first in names {
-            let id = self.new_segment_id();
             let path = self.log_dir.join(segment::segment_file_name(first));
-            self.segments
-                .push(open_segment(path, first, !self.read_only, id)?);
-        }
-        // Segments wholly below the log start (left by a crash during
-        // advance_start) are no longer part of the log.
-        while self.segments.len() >= 2 && self.segments[1].first_index <= self.first_index {
-            let segment = self.segments.remove(0);
-            self.remove_segment_files(&segment)?;
-        }
-        if let Some(first) = self.segments.first() {
-            if first.first_index > self.first_index {
+            if first == 0 || first > super::LOG_INDEX_MAX {
+                // Not a segment this engine could have written: refuse
+                // rather than let it claim billions of lost entries.
                 return Err(StorageError::corrupt(
-                    &first.path,
-                    0,
+                    &path,
+                    16,
                     format!(
-                        "the log-start file says the log begins at index {} but the first segment begins at {}",
-                        self.first_index, first.first_index
+                        "first index {first} is outside 1..={}",
+                        super::LOG_INDEX_MAX
                     ),
                 ));
             }
+            let id = self.new_segment_id();
+            let segment = match open_segment(path.clone(), first, !self.read_only, id) {
+                Ok(segment) => Ok(segment),
+                // A damaged header: the segment's entries are damage.
+                Err(e @ (StorageError::Corrupt { .. } | StorageError::BadMagic { .. })) => Err(e),
+                // Unsupported version (a newer build), I/O: fatal.
+                Err(e) => return Err(e),
+            };
+            slots.push(Slot {
+                first,
+                path,
+                segment,
+            });
         }
-        // The scan set: the last segment back to (and including) the last one
+        // Segments wholly below the log start (left by a crash during
+        // advance_start) are no longer part of the log.
+        while slots.len() >= 2 && slots[1].first <= self.first_index {
+            let slot = slots.remove(0);
+            self.remove_files(slot.first, &slot.path)?;
+        }
+
+        // Walk: find the first damaged index (`cut`), a torn tail, and the
+        // highest index the log is known to have held.
+        let mut findings: Vec<Finding> = Vec::new();
+        let mut cut: Option<LogIndex> = None;
+        let mut highest = self.first_index - 1;
+        let pending_cut = self.repair.and_then(|m| m.cut_from);
+        if let Some(c) = pending_cut.filter(|c| *c >= self.first_index) {
+            cut = Some(c);
+            findings.push(Finding {
+                first_index: c,
+                path: self.dir.join(repair::REPAIR_FILE_NAME),
+                offset: 0,
+                reason: "a read while running found this entry damaged (cut recorded in the repair marker)".to_string(),
+            });
+        }
+        if let Some(first) = slots.first().filter(|s| s.first > self.first_index) {
+            findings.push(Finding {
+                first_index: self.first_index,
+                path: first.path.clone(),
+                offset: 0,
+                reason: format!(
+                    "entries {}..{} are missing: the log-start file says the log begins at {} but the first segment begins at {}",
+                    self.first_index,
+                    first.first - 1,
+                    self.first_index,
+                    first.first
+                ),
+            });
+            cut = Some(self.first_index);
+        }
+        // The tail set: the last segment back to (and including) the last one
         // whose header records synced frames. Everything before it was synced
         // before it and is trusted without a scan.
-        let mut scan_from = self.segments.len();
-        while scan_from > 0 {
-            scan_from -= 1;
-            if self.segments[scan_from].watermark_on_disk > SEGMENT_HEADER_BYTES {
-                break;
+        let tail_from = (0..slots.len())
+            .rev()
+            .find(|pos| {
+                slots[*pos]
+                    .segment
+                    .as_ref()
+                    .is_ok_and(|s| s.watermark_on_disk > SEGMENT_HEADER_BYTES)
+            })
+            .unwrap_or(0);
+        let mut scans: Vec<Option<segment::Scan>> = (0..slots.len()).map(|_| None).collect();
+        let mut torn: Option<usize> = None;
+        for pos in 0..slots.len() {
+            let limit = slots.get(pos + 1).map(|next| next.first - 1);
+            if let Some(limit) = limit {
+                // A later segment's name proves the log reached its first index - 1.
+                highest = highest.max(limit);
             }
-        }
-        let mut pos = scan_from;
-        while pos < self.segments.len() {
-            let limit = self.segments.get(pos + 1).map(|next| next.first_index - 1);
-            let segment = &self.segments[pos];
-            let scan = segment.scan(SEGMENT_HEADER_BYTES, segment.first_index, limit);
-            let watermark = segment.watermark_on_disk;
-            let is_last = pos + 1 == self.segments.len();
-            let stopped_early = match &scan.stop {
-                ScanStop::Limit => false,
-                ScanStop::EndMark => {
-                    if scan.end < watermark {
-                        return Err(StorageError::corrupt(
-                            &segment.path,
-                            scan.end as u64,
-                            format!("synced frames up to byte {watermark} are missing"),
-                        ));
-                    }
-                    !is_last
-                }
-                ScanStop::Bad { offset, error } => {
-                    if *offset < watermark {
-                        return Err(StorageError::corrupt(
-                            &segment.path,
-                            *offset as u64,
-                            error.to_string(),
-                        ));
-                    }
-                    true
+            let slot = &slots[pos];
+            if cut.is_some_and(|c| slot.first >= c) {
+                continue;
+            }
+            let segment = match &slot.segment {
+                Ok(segment) => segment,
+                Err(error) => {
+                    findings.push(Finding::of_error(slot.first, &slot.path, error));
+                    cut = Some(slot.first);
+                    continue;
                 }
             };
-            let cut = stopped_early || is_last;
-            if stopped_early && !is_last {
-                // A torn end of a segment that was followed by more segments:
-                // legal only if none of those later segments was ever synced.
-                if let Some(synced) = self.segments[pos + 1..]
-                    .iter()
-                    .find(|s| s.watermark_on_disk > SEGMENT_HEADER_BYTES)
-                {
-                    return Err(StorageError::corrupt(
-                        &self.segments[pos].path,
-                        scan.end as u64,
-                        format!(
-                            "segment ends before index {} but the synced segment {} follows",
-                            limit.unwrap_or(0) + 1,
-                            synced.path.display()
-                        ),
-                    ));
+            if pos < tail_from {
+                // Trusted. Scan only to check a pending cut inside it or a gap
+                // its index file reveals (a missing or shortened segment).
+                let scan_to = match cut {
+                    Some(c) if limit.is_some_and(|l| c - 1 <= l) => Some(c - 1),
+                    _ => {
+                        let count =
+                            index_file_entry_count(&self.index_path(slot.first), slot.first);
+                        limit.filter(|l| count.is_some_and(|n| slot.first + n <= *l))
+                    }
+                };
+                if let Some(scan_to) = scan_to {
+                    let scan = segment.scan(SEGMENT_HEADER_BYTES, slot.first, Some(scan_to));
+                    if let Some((offset, reason)) = scan_problem(&scan, slot.first, limit) {
+                        let bad = slot.first + scan.offsets.len() as u64;
+                        if let Some(h) = highest_valid_index(segment.view(), offset + 1, bad, limit)
+                        {
+                            highest = highest.max(h);
+                        }
+                        findings.push(Finding {
+                            first_index: bad,
+                            path: slot.path.clone(),
+                            offset: offset as u64,
+                            reason,
+                        });
+                        cut = Some(bad);
+                    }
+                    scans[pos] = Some(scan);
                 }
-                while self.segments.len() > pos + 1 {
-                    if let Some(later) = self.segments.pop() {
-                        self.remove_segment_files(&later)?;
+                continue;
+            }
+            let scan = segment.scan(SEGMENT_HEADER_BYTES, slot.first, limit);
+            let count = scan.offsets.len() as u64;
+            if count > 0 {
+                highest = highest.max(slot.first + count - 1);
+            }
+            let is_last = limit.is_none();
+            let watermark = segment.watermark_on_disk;
+            let problem = match &scan.stop {
+                ScanStop::EndMark if is_last && scan.end >= watermark => None,
+                ScanStop::EndMark if is_last => Some((
+                    scan.end,
+                    format!("synced frames up to byte {watermark} are missing"),
+                )),
+                _ => scan_problem(&scan, slot.first, limit),
+            };
+            if let Some((offset, reason)) = problem {
+                let bad = slot.first + count;
+                let found_after = highest_valid_index(segment.view(), offset + 1, bad, limit);
+                let later_data = slots[pos + 1..].iter().any(Slot::has_data);
+                if offset < watermark || found_after.is_some() || later_data {
+                    // Synced bytes are bad, or valid data follows the bad
+                    // spot: damage, not a torn write.
+                    if let Some(h) = found_after {
+                        highest = highest.max(h);
+                    }
+                    findings.push(Finding {
+                        first_index: bad,
+                        path: slot.path.clone(),
+                        offset: offset as u64,
+                        reason,
+                    });
+                    cut = Some(bad);
+                } else {
+                    // A torn, unsynced tail: the log ends here, silently.
+                    torn = Some(pos);
+                    scans[pos] = Some(scan);
+                    break;
+                }
+            }
+            scans[pos] = Some(scan);
+        }
+
+        if let Some(pos) = torn {
+            // Nothing valid follows a torn tail: drop the later segments.
+            while slots.len() > pos + 1 {
+                if let Some(slot) = slots.pop() {
+                    self.remove_files(slot.first, &slot.path)?;
+                    scans.pop();
+                }
+            }
+        }
+        let mut cut_done = false;
+        if let Some(mut c) = cut {
+            // What the last segment still holds counts too (best effort).
+            if let Some(last) = slots.last() {
+                if let Some(h) = last.highest_index() {
+                    highest = highest.max(h);
+                }
+            }
+            let previous = self.repair;
+            let until_index = previous.map_or(0, |m| m.until_index).max(highest);
+            let hard_state_lost = force_marker || previous.is_some_and(|m| m.hard_state_lost);
+            // The marker first, durably: a crash during the cut leaves it,
+            // and the next open cuts again.
+            self.store_marker(RepairMarker {
+                until_index,
+                hard_state_lost,
+                cut_from: Some(c),
+            })?;
+            loop {
+                while slots.last().is_some_and(|s| s.first >= c) {
+                    if let Some(slot) = slots.pop() {
+                        self.remove_files(slot.first, &slot.path)?;
+                        scans.pop();
                     }
                 }
+                if c <= self.first_index {
+                    while let Some(slot) = slots.pop() {
+                        self.remove_files(slot.first, &slot.path)?;
+                        scans.pop();
+                    }
+                }
+                let Some(pos) = slots.len().checked_sub(1) else {
+                    break;
+                };
+                let slot = &slots[pos];
+                let segment = match &slot.segment {
+                    Ok(segment) => segment,
+                    Err(error) => {
+                        // Not reached (a bad header is a finding at its first
+                        // index), but never keep a segment that failed.
+                        findings.push(Finding::of_error(slot.first, &slot.path, error));
+                        c = slot.first;
+                        continue;
+                    }
+                };
+                let mut scan = match scans[pos].take() {
+                    Some(scan) => scan,
+                    None => segment.scan(SEGMENT_HEADER_BYTES, slot.first, Some(c - 1)),
+                };
+                let held = slot.first + scan.offsets.len() as u64;
+                if held >= c {
+                    let keep = (c - slot.first) as usize;
+                    if let Some(end) = scan.offsets.get(keep) {
+                        scan.end = *end as usize;
+                    }
+                    scan.offsets.truncate(keep);
+                    scans[pos] = Some(scan);
+                    break;
+                }
+                if pos >= tail_from {
+                    // The walk scanned it and found its (natural or torn)
+                    // end before `c`: the pending cut lies past the log.
+                    findings.retain(|f| f.first_index < held);
+                    scans[pos] = Some(scan);
+                    break;
+                }
+                // A trusted segment ends early: more damage, cut there.
+                let (offset, reason) = scan_problem(&scan, slot.first, Some(c - 1))
+                    .unwrap_or((scan.end, "segment ends early".to_string()));
+                findings.push(Finding {
+                    first_index: held,
+                    path: slot.path.clone(),
+                    offset: offset as u64,
+                    reason,
+                });
+                c = held;
+                scans[pos] = Some(scan);
+                self.store_marker(RepairMarker {
+                    until_index,
+                    hard_state_lost,
+                    cut_from: Some(c),
+                })?;
             }
-            let segment = &mut self.segments[pos];
-            if cut && !self.read_only {
-                segment.zero_tail(scan.end)?;
-                segment
-                    .map
-                    .flush_range(0, scan.end)
-                    .map_err(|e| StorageError::io(&segment.path, e))?;
-            } else if !self.read_only {
-                // A clean restart may leave written pages only in the page
-                // cache: make them durable so they can be reported durable.
-                segment
-                    .map
-                    .flush_range(0, scan.end)
-                    .map_err(|e| StorageError::io(&segment.path, e))?;
-            }
-            segment.requested_end = scan.end;
-            segment.durable_end = scan.end;
-            let _ = segment.index.set(SegIndex {
-                offsets: scan.offsets,
-                end: scan.end,
-                crc_on_read: false,
-            });
-            pos += 1;
+            cut_done = true;
         }
-        // Trusted (unscanned) segments need nothing from sync.
-        for segment in &mut self.segments[..scan_from] {
-            segment.requested_end = usize::MAX;
-            segment.durable_end = usize::MAX;
-            segment.watermark_written = usize::MAX;
+
+        // Install the remaining segments.
+        let count = slots.len();
+        let firsts: Vec<LogIndex> = slots.iter().map(|s| s.first).collect();
+        for (pos, (slot, scan)) in slots.into_iter().zip(scans).enumerate() {
+            let mut segment = slot.segment?;
+            let is_last = pos + 1 == count;
+            let limit = firsts.get(pos + 1).map(|next| next - 1);
+            if pos >= tail_from || is_last {
+                let scan = match scan {
+                    Some(scan) => scan,
+                    None => segment.scan(SEGMENT_HEADER_BYTES, segment.first_index, limit),
+                };
+                if !self.read_only {
+                    if is_last {
+                        // Where the log ends: no stale frame may ever be read
+                        // as a continuation.
+                        segment.zero_tail(scan.end)?;
+                    }
+                    // A clean restart may leave written pages only in the
+                    // page cache: make them durable so they count as durable.
+                    segment
+                        .map
+                        .flush_range(0, scan.end)
+                        .map_err(|e| StorageError::io(&segment.path, e))?;
+                }
+                segment.requested_end = scan.end;
+                segment.durable_end = scan.end;
+                let _ = segment.index.set(SegIndex {
+                    offsets: scan.offsets,
+                    end: scan.end,
+                    crc_on_read: false,
+                });
+            } else {
+                // Trusted (unscanned) segments need nothing from sync.
+                segment.requested_end = usize::MAX;
+                segment.durable_end = usize::MAX;
+                segment.watermark_written = usize::MAX;
+            }
+            self.segments.push(segment);
+        }
+        if cut_done && !self.read_only {
+            meta::sync_dir(&self.log_dir)?;
         }
         self.last_index = self.first_index - 1;
         self.last_term = self.prev_term;
@@ -361,7 +609,42 @@ impl Log {
             }
         }
         self.durable_index = self.last_index;
-        Ok(())
+
+        // The marker's final state: no pending cut (done, or moot).
+        let previous = self.repair;
+        if cut_done || force_marker || previous.is_some_and(|m| m.cut_from.is_some()) {
+            let marker = RepairMarker {
+                until_index: previous.map_or(0, |m| m.until_index).max(self.last_index),
+                hard_state_lost: force_marker || previous.is_some_and(|m| m.hard_state_lost),
+                cut_from: None,
+            };
+            if Some(marker) != previous {
+                self.store_marker(marker)?;
+            }
+        }
+        let until_index = self.repair.map_or(self.last_index, |m| m.until_index);
+        let damage: Vec<DamagedRange> = findings
+            .into_iter()
+            .map(|f| DamagedRange {
+                first_index: f.first_index,
+                last_index: until_index.max(f.first_index),
+                path: f.path,
+                offset: f.offset,
+                reason: f.reason,
+            })
+            .collect();
+        for range in &damage {
+            tracing::error!(
+                path = %range.path.display(),
+                offset = range.offset,
+                first_index = range.first_index,
+                last_index = range.last_index,
+                reason = %range.reason,
+                read_only = self.read_only,
+                "damaged log range; cut, to be repaired from the leader"
+            );
+        }
+        Ok(damage)
     }
 
     fn new_segment_id(&mut self) -> u64 {
@@ -375,11 +658,18 @@ impl Log {
 
     /// Unlinks a segment and its index file (readers' mappings stay valid).
     fn remove_segment_files(&mut self, segment: &Segment) -> Result<(), StorageError> {
+        let path = segment.path.clone();
+        self.remove_files(segment.first_index, &path)
+    }
+
+    /// Unlinks the segment file `path` (first index `first_index`) and its
+    /// index file; nothing on disk changes when read-only.
+    fn remove_files(&mut self, first_index: LogIndex, path: &Path) -> Result<(), StorageError> {
         if self.read_only {
             return Ok(());
         }
-        std::fs::remove_file(&segment.path).map_err(|e| StorageError::io(&segment.path, e))?;
-        let index_path = self.index_path(segment.first_index);
+        std::fs::remove_file(path).map_err(|e| StorageError::io(path, e))?;
+        let index_path = self.index_path(first_index);
         match std::fs::remove_file(&index_path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -414,6 +704,65 @@ impl Log {
     /// The stored log start, if one was ever written.
     pub fn log_start(&self) -> Option<&LogStart> {
         self.log_start.as_ref()
+    }
+
+    /// The repair marker currently on disk, if any.
+    pub fn repair(&self) -> Option<RepairMarker> {
+        self.repair
+    }
+
+    /// Records damage found by a read while running (`entries`/`frames`
+    /// returned `Corrupt` for `first_bad_index`): durably writes or extends
+    /// the repair marker (`until_index` = the larger of the old one and
+    /// `last_index`; `cut_from` = the lower of the old one and
+    /// `first_bad_index`). It does not change the log: the caller restarts
+    /// the node, and the next open cuts the log just before
+    /// `first_bad_index`. Returns the marker now on disk.
+    pub fn record_damage(
+        &mut self,
+        first_bad_index: LogIndex,
+        reason: &str,
+    ) -> Result<RepairMarker, StorageError> {
+        self.check_writable()?;
+        if first_bad_index < self.first_index || first_bad_index > self.last_index {
+            return Err(StorageError::OutOfRange {
+                index: first_bad_index,
+                first_index: self.first_index,
+                last_index: self.last_index,
+            });
+        }
+        let previous = self.repair;
+        let marker = RepairMarker {
+            until_index: previous.map_or(0, |m| m.until_index).max(self.last_index),
+            hard_state_lost: previous.is_some_and(|m| m.hard_state_lost),
+            cut_from: Some(
+                previous
+                    .and_then(|m| m.cut_from)
+                    .map_or(first_bad_index, |c| c.min(first_bad_index)),
+            ),
+        };
+        tracing::error!(
+            first_bad_index,
+            until_index = marker.until_index,
+            reason,
+            "damaged entry found by a read; the next open cuts the log before it"
+        );
+        self.store_marker(marker)?;
+        Ok(marker)
+    }
+
+    /// Durably removes the repair marker (the runtime calls it once the core
+    /// says repair is complete). Refused with `RepairCutPending` while a
+    /// `record_damage` cut has not been applied by a reopen: the damaged
+    /// entries are still in the log.
+    pub fn clear_repair(&mut self) -> Result<(), StorageError> {
+        self.check_writable()?;
+        if let Some(cut_from) = self.repair.and_then(|m| m.cut_from) {
+            return Err(StorageError::RepairCutPending { cut_from });
+        }
+        repair::remove_repair(&self.dir)?;
+        self.repair = None;
+        Ok(())
     }
 
     fn check_writable(&self) -> Result<(), StorageError> {
@@ -1065,5 +1414,90 @@ impl Log {
         self.check_writable()?;
         self.hard_state_generation = self.hard_state_generation.saturating_add(1);
         meta::store_hard_state(&self.dir, state, self.hard_state_generation)
+    }
+}
+
+/// A segment file found at open: its header checked or not.
+struct Slot {
+    first: LogIndex,
+    path: PathBuf,
+    segment: Result<Segment, StorageError>,
+}
+
+impl Slot {
+    /// Whether the file holds anything a torn write cannot explain: a bad
+    /// header (created durably, so damage), a synced watermark, or a valid
+    /// first frame.
+    fn has_data(&self) -> bool {
+        match &self.segment {
+            Err(_) => true,
+            Ok(segment) => {
+                segment.watermark_on_disk > SEGMENT_HEADER_BYTES
+                    || frame::decode_header(segment.view(), SEGMENT_HEADER_BYTES, true)
+                        .is_ok_and(|h| h.index == segment.first_index)
+            }
+        }
+    }
+
+    /// The highest index of a valid frame anywhere in the file (best effort;
+    /// also for a segment whose header is bad).
+    fn highest_index(&self) -> Option<LogIndex> {
+        match &self.segment {
+            Ok(segment) => highest_valid_index(segment.view(), 0, self.first, None),
+            Err(_) => {
+                let file = std::fs::File::open(&self.path).ok()?;
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(
+                    &mut std::io::Read::take(file, SEGMENT_BYTES_MAX),
+                    &mut bytes,
+                )
+                .ok()?;
+                highest_valid_index(&bytes, 0, self.first, None)
+            }
+        }
+    }
+}
+
+/// Damage found at open, before its last index is known.
+struct Finding {
+    first_index: LogIndex,
+    path: PathBuf,
+    offset: u64,
+    reason: String,
+}
+
+impl Finding {
+    fn of_error(first_index: LogIndex, path: &Path, error: &StorageError) -> Finding {
+        let offset = match error {
+            StorageError::Corrupt { offset, .. } => *offset,
+            _ => 0,
+        };
+        Finding {
+            first_index,
+            path: path.to_path_buf(),
+            offset,
+            reason: format!("segment header is invalid: {error}"),
+        }
+    }
+}
+
+/// Why a scan of the segment `first` (holding entries up to `limit`, or to
+/// its end of data when `None`) stopped short: (byte offset, reason).
+fn scan_problem(
+    scan: &segment::Scan,
+    first: LogIndex,
+    limit: Option<LogIndex>,
+) -> Option<(usize, String)> {
+    match (&scan.stop, limit) {
+        (ScanStop::Limit, _) | (ScanStop::EndMark, None) => None,
+        (ScanStop::EndMark, Some(limit)) => Some((
+            scan.end,
+            format!(
+                "entries {}..{} are missing: the segment's frames end before the next segment begins",
+                first + scan.offsets.len() as u64,
+                limit
+            ),
+        )),
+        (ScanStop::Bad { offset, error }, _) => Some((*offset, error.to_string())),
     }
 }

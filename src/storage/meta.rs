@@ -88,7 +88,10 @@ pub(crate) fn replace_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result
 
 /// Reads a whole small file, refusing one larger than `bytes_max`.
 /// `Ok(None)` if it does not exist.
-fn read_small_file(path: &Path, bytes_max: u64) -> Result<Option<Vec<u8>>, StorageError> {
+pub(crate) fn read_small_file(
+    path: &Path,
+    bytes_max: u64,
+) -> Result<Option<Vec<u8>>, StorageError> {
     let file = match File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -109,7 +112,7 @@ fn read_small_file(path: &Path, bytes_max: u64) -> Result<Option<Vec<u8>>, Stora
 }
 
 /// Checks magic, version and the trailing CRC of a small file.
-fn check_envelope(
+pub(crate) fn check_envelope(
     path: &Path,
     bytes: &[u8],
     magic: &[u8; 8],

@@ -37,6 +37,7 @@ pub mod dump;
 pub mod frame;
 mod log;
 mod meta;
+mod repair;
 mod segment;
 pub mod verify;
 
@@ -44,6 +45,7 @@ use std::path::PathBuf;
 
 pub use log::{Log, Opened, RetentionPolicy, SyncDone, SyncRequest};
 pub use meta::{HARD_STATE_FILE_NAMES, LOCK_FILE_NAME, LOG_DIR_NAME, LOG_START_FILE_NAME};
+pub use repair::{DamagedRange, RepairMarker, REPAIR_FILE_NAME};
 /// Helpers for tools that write or inspect segments directly (benches, tests).
 pub use segment::{encode_segment_header, segment_file_name, SEGMENT_HEADER_BYTES};
 
@@ -134,6 +136,8 @@ pub enum StorageError {
     DataDirLocked { path: PathBuf },
     #[error("both hard-state copies in {dir} are unreadable")]
     HardStateLost { dir: PathBuf },
+    #[error("the repair marker still asks the next open to cut the log at index {cut_from}; reopen before clearing it")]
+    RepairCutPending { cut_from: LogIndex },
 }
 
 impl StorageError {

@@ -248,48 +248,7 @@ impl Segment {
     /// Scans frames from `start`, expecting index `next_index`, up to index
     /// `limit` (inclusive) if given. Checks every checksum.
     pub fn scan(&self, start: usize, next_index: LogIndex, limit: Option<LogIndex>) -> Scan {
-        let view = self.view();
-        let mut scan = Scan {
-            offsets: Vec::new(),
-            end: start,
-            last_term: None,
-            stop: ScanStop::EndMark,
-        };
-        let mut expected = next_index;
-        loop {
-            if limit.is_some_and(|limit| expected > limit) {
-                scan.stop = ScanStop::Limit;
-                return scan;
-            }
-            let offset = scan.end;
-            if offset + 8 > view.len() || frame::is_end_mark(view, offset) {
-                scan.stop = ScanStop::EndMark;
-                return scan;
-            }
-            match frame::decode_header(view, offset, true) {
-                Ok(FrameHeader { index, .. }) if index != expected => {
-                    scan.stop = ScanStop::Bad {
-                        offset,
-                        error: FrameError::NotContiguous {
-                            offset,
-                            expected,
-                            got: index,
-                        },
-                    };
-                    return scan;
-                }
-                Ok(header) => {
-                    scan.offsets.push(offset as u32);
-                    scan.end = offset + header.frame_bytes;
-                    scan.last_term = Some(header.term);
-                    expected += 1;
-                }
-                Err(error) => {
-                    scan.stop = ScanStop::Bad { offset, error };
-                    return scan;
-                }
-            }
-        }
+        scan_frames(self.view(), start, next_index, limit)
     }
 
     /// Zeroes every non-zero byte in `from..capacity` and makes that durable.
@@ -322,6 +281,114 @@ impl Segment {
         }
         Ok(())
     }
+}
+
+/// Scans the frames of a segment's bytes from `start`, expecting index
+/// `next_index`, up to index `limit` (inclusive) if given. Checks every
+/// checksum.
+pub(crate) fn scan_frames(
+    view: &[u8],
+    start: usize,
+    next_index: LogIndex,
+    limit: Option<LogIndex>,
+) -> Scan {
+    let mut scan = Scan {
+        offsets: Vec::new(),
+        end: start,
+        last_term: None,
+        stop: ScanStop::EndMark,
+    };
+    let mut expected = next_index;
+    loop {
+        if limit.is_some_and(|limit| expected > limit) {
+            scan.stop = ScanStop::Limit;
+            return scan;
+        }
+        let offset = scan.end;
+        if offset + 8 > view.len() || frame::is_end_mark(view, offset) {
+            scan.stop = ScanStop::EndMark;
+            return scan;
+        }
+        match frame::decode_header(view, offset, true) {
+            Ok(FrameHeader { index, .. }) if index != expected => {
+                scan.stop = ScanStop::Bad {
+                    offset,
+                    error: FrameError::NotContiguous {
+                        offset,
+                        expected,
+                        got: index,
+                    },
+                };
+                return scan;
+            }
+            Ok(header) => {
+                scan.offsets.push(offset as u32);
+                scan.end = offset + header.frame_bytes;
+                scan.last_term = Some(header.term);
+                expected += 1;
+            }
+            Err(error) => {
+                scan.stop = ScanStop::Bad { offset, error };
+                return scan;
+            }
+        }
+    }
+}
+
+/// Best effort, for sizing a damaged range: the highest index of a valid
+/// frame (checksum and all checks of storage-format.md 2.2 except sequence)
+/// found at any byte position at or after `from`, among frames whose index
+/// lies in `min_index..=limit`. Searches byte by byte past bad bytes, so it
+/// finds frames after a damaged length field too; the structural checks run
+/// before the checksum, so a position costs a checksum only when its header
+/// is plausible.
+pub(crate) fn highest_valid_index(
+    view: &[u8],
+    from: usize,
+    min_index: LogIndex,
+    limit: Option<LogIndex>,
+) -> Option<LogIndex> {
+    let limit = limit.unwrap_or(super::LOG_INDEX_MAX);
+    let mut best = None;
+    let mut at = from.max(SEGMENT_HEADER_BYTES);
+    while at + frame::FRAME_HEADER_BYTES <= view.len() {
+        if frame::is_end_mark(view, at) {
+            at += 8;
+            continue;
+        }
+        let plausible = frame::decode_header(view, at, false)
+            .is_ok_and(|h| (min_index..=limit).contains(&h.index));
+        if plausible {
+            if let Ok(header) = frame::decode_header(view, at, true) {
+                best = best.max(Some(header.index));
+                at += header.frame_bytes;
+                continue;
+            }
+        }
+        at += 1;
+    }
+    best
+}
+
+/// The entry count of a valid index file for the segment `first_index`, or
+/// `None` when it is missing or fails any check of storage-format.md 3
+/// other than the expected count. Reads only the file, never the segment.
+pub(crate) fn index_file_entry_count(path: &Path, first_index: LogIndex) -> Option<u64> {
+    let file = File::open(path).ok()?;
+    let mut bytes = Vec::new();
+    file.take(super::SEGMENT_BYTES_MAX)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    if bytes.len() < INDEX_HEADER_BYTES + 4 || bytes.get(0..8) != Some(&INDEX_MAGIC[..]) {
+        return None;
+    }
+    let count = u64_at(&bytes, 24);
+    let crc_at = bytes.len() - 4;
+    let valid = u32_at(&bytes, 8) == SEGMENT_VERSION
+        && u64_at(&bytes, 16) == first_index
+        && count.checked_mul(4).and_then(|n| n.checked_add(36)) == Some(bytes.len() as u64)
+        && u32_at(&bytes, crc_at) == crc32fast::hash(bytes.get(..crc_at).unwrap_or_default());
+    valid.then_some(count)
 }
 
 /// Creates a new segment file durably (temp file, header, preallocation,
