@@ -133,21 +133,44 @@ fn run_certs(args: args::CertsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Times `serve` restarts a node that stopped on storage damage it found
+/// while running (each restart cuts the log and repairs it from peers).
+const DAMAGE_RESTARTS_MAX: usize = 8;
+
 /// `raftlog serve`: runs one node until SIGTERM/SIGINT, then stops it cleanly.
 async fn serve(config: crate::server::config::ServerConfig) -> anyhow::Result<()> {
+    use crate::server::{driver::DriverError, ServerError};
     let id = config.id;
-    let mut node = crate::server::Node::start(config)
-        .await
-        .with_context(|| format!("cannot start node {id}"))?;
-    tokio::select! {
-        stopped = node.wait() => {
-            stopped.with_context(|| format!("node {id} stopped"))?;
-            anyhow::bail!("node {id} stopped unexpectedly");
+    let mut restarts = 0;
+    loop {
+        let mut node = crate::server::Node::start(config.clone())
+            .await
+            .with_context(|| format!("cannot start node {id}"))?;
+        tokio::select! {
+            stopped = node.wait() => {
+                match stopped {
+                    Err(ServerError::Driver(DriverError::Damaged { index, .. }))
+                        if restarts < DAMAGE_RESTARTS_MAX =>
+                    {
+                        // The damage is in the repair marker: a restart cuts
+                        // the log there and the node repairs from its peers.
+                        restarts += 1;
+                        tracing::warn!(id, index, "restarting to repair storage damage");
+                        node.abort();
+                        continue;
+                    }
+                    stopped => {
+                        stopped.with_context(|| format!("node {id} stopped"))?;
+                        anyhow::bail!("node {id} stopped unexpectedly");
+                    }
+                }
+            }
+            signal = dev::wait_for_stop_signal() => signal?,
         }
-        signal = dev::wait_for_stop_signal() => signal?,
+        tracing::info!(id, "stopping");
+        return node
+            .shutdown()
+            .await
+            .with_context(|| format!("node {id} did not stop cleanly"));
     }
-    tracing::info!(id, "stopping");
-    node.shutdown()
-        .await
-        .with_context(|| format!("node {id} did not stop cleanly"))
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::config::{Fsync, ServerConfig};
 use super::metrics::{self, FrameSource, Metrics, PeerLabels, RejectLabels};
@@ -134,6 +134,30 @@ pub enum DriverError {
     Storage(#[from] StorageError),
     #[error("the log lock is poisoned (a reader panicked)")]
     Poisoned,
+    /// A read found a damaged entry; it is recorded in the repair marker,
+    /// and the node must be restarted to cut its log and repair it.
+    #[error("storage damage found at entry {index} ({reason}); recorded for repair at restart")]
+    Damaged { index: LogIndex, reason: String },
+}
+
+/// Why reading the stored log at start failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoverError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// Entry `index` is unreadable (a checksum failed): the log is damaged there.
+    #[error("entry {index} is damaged: {source}")]
+    Damaged {
+        index: LogIndex,
+        #[source]
+        source: StorageError,
+    },
+}
+
+/// The first index in `low..=high` whose entry cannot be read, reading one
+/// entry at a time (only after a batch read failed).
+pub fn first_unreadable_index(log: &Log, low: LogIndex, high: LogIndex) -> Option<LogIndex> {
+    (low..=high.min(log.last_index())).find(|&index| log.entries(index, index, 1).is_err())
 }
 
 /// Reads entries for replication straight from the mapped log.
@@ -543,7 +567,7 @@ impl Driver {
                         peer.map(|peer| peer.match_index)
                     },
                     reachable: is_self || peer.is_some_and(|peer| peer.recently_heard),
-                    repairing: false,
+                    repairing: is_self && status.repair.is_some(),
                 }
             })
             .collect();
@@ -734,7 +758,8 @@ impl Driver {
                 log.store_hard_state(&state)?;
             }
             if repair_complete {
-                // PENDING(damage merge): remove the durable repair marker.
+                // After this Ready's hard state: the node votes from now on.
+                log.clear_repair()?;
                 info!("repair complete: the log is whole again; voting again");
             }
         }
@@ -760,6 +785,14 @@ impl Driver {
             let _ = self.links.send(to, lane, frame);
         }
         for (peer, error) in read_errors {
+            if let LogReadError::Storage { low, high, source } = &error {
+                if matches!(
+                    source.downcast_ref::<StorageError>(),
+                    Some(StorageError::Corrupt { .. })
+                ) {
+                    return Err(self.record_damage(*low, *high, source.to_string()));
+                }
+            }
             warn!(peer, %error, "cannot read entries to replicate");
         }
         if let Some(membership) = membership {
@@ -789,6 +822,23 @@ impl Driver {
         }
         self.update_metrics();
         Ok(())
+    }
+
+    /// A read found damage in `low..=high`: records its first bad index in
+    /// the repair marker so that the next start cuts the log there and the
+    /// node repairs from its peers, and stops the node.
+    fn record_damage(&mut self, low: LogIndex, high: LogIndex, reason: String) -> DriverError {
+        let log = self.log.clone();
+        let mut log = match log.write() {
+            Ok(log) => log,
+            Err(_) => return DriverError::Poisoned,
+        };
+        let index = first_unreadable_index(&log, low, high).unwrap_or(low);
+        error!(index, %reason, "storage damage found while reading the log; stopping to repair it from peers");
+        match log.record_damage(index, &reason) {
+            Ok(_) => DriverError::Damaged { index, reason },
+            Err(error) => DriverError::Storage(error),
+        }
     }
 
     fn note_appended(&mut self, entries: &[Entry]) {
@@ -1044,7 +1094,7 @@ pub fn recover(
     log: &Log,
     log_start: LogStart,
     producer_expiry: Duration,
-) -> Result<Recovered, StorageError> {
+) -> Result<Recovered, RecoverError> {
     /// Bytes read per step of the scan.
     const SCAN_BYTES: usize = 8 << 20;
     let mut term_runs: Vec<(LogIndex, Term)> = Vec::new();
@@ -1054,7 +1104,14 @@ pub fn recover(
     let mut next = log.first_index();
     let last = log.last_index();
     while next <= last {
-        let entries = log.entries(next, last, SCAN_BYTES)?;
+        let entries = match log.entries(next, last, SCAN_BYTES) {
+            Ok(entries) => entries,
+            Err(source @ StorageError::Corrupt { .. }) => {
+                let index = first_unreadable_index(log, next, last).unwrap_or(next);
+                return Err(RecoverError::Damaged { index, source });
+            }
+            Err(error) => return Err(error.into()),
+        };
         let Some(last_read) = entries.last().map(|entry| entry.index) else {
             break;
         };
@@ -1066,13 +1123,16 @@ pub fn recover(
                 EntryKind::Config => match Membership::decode(&entry.payload) {
                     Ok(membership) => config_entries.push((entry.index, membership)),
                     Err(error) => {
-                        return Err(StorageError::Corrupt {
-                            path: log.dir().to_path_buf(),
-                            offset: 0,
-                            reason: format!(
-                                "config entry {} does not decode: {error}",
-                                entry.index
-                            ),
+                        return Err(RecoverError::Damaged {
+                            index: entry.index,
+                            source: StorageError::Corrupt {
+                                path: log.dir().to_path_buf(),
+                                offset: 0,
+                                reason: format!(
+                                    "config entry {} does not decode: {error}",
+                                    entry.index
+                                ),
+                            },
                         })
                     }
                 },

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tracing::info;
+use tracing::{info, warn};
 
 use self::clients::ClientContext;
 use self::config::{ServerConfig, TICK_INTERVAL};
@@ -130,6 +130,51 @@ impl NodeHandle {
     }
 }
 
+/// Times a start may find new damage while reading the log and cut it again.
+const DAMAGE_REOPENS_MAX: usize = 4;
+
+/// Opens the data directory and reads the log once (see `driver::recover`).
+/// A damaged entry found on the way is recorded in the repair marker and the
+/// directory opened again, which cuts the log before it: the node starts as
+/// a repairing replica instead of refusing to start.
+fn open_and_recover(
+    config: &ServerConfig,
+) -> Result<(crate::storage::Opened, driver::Recovered), ServerError> {
+    let storage_error = |source| ServerError::Storage {
+        path: config.data_dir.clone(),
+        source,
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let opened = Log::open(
+            &config.data_dir,
+            LogConfig {
+                segment_bytes: config.segment_bytes,
+                ..LogConfig::default()
+            },
+        )
+        .map_err(storage_error)?;
+        let log_start = opened
+            .log_start
+            .clone()
+            .unwrap_or_else(|| LogStart::initial(Membership::default()));
+        match driver::recover(&opened.log, log_start, config.producer_expiry) {
+            Ok(recovered) => return Ok((opened, recovered)),
+            Err(driver::RecoverError::Damaged { index, source })
+                if attempt < DAMAGE_REOPENS_MAX =>
+            {
+                tracing::error!(index, error = %source, "damaged entry found while reading the log at start; cutting the log before it to repair from peers");
+                let mut log = opened.log;
+                log.record_damage(index, &source.to_string())
+                    .map_err(storage_error)?;
+            }
+            Err(driver::RecoverError::Damaged { source, .. })
+            | Err(driver::RecoverError::Storage(source)) => return Err(storage_error(source)),
+        }
+    }
+}
+
 /// Resolves a member's `HOST:PORT`; `None` when it does not resolve.
 pub fn resolve_peer(addr: &str) -> Option<SocketAddr> {
     addr.to_socket_addrs().ok()?.next()
@@ -144,17 +189,14 @@ impl Node {
             path: config.data_dir.clone(),
             source,
         };
-        let opened = Log::open(
-            &config.data_dir,
-            LogConfig {
-                segment_bytes: config.segment_bytes,
-                ..LogConfig::default()
-            },
-        )
-        .map_err(storage_error)?;
+        let (opened, recovered) = open_and_recover(&config)?;
         let mut log = opened.log;
-        let fresh =
-            opened.hard_state.is_none() && opened.log_start.is_none() && log.last_index() == 0;
+        // A data directory whose hard state was lost is not new: it carries
+        // a repair marker, and must not bootstrap a second cluster.
+        let fresh = opened.hard_state.is_none()
+            && opened.log_start.is_none()
+            && opened.repair.is_none()
+            && log.last_index() == 0;
         let log_start = match opened.log_start {
             Some(start) => start,
             None if fresh && !config.join => {
@@ -173,15 +215,28 @@ impl Node {
             }
             None => LogStart::initial(Membership::default()),
         };
-        let recovered =
-            driver::recover(&log, log_start, config.producer_expiry).map_err(storage_error)?;
+        // Only a fresh log has no stored log start; recovery read it as empty.
+        let recovered = driver::Recovered {
+            log_start,
+            ..recovered
+        };
+        if let Some(repair) = opened.repair {
+            warn!(
+                until_index = repair.until_index,
+                hard_state_lost = repair.hard_state_lost,
+                "this node's storage was damaged: it serves as a non-voting replica until the leader has refilled its log"
+            );
+        }
         let persisted = PersistedState {
             hard_state: opened.hard_state.unwrap_or(HardState::default()),
             log_start: recovered.log_start,
             last_index: log.last_index(),
             term_runs: recovered.term_runs,
             config_entries: recovered.config_entries,
-            repair: None,
+            repair: opened.repair.map(|marker| raft::Repair {
+                until_index: marker.until_index,
+                hard_state_lost: marker.hard_state_lost,
+            }),
         };
         let config_history = persisted.config_entries.iter().cloned().collect();
         let core = Core::new(core_config(&config), persisted, random_seed())

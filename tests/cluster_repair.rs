@@ -1,0 +1,120 @@
+//! Issue 7, corruption-aware recovery, end to end in an in-process 3-node
+//! cluster: a follower whose disk flipped a bit in the middle of its log
+//! starts (instead of refusing to), cuts its log before the damage, does not
+//! vote while its log is short, is refilled by the leader, and ends up
+//! serving exactly what the leader serves, with its repair marker gone.
+//!
+//! Run alone: `cargo test --release --test cluster_repair -- --nocapture`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use raftlog::client::PublisherOptions;
+use raftlog::storage::Log;
+
+/// Small segments, so the log spans several and the damage is in the middle.
+fn small_segments(config: &mut raftlog::server::config::ServerConfig) {
+    config.record_bytes_max = 4 * 1024;
+    config.segment_bytes = 64 * 1024;
+}
+
+fn segments(data_dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(data_dir.join("log"))
+        .expect("read the log directory")
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Flips one byte in the payload area of a sealed segment in the middle
+/// of the log (well past the segment header, inside the first frames).
+fn flip_a_byte_in_the_middle(data_dir: &Path) -> PathBuf {
+    let files = segments(data_dir);
+    assert!(
+        files.len() >= 3,
+        "the log spans several segments: {files:?}"
+    );
+    let victim = files[files.len() / 2].clone();
+    let mut bytes = std::fs::read(&victim).expect("read a segment");
+    let offset = 4096 + 300;
+    bytes[offset] ^= 0x40;
+    std::fs::write(&victim, bytes).expect("write the damaged segment");
+    victim
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_with_a_flipped_bit_repairs_from_the_leader() {
+    let mut cluster = TestCluster::start_with(3, small_segments).await;
+    let leader = cluster.leader().await;
+    let follower = cluster.follower().await;
+    let before = numbered_records("before-damage", 3_000);
+    within(
+        "publishing before the damage",
+        CATCH_UP_WAIT,
+        publish_all(
+            cluster.client_config(),
+            PublisherOptions::default(),
+            &before,
+            100,
+        ),
+    )
+    .await
+    .expect("publish");
+    cluster.wait_node_serves(follower, &before).await;
+
+    cluster.stop(follower).await;
+    let data_dir = cluster.config(follower).data_dir.clone();
+    let damaged = flip_a_byte_in_the_middle(&data_dir);
+    tracing_free_note(&format!("flipped a byte in {}", damaged.display()));
+
+    // The node starts (it used to refuse), as a repairing replica.
+    cluster.restart(follower).await;
+    assert!(
+        data_dir.join("REPAIR").exists(),
+        "the repair marker is written before the log is cut"
+    );
+
+    // New records grow the log past what the follower held; the leader
+    // refills the cut range and the follower serves everything again.
+    let after = numbered_records("after-damage", 200);
+    within(
+        "publishing after the damage",
+        CATCH_UP_WAIT,
+        publish_all(
+            cluster.client_config(),
+            PublisherOptions::default(),
+            &after,
+            50,
+        ),
+    )
+    .await
+    .expect("publish with one node repairing");
+    let all: Vec<_> = before.iter().chain(after.iter()).cloned().collect();
+    let on_leader = cluster.wait_node_serves(leader, &all).await;
+    let on_follower = cluster.wait_node_serves(follower, &all).await;
+    assert_eq!(on_follower, on_leader, "same records at the same indexes");
+    eventually("the repair marker to be removed", CATCH_UP_WAIT, || async {
+        if data_dir.join("REPAIR").exists() {
+            Err("still repairing".to_string())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+
+    // The repaired node votes again: with the leader stopped, the two
+    // others elect one of them.
+    cluster.stop(leader).await;
+    let new_leader = cluster.leader().await;
+    assert_ne!(new_leader, leader);
+    cluster.stop(follower).await;
+    let opened = Log::open_read_only(&data_dir).expect("the repaired log opens");
+    assert!(opened.damage.is_empty(), "{:?}", opened.damage);
+    assert!(opened.repair.is_none());
+    drop(opened);
+    cluster.shutdown().await;
+}
