@@ -847,3 +847,71 @@ fn the_leader_repairs_a_follower_that_lost_acknowledged_entries() {
     assert_eq!(core.last_index(), last + 1);
     assert_eq!(core.status().repair, None, "node 2 finished its repair");
 }
+
+/// A node that lost its term and vote asks every voter for its term before
+/// it may vote again; it never votes in a term up to the highest answer
+/// (a candidate it voted for before the loss holds at least that term).
+#[test]
+fn a_node_that_lost_its_vote_fences_every_term_a_voter_reports() {
+    let (_, mut disk) = core_with_log(1, &[1, 2, 3], &[1, 1, 1], 6);
+    disk.crash();
+    disk.lose_hard_state();
+    let mut core = Core::new(config(1), disk.persisted_state(), 1).unwrap();
+    assert_eq!(core.term(), 0);
+
+    let mut probed = BTreeSet::new();
+    for _ in 0..10 {
+        core.tick();
+        for (to, message) in drain(&mut core, &mut disk).messages {
+            if let Message::RequestVote(request) = message {
+                assert!(request.pre_vote && request.last_log_index == 0);
+                probed.insert(to);
+            }
+        }
+    }
+    assert_eq!(probed, BTreeSet::from([2, 3]), "every other voter is asked");
+    assert_eq!(core.role(), Role::Follower, "it never campaigns");
+
+    let report = |term| {
+        Message::RequestVoteResponse(RequestVoteResponse {
+            term,
+            pre_vote: true,
+            granted: false,
+        })
+    };
+    core.step(2, report(5)).unwrap();
+    drain(&mut core, &mut disk);
+    assert!(
+        core.status().repair.unwrap().hard_state_lost,
+        "3 has not answered"
+    );
+    core.step(3, report(6)).unwrap();
+    for _ in 0..10 {
+        core.tick();
+    }
+    drain(&mut core, &mut disk);
+    // Term 6 is fenced: a vote of ours (for ourselves) is recorded in it.
+    assert_eq!(core.term(), 6);
+    assert_eq!(core.hard_state().voted_for, Some(1));
+    core.step(2, vote_request(6, (9, 6))).unwrap();
+    let ready = drain(&mut core, &mut disk);
+    assert!(ready
+        .messages
+        .iter()
+        .all(|(_, m)| matches!(m, Message::RequestVoteResponse(r) if !r.granted)));
+
+    // Its log was not cut: once a leader (term 7) confirms it matches up
+    // to the index it held, the repair is over.
+    core.step(2, append(7, (3, 1), &[(4, 7)], 4)).unwrap();
+    let ready = drain(&mut core, &mut disk);
+    assert!(ready.repair_complete);
+    let (index, term) = disk.sync().unwrap();
+    core.persisted(index, term);
+    drain(&mut core, &mut disk);
+    core.step(3, vote_request(8, (4, 7))).unwrap();
+    let ready = drain(&mut core, &mut disk);
+    assert!(ready
+        .messages
+        .iter()
+        .any(|(_, m)| matches!(m, Message::RequestVoteResponse(r) if r.granted)));
+}

@@ -271,9 +271,12 @@ pub struct Repair {
     /// The node held entries up to here before the damage; it votes again
     /// once its log durably matches a leader's up to this index.
     pub until_index: LogIndex,
-    /// Its term and vote were lost as well. Such a node never votes again
-    /// on its own judgement (it cannot know in which terms it voted); it
-    /// stays a non-voting replica until an operator removes and re-adds it.
+    /// Its term and vote were lost as well: it cannot know in which terms it
+    /// voted. It asks every voter for its current term (a pre-vote no one
+    /// grants); a candidate it voted for keeps a term at least that high, so
+    /// once every voter has answered, no term above the highest answer can
+    /// hold a vote of ours. It records a vote (for itself) in that term and
+    /// counts it as the term it last acknowledged entries in.
     pub hard_state_lost: bool,
 }
 
@@ -355,6 +358,8 @@ pub struct Core {
     /// Our term when the core started: every acknowledgement we sent before
     /// the damage was sent in this term or an earlier one.
     start_term: Term,
+    /// Hard state lost: the current term each voter reported to our probes.
+    term_reports: BTreeMap<NodeId, Term>,
     /// The repair ended and the runtime has not been told yet.
     repair_complete_due: bool,
 }
@@ -461,6 +466,7 @@ impl Core {
             repair,
             repair_complete_due: false,
             start_term: hard_state.term,
+            term_reports: BTreeMap::new(),
             config,
         };
         core.reset_election_timer();
@@ -576,6 +582,11 @@ impl Core {
     pub fn tick(&mut self) {
         self.tick_count += 1;
         self.election_elapsed += 1;
+        if self.repair.is_some_and(|r| r.hard_state_lost)
+            && self.tick_count % self.config.heartbeat_ticks == 0
+        {
+            self.probe_terms();
+        }
         if self.role == Role::Leader {
             self.tick_leader();
             return;
@@ -622,6 +633,11 @@ impl Core {
     pub fn step(&mut self, from: NodeId, message: Message) -> Result<(), StepError> {
         if from == self.config.id {
             return Err(StepError::FromSelf { from });
+        }
+        if let Message::RequestVoteResponse(response) = &message {
+            if response.pre_vote && self.repair.is_some_and(|r| r.hard_state_lost) {
+                self.term_reports.insert(from, response.term);
+            }
         }
         let term = message.term();
         if term > self.term() {
@@ -940,15 +956,17 @@ impl Core {
         let Some(repair) = self.repair else {
             return;
         };
+        if repair.hard_state_lost && !self.fence_lost_votes() {
+            return;
+        }
         let refilled = self.acked_index >= repair.until_index;
         let caught_up_in_new_term = self.term() > self.start_term
             && self.commit_index > 0
             && self.acked_index >= self.commit_index
             && self.log.term(self.commit_index) == Some(self.term());
-        if repair.hard_state_lost || !(refilled || caught_up_in_new_term) {
+        if !(refilled || caught_up_in_new_term) {
             return;
         }
-        debug_assert!(self.role == Role::Follower && self.leader.is_some());
         self.repair = None;
         self.repair_complete_due = true;
     }
@@ -1109,6 +1127,62 @@ impl Core {
         }
         // A single-voter cluster commits on its own sync; others need acks.
         self.maybe_commit();
+    }
+
+    // ---- repair after a lost hard state ----
+
+    /// Voters whose current term we have not heard yet.
+    fn unreported_voters(&self) -> Vec<NodeId> {
+        let membership = self.log.membership();
+        membership
+            .voters
+            .union(&membership.voters_outgoing)
+            .copied()
+            .filter(|&id| id != self.config.id && !self.term_reports.contains_key(&id))
+            .collect()
+    }
+
+    /// Asks the voters that have not answered yet for their term: a
+    /// pre-vote in our own term with an empty log, which no one grants.
+    fn probe_terms(&mut self) {
+        let request = RequestVote {
+            term: self.term(),
+            last_log_index: 0,
+            last_log_term: 0,
+            pre_vote: true,
+            leadership_transfer: false,
+        };
+        for voter in self.unreported_voters() {
+            self.send(voter, Message::RequestVote(request.clone()));
+        }
+        self.maybe_finish_repair();
+    }
+
+    /// Once every voter reported its term, no term above the highest report
+    /// holds a vote of ours: records a vote in that term (so we never vote
+    /// in it) and treats it as the last term we acknowledged entries in.
+    /// Returns true once done.
+    fn fence_lost_votes(&mut self) -> bool {
+        if !self.unreported_voters().is_empty() {
+            return false;
+        }
+        let highest = self
+            .term_reports
+            .values()
+            .copied()
+            .fold(self.term(), Term::max);
+        if highest > self.term() {
+            self.become_follower(highest, None);
+        }
+        if self.hard_state.voted_for.is_none() {
+            self.hard_state.voted_for = Some(self.config.id);
+        }
+        self.start_term = self.start_term.max(highest);
+        self.term_reports.clear();
+        if let Some(repair) = self.repair.as_mut() {
+            repair.hard_state_lost = false;
+        }
+        true
     }
 
     // ---- votes ----

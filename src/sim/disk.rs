@@ -129,6 +129,21 @@ impl Disk {
         });
     }
 
+    /// Both hard-state copies unreadable at open: the term and vote are
+    /// gone, and the repair marker says so (what `storage::Log::open`
+    /// does). Call it on a crashed disk.
+    pub fn lose_hard_state(&mut self) {
+        self.hard_state = HardState::default();
+        let until_index = self.last_index();
+        let until_index = self
+            .repair
+            .map_or(until_index, |r| r.until_index.max(until_index));
+        self.repair = Some(Repair {
+            until_index,
+            hard_state_lost: true,
+        });
+    }
+
     /// The log start that dropping everything below `first_index` gives.
     pub fn log_start_at(&self, first_index: LogIndex) -> Option<LogStart> {
         let prev_term = self.term(first_index - 1)?;

@@ -815,7 +815,12 @@ impl Sim {
         if let Some(node) = self.nodes.get_mut(&id) {
             let first = node.disk.first_index();
             let last = node.disk.last_index();
-            if last >= first {
+            // A third of the damage takes the hard state (term and vote),
+            // the rest a range of the log.
+            if self.rng.chance(1, 3) {
+                node.disk.lose_hard_state();
+                self.report.damages += 1;
+            } else if last >= first {
                 let cut_from = self.rng.range(first, last + 1);
                 node.disk.damage(cut_from);
                 self.report.damages += 1;
