@@ -118,3 +118,63 @@ async fn a_follower_with_a_flipped_bit_repairs_from_the_leader() {
     drop(opened);
     cluster.shutdown().await;
 }
+
+/// Both hard-state copies of a follower unreadable: it starts (with a
+/// repair marker) instead of refusing, asks the voters for their terms,
+/// and votes again once fenced and caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_lost_its_hard_state_votes_again_after_repair() {
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.leader().await;
+    let follower = cluster.follower().await;
+    let before = numbered_records("before-loss", 500);
+    within(
+        "publishing before the loss",
+        CATCH_UP_WAIT,
+        publish_all(
+            cluster.client_config(),
+            PublisherOptions::default(),
+            &before,
+            100,
+        ),
+    )
+    .await
+    .expect("publish");
+    cluster.wait_node_serves(follower, &before).await;
+
+    cluster.stop(follower).await;
+    let data_dir = cluster.config(follower).data_dir.clone();
+    for name in raftlog::storage::HARD_STATE_FILE_NAMES {
+        std::fs::write(data_dir.join(name), b"garbage, not a hard state").expect("overwrite");
+    }
+    cluster.restart(follower).await;
+    assert!(data_dir.join("REPAIR").exists(), "the loss is recorded");
+
+    let after = numbered_records("after-loss", 100);
+    within(
+        "publishing after the loss",
+        CATCH_UP_WAIT,
+        publish_all(
+            cluster.client_config(),
+            PublisherOptions::default(),
+            &after,
+            50,
+        ),
+    )
+    .await
+    .expect("publish");
+    eventually("the repair marker to be removed", CATCH_UP_WAIT, || async {
+        if data_dir.join("REPAIR").exists() {
+            Err("still repairing".to_string())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    cluster.stop(leader).await;
+    let new_leader = cluster.leader().await;
+    assert_ne!(new_leader, leader, "the two left elect a leader");
+    let all: Vec<_> = before.iter().chain(after.iter()).cloned().collect();
+    cluster.wait_node_serves(new_leader, &all).await;
+    cluster.shutdown().await;
+}
