@@ -78,6 +78,16 @@ async fn a_follower_with_a_flipped_bit_repairs_from_the_leader() {
         "the repair marker is written before the log is cut"
     );
 
+    // The leader sees it repairing (its answers say so).
+    eventually("status to show the node repairing", CATCH_UP_WAIT, || async {
+        let status = cluster.status().await?;
+        match status.nodes.iter().find(|node| node.id == follower) {
+            Some(node) if node.repairing => Ok(()),
+            other => Err(format!("node {follower} in status: {other:?}")),
+        }
+    })
+    .await;
+
     // New records grow the log past what the follower held; the leader
     // refills the cut range and the follower serves everything again.
     let after = numbered_records("after-damage", 200);
@@ -102,6 +112,15 @@ async fn a_follower_with_a_flipped_bit_repairs_from_the_leader() {
             Err("still repairing".to_string())
         } else {
             Ok(())
+        }
+    })
+    .await;
+
+    eventually("status to show the node repaired", CATCH_UP_WAIT, || async {
+        let status = cluster.status().await?;
+        match status.nodes.iter().find(|node| node.id == follower) {
+            Some(node) if !node.repairing => Ok(()),
+            other => Err(format!("node {follower} in status: {other:?}")),
         }
     })
     .await;

@@ -591,6 +591,7 @@ fn figure_8_commits_old_entry(bugs: Bugs) -> bool {
                 Message::AppendEntriesResponse(AppendEntriesResponse {
                     term,
                     outcome: AppendOutcome::Accepted { match_index: 2 },
+                    repairing: false,
                 }),
             )
             .unwrap();

@@ -162,21 +162,25 @@ fn message() -> impl Strategy<Value = Message> {
                 })
             }
         ),
-        (u(), u()).prop_map(|(term, match_index)| {
+        (u(), u(), any::<bool>()).prop_map(|(term, match_index, repairing)| {
             Message::AppendEntriesResponse(AppendEntriesResponse {
                 term,
                 outcome: AppendOutcome::Accepted { match_index },
+                repairing,
             })
         }),
-        (u(), u(), u()).prop_map(|(term, rejected_prev_index, last_index)| {
-            Message::AppendEntriesResponse(AppendEntriesResponse {
-                term,
-                outcome: AppendOutcome::Rejected {
-                    rejected_prev_index,
-                    hint: RejectHint::LogTooShort { last_index },
-                },
-            })
-        }),
+        (u(), u(), u(), any::<bool>()).prop_map(
+            |(term, rejected_prev_index, last_index, repairing)| {
+                Message::AppendEntriesResponse(AppendEntriesResponse {
+                    term,
+                    outcome: AppendOutcome::Rejected {
+                        rejected_prev_index,
+                        hint: RejectHint::LogTooShort { last_index },
+                    },
+                    repairing,
+                })
+            }
+        ),
         (u(), u(), u(), u()).prop_map(|(term, rejected_prev_index, conflict, first_index)| {
             Message::AppendEntriesResponse(AppendEntriesResponse {
                 term,
@@ -187,6 +191,7 @@ fn message() -> impl Strategy<Value = Message> {
                         first_index,
                     },
                 },
+                repairing: false,
             })
         }),
         u().prop_map(|term| Message::TimeoutNow(TimeoutNow { term })),

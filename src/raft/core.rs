@@ -104,6 +104,8 @@ pub enum TransferError {
     NotVoter { to: NodeId },
     #[error("node {to} is already the leader")]
     AlreadyLeader { to: NodeId },
+    #[error("node {to} is repairing a damaged log and cannot lead")]
+    Repairing { to: NodeId },
 }
 
 /// A message the core refused as malformed (the peer has a bug or lies).
@@ -245,6 +247,8 @@ pub struct PeerStatus {
     pub next_index: LogIndex,
     /// Heard from within the last election timeout (`election_ticks_min`).
     pub recently_heard: bool,
+    /// Its last answer said it is repairing a damaged log.
+    pub repairing: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -548,6 +552,7 @@ impl Core {
                 next_index: pr.next_index,
                 recently_heard: self.tick_count.saturating_sub(pr.last_heard_tick)
                     <= self.config.election_ticks_min,
+                repairing: pr.repairing,
             })
             .collect();
         Status {
@@ -674,6 +679,7 @@ impl Core {
                         from,
                         Message::AppendEntriesResponse(AppendEntriesResponse {
                             term: self.term(),
+                            repairing: self.repair.is_some(),
                             outcome: AppendOutcome::Rejected {
                                 rejected_prev_index: 0,
                                 hint: RejectHint::LogTooShort {
@@ -834,6 +840,9 @@ impl Core {
         }
         if !self.log.membership().is_voter(to) {
             return Err(TransferError::NotVoter { to });
+        }
+        if self.progress.get(&to).is_some_and(|pr| pr.repairing) {
+            return Err(TransferError::Repairing { to });
         }
         self.transfer = Some((to, 0));
         self.election_elapsed = 0;
@@ -1331,6 +1340,7 @@ impl Core {
                     from,
                     Message::AppendEntriesResponse(AppendEntriesResponse {
                         term,
+                        repairing: self.repair.is_some(),
                         outcome: AppendOutcome::Rejected {
                             rejected_prev_index: prev_log_index,
                             hint,
@@ -1411,6 +1421,7 @@ impl Core {
             leader,
             Message::AppendEntriesResponse(AppendEntriesResponse {
                 term,
+                repairing: self.repair.is_some(),
                 outcome: AppendOutcome::Accepted { match_index },
             }),
         );
@@ -1467,6 +1478,9 @@ impl Core {
         if let Some(pr) = self.progress.get_mut(&from) {
             pr.recent_active = true;
             pr.last_heard_tick = now;
+            if let Message::AppendEntriesResponse(response) = &message {
+                pr.repairing = response.repairing;
+            }
         }
         match message {
             Message::AppendEntriesResponse(response) => match response.outcome {

@@ -85,6 +85,9 @@ pub struct AppendEntriesResponse {
     /// The follower's term.
     pub term: Term,
     pub outcome: AppendOutcome,
+    /// The follower is repairing a damaged log and does not vote: the
+    /// leader shows it in status and hands leadership elsewhere.
+    pub repairing: bool,
 }
 
 /// What a follower did with an [`AppendEntries`].

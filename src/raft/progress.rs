@@ -35,6 +35,8 @@ pub struct Progress {
     pub recent_active: bool,
     /// The core's tick count when this peer was last heard from.
     pub last_heard_tick: u64,
+    /// The peer's last answer said it is repairing a damaged log.
+    pub repairing: bool,
 }
 
 impl Progress {
@@ -48,6 +50,7 @@ impl Progress {
             inflight_bytes: 0,
             recent_active: true,
             last_heard_tick: now_tick,
+            repairing: false,
         }
     }
 

@@ -567,7 +567,11 @@ impl Driver {
                         peer.map(|peer| peer.match_index)
                     },
                     reachable: is_self || peer.is_some_and(|peer| peer.recently_heard),
-                    repairing: is_self && status.repair.is_some(),
+                    repairing: if is_self {
+                        status.repair.is_some()
+                    } else {
+                        peer.is_some_and(|peer| peer.repairing)
+                    },
                 }
             })
             .collect();

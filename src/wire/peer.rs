@@ -64,6 +64,8 @@ const VOTE_RESPONSE_FLAG_PRE_VOTE: u8 = 1 << 0;
 const VOTE_RESPONSE_FLAG_GRANTED: u8 = 1 << 1;
 const OUTCOME_ACCEPTED: u8 = 1;
 const OUTCOME_REJECTED: u8 = 2;
+/// Set in the outcome byte when the follower is repairing a damaged log.
+const OUTCOME_FLAG_REPAIRING: u8 = 0x80;
 const HINT_LOG_TOO_SHORT: u8 = 1;
 const HINT_CONFLICTING_TERM: u8 = 2;
 
@@ -133,8 +135,12 @@ pub fn decode_message(mut body: Bytes) -> Result<Message, WireError> {
         types::APPEND_ENTRIES => Message::AppendEntries(decode_append_entries(body)?),
         types::APPEND_ENTRIES_RESPONSE => {
             let term = read::u64(body, "AppendEntriesResponse.term")?;
-            let outcome = decode_outcome(body)?;
-            Message::AppendEntriesResponse(AppendEntriesResponse { term, outcome })
+            let (outcome, repairing) = decode_outcome(body)?;
+            Message::AppendEntriesResponse(AppendEntriesResponse {
+                term,
+                outcome,
+                repairing,
+            })
         }
         types::TIMEOUT_NOW => Message::TimeoutNow(TimeoutNow {
             term: read::u64(body, "TimeoutNow.term")?,
@@ -221,16 +227,21 @@ pub fn encode_message_into(message: &Message, out: &mut BytesMut) {
         Message::AppendEntriesResponse(m) => {
             out.put_u8(types::APPEND_ENTRIES_RESPONSE);
             out.put_u64_le(m.term);
+            let flags = if m.repairing {
+                OUTCOME_FLAG_REPAIRING
+            } else {
+                0
+            };
             match m.outcome {
                 AppendOutcome::Accepted { match_index } => {
-                    out.put_u8(OUTCOME_ACCEPTED);
+                    out.put_u8(OUTCOME_ACCEPTED | flags);
                     out.put_u64_le(match_index);
                 }
                 AppendOutcome::Rejected {
                     rejected_prev_index,
                     hint,
                 } => {
-                    out.put_u8(OUTCOME_REJECTED);
+                    out.put_u8(OUTCOME_REJECTED | flags);
                     out.put_u64_le(rejected_prev_index);
                     match hint {
                         RejectHint::LogTooShort { last_index } => {
@@ -290,8 +301,10 @@ fn decode_append_entries(body: &mut Bytes) -> Result<AppendEntries, WireError> {
     })
 }
 
-fn decode_outcome(body: &mut Bytes) -> Result<AppendOutcome, WireError> {
-    match read::u8(body, "AppendEntriesResponse.outcome")? {
+fn decode_outcome(body: &mut Bytes) -> Result<(AppendOutcome, bool), WireError> {
+    let byte = read::u8(body, "AppendEntriesResponse.outcome")?;
+    let repairing = byte & OUTCOME_FLAG_REPAIRING != 0;
+    let outcome = match byte & !OUTCOME_FLAG_REPAIRING {
         OUTCOME_ACCEPTED => Ok(AppendOutcome::Accepted {
             match_index: read::u64(body, "AppendEntriesResponse.match_index")?,
         }),
@@ -319,5 +332,6 @@ fn decode_outcome(body: &mut Bytes) -> Result<AppendOutcome, WireError> {
         _ => Err(WireError::Invalid {
             what: "AppendEntriesResponse.outcome",
         }),
-    }
+    }?;
+    Ok((outcome, repairing))
 }
