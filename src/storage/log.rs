@@ -382,14 +382,16 @@ impl Log {
                 }
             };
             if pos < tail_from {
-                // Trusted. Scan only to check a pending cut inside it or a gap
-                // its index file reveals (a missing or shortened segment).
+                // Trusted. Scan only to check a pending cut inside it, a file
+                // shorter than it was created (truncated), or a gap its index
+                // file reveals (the next segment is missing).
                 let scan_to = match cut {
                     Some(c) if limit.is_some_and(|l| c - 1 <= l) => Some(c - 1),
                     _ => {
                         let count =
                             index_file_entry_count(&self.index_path(slot.first), slot.first);
-                        limit.filter(|l| count.is_some_and(|n| slot.first + n <= *l))
+                        let shortened = (segment.capacity() as u64) < segment.created_bytes;
+                        limit.filter(|l| shortened || count.is_some_and(|n| slot.first + n <= *l))
                     }
                 };
                 if let Some(scan_to) = scan_to {
