@@ -202,8 +202,7 @@ fn damage_in_a_sealed_segment_found_by_a_read_is_cut_at_the_next_open() {
     build_segmented(dir.path(), 200);
     let (first, path) = segments(dir.path())
         .into_iter()
-        .filter(|(f, _)| *f <= 60)
-        .next_back()
+        .rfind(|(f, _)| *f <= 60)
         .unwrap();
     let bad = first + 2;
     let mut bytes = std::fs::read(&path).unwrap();
