@@ -421,3 +421,31 @@ fn later_damage_never_lowers_until_index() {
     assert_eq!(opened.repair, marker(100));
     assert_prefix(&opened.log, 29);
 }
+
+/// A pending cut and more damage after it in the tail segment: the cut is
+/// at the lower index, and both are reported.
+#[test]
+fn a_pending_cut_below_new_damage_cuts_at_the_lower_index() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut log = open(dir.path(), 64 * 1024).log;
+        log.append(&entries(1..=20)).unwrap();
+        log.sync().unwrap();
+        log.append(&entries(21..=40)).unwrap();
+        log.sync().unwrap();
+        log.record_damage(10, "simulated").unwrap();
+    }
+    let (_, path) = segments(dir.path()).remove(0);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[SEGMENT_HEADER_BYTES + 29 * FRAME_BYTES + 60] ^= 2;
+    std::fs::write(&path, &bytes).unwrap();
+    let opened = open(dir.path(), 64 * 1024);
+    let ranges: Vec<_> = opened
+        .damage
+        .iter()
+        .map(|d| (d.first_index, d.last_index))
+        .collect();
+    assert_eq!(ranges, vec![(10, 40), (30, 40)]);
+    assert_eq!(opened.repair, marker(40));
+    assert_prefix(&opened.log, 9);
+}

@@ -347,7 +347,7 @@ impl Log {
                     first.first
                 ),
             });
-            cut = Some(self.first_index);
+            cut = Some(self.first_index); // the lowest possible
         }
         // The tail set: the last segment back to (and including) the last one
         // whose header records synced frames. Everything before it was synced
@@ -377,7 +377,7 @@ impl Log {
                 Ok(segment) => segment,
                 Err(error) => {
                     findings.push(Finding::of_error(slot.first, &slot.path, error));
-                    cut = Some(slot.first);
+                    cut = Some(cut.map_or(slot.first, |c| c.min(slot.first)));
                     continue;
                 }
             };
@@ -408,7 +408,7 @@ impl Log {
                             offset: offset as u64,
                             reason,
                         });
-                        cut = Some(bad);
+                        cut = Some(cut.map_or(bad, |c| c.min(bad)));
                     }
                     scans[pos] = Some(scan);
                 }
@@ -445,7 +445,7 @@ impl Log {
                         offset: offset as u64,
                         reason,
                     });
-                    cut = Some(bad);
+                    cut = Some(cut.map_or(bad, |c| c.min(bad)));
                 } else {
                     // A torn, unsynced tail: the log ends here, silently.
                     torn = Some(pos);
