@@ -8,7 +8,10 @@ use anyhow::Context;
 use super::args::{DumpArgs, VerifyArgs};
 use crate::storage::{dump, verify};
 
-/// Prints one line per problem (file:offset: what) on stdout; exit 1 if any.
+/// Prints one line per problem (file:offset: what; damage as
+/// `file:offset: damaged entries A..B: reason`) and a `repair pending: ...`
+/// line for a repair marker on stdout; exit 1 if any problem (a marker alone
+/// is not one).
 pub fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let report = verify::verify_data_dir(&args.data_dir)
         .with_context(|| format!("cannot verify {}", args.data_dir.display()))?;
@@ -19,6 +22,17 @@ pub fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     }
     for note in &report.notes {
         eprintln!("note: {note}");
+    }
+    if let Some(marker) = &report.repair {
+        // A node that is repairing: not damage on its own (exit 0).
+        let mut line = format!("repair pending: until index {}", marker.until_index);
+        if marker.hard_state_lost {
+            line.push_str(", hard state lost");
+        }
+        if let Some(cut) = marker.cut_from {
+            line.push_str(&format!(", cut pending from index {cut}"));
+        }
+        writeln!(out, "{line}").context("cannot write to stdout")?;
     }
     if report.is_clean() {
         let range = match (report.first_index, report.last_index) {

@@ -347,7 +347,7 @@ impl Log {
                     first.first
                 ),
             });
-            cut = Some(self.first_index);
+            cut = Some(self.first_index); // the lowest possible
         }
         // The tail set: the last segment back to (and including) the last one
         // whose header records synced frames. Everything before it was synced
@@ -377,19 +377,21 @@ impl Log {
                 Ok(segment) => segment,
                 Err(error) => {
                     findings.push(Finding::of_error(slot.first, &slot.path, error));
-                    cut = Some(slot.first);
+                    cut = Some(cut.map_or(slot.first, |c| c.min(slot.first)));
                     continue;
                 }
             };
             if pos < tail_from {
-                // Trusted. Scan only to check a pending cut inside it or a gap
-                // its index file reveals (a missing or shortened segment).
+                // Trusted. Scan only to check a pending cut inside it, a file
+                // shorter than it was created (truncated), or a gap its index
+                // file reveals (the next segment is missing).
                 let scan_to = match cut {
                     Some(c) if limit.is_some_and(|l| c - 1 <= l) => Some(c - 1),
                     _ => {
                         let count =
                             index_file_entry_count(&self.index_path(slot.first), slot.first);
-                        limit.filter(|l| count.is_some_and(|n| slot.first + n <= *l))
+                        let shortened = (segment.capacity() as u64) < segment.created_bytes;
+                        limit.filter(|l| shortened || count.is_some_and(|n| slot.first + n <= *l))
                     }
                 };
                 if let Some(scan_to) = scan_to {
@@ -406,7 +408,7 @@ impl Log {
                             offset: offset as u64,
                             reason,
                         });
-                        cut = Some(bad);
+                        cut = Some(cut.map_or(bad, |c| c.min(bad)));
                     }
                     scans[pos] = Some(scan);
                 }
@@ -443,7 +445,7 @@ impl Log {
                         offset: offset as u64,
                         reason,
                     });
-                    cut = Some(bad);
+                    cut = Some(cut.map_or(bad, |c| c.min(bad)));
                 } else {
                     // A torn, unsynced tail: the log ends here, silently.
                     torn = Some(pos);

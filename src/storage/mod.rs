@@ -16,9 +16,16 @@
 //!   on `DATA_DIR/LOCK`).
 //!
 //! How the runtime drives it:
-//! - `Log::open(dir, LogConfig)` → `Opened { log, hard_state, log_start }`;
-//!   on a fresh directory both are `None`: bootstrap with
-//!   `log.reset(LogStart::initial(membership))` (or wait for the leader).
+//! - `Log::open(dir, LogConfig)` → `Opened { log, hard_state, log_start,
+//!   repair, damage }`; on a fresh directory `hard_state` and `log_start` are
+//!   `None`: bootstrap with `log.reset(LogStart::initial(membership))` (or
+//!   wait for the leader). `damage` lists what open found damaged and cut;
+//!   `repair` (the `REPAIR` marker) says the node must not vote or stand
+//!   until its log again reaches `until_index` (and, with
+//!   `hard_state_lost`, that its votes are gone: `hard_state` is then `None`
+//!   although the directory is not fresh). Damage found by a read while
+//!   running: `record_damage(index, reason)`, then restart; repair done:
+//!   `clear_repair()`.
 //! - `append(&entries)` on the reactor (page cache only), then
 //!   `let request = log.sync_request()`, `request.run()` on a blocking thread,
 //!   `log.mark_synced(done)` back on the reactor → the durable index to hand

@@ -185,6 +185,9 @@ pub(crate) struct Segment {
     pub writable: bool,
     /// `synced_bytes` read from the header at open.
     pub watermark_on_disk: usize,
+    /// `segment_bytes` from the header: the length the file was created
+    /// with. Segments never shrink, so a shorter file lost its end.
+    pub created_bytes: u64,
     pub index: OnceLock<SegIndex>,
     /// End as of the latest sync request (bytes below are covered by it).
     pub requested_end: usize,
@@ -444,6 +447,7 @@ pub(crate) fn create_segment(
         map: Arc::new(map),
         writable: true,
         watermark_on_disk: 0,
+        created_bytes: segment_bytes,
         index: OnceLock::new(),
         requested_end: SEGMENT_HEADER_BYTES,
         durable_end: SEGMENT_HEADER_BYTES,
@@ -513,6 +517,7 @@ pub(crate) fn open_segment(
         map: Arc::new(map),
         writable,
         watermark_on_disk,
+        created_bytes: u64_at(&header, 24),
         index: OnceLock::new(),
         requested_end: 0,
         durable_end: 0,

@@ -4,18 +4,22 @@
 //! and takes the shared lock, so it refuses a directory a server is using.
 //!
 //! A torn tail that recovery would cut (unsynced frames at the end of the
-//! log, see storage-format.md "Recovery") is a note, not a problem: it is the
-//! normal state after a crash.
+//! log with nothing valid after them, see storage-format.md "Recovery") is a
+//! note, not a problem: it is the normal state after a crash. Damage (what
+//! open would record and cut) is a problem whose text names the damaged
+//! index range: `damaged entries FIRST..LAST: reason`. A pending repair
+//! marker is reported in `repair`; on its own it is not a problem.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::meta::{self, DirLock, LOG_DIR_NAME};
+use super::repair::{self, RepairMarker};
 use super::segment::{
-    index_file_name, open_segment, parse_name, read_index_file, segment_file_name,
-    IndexFileProblem, ScanStop, SEGMENT_HEADER_BYTES, SEGMENT_SUFFIX,
+    highest_valid_index, index_file_name, open_segment, parse_name, read_index_file,
+    segment_file_name, IndexFileProblem, ScanStop, SEGMENT_HEADER_BYTES, SEGMENT_SUFFIX,
 };
-use super::StorageError;
+use super::{frame, StorageError};
 use crate::types::LogIndex;
 
 /// One finding: which file, which byte offset, what is wrong.
@@ -43,6 +47,8 @@ pub struct VerifyReport {
     /// Range of the entries found intact, when there are any.
     pub first_index: Option<LogIndex>,
     pub last_index: Option<LogIndex>,
+    /// The repair marker, when one is pending (the node is repairing).
+    pub repair: Option<RepairMarker>,
 }
 
 impl VerifyReport {
@@ -94,6 +100,11 @@ pub fn verify_data_dir(dir: impl AsRef<Path>) -> Result<VerifyReport, StorageErr
         }
     };
     let log_first_index = log_start.as_ref().map_or(1, |s| s.first_index);
+    match repair::read_repair(dir)? {
+        None => {}
+        Some(Ok(marker)) => report.repair = Some(marker),
+        Some(Err(error)) => report.problems.push(problem_of(&error, dir)),
+    }
 
     let log_dir = dir.join(LOG_DIR_NAME);
     let mut firsts = Vec::new();
@@ -109,11 +120,37 @@ pub fn verify_data_dir(dir: impl AsRef<Path>) -> Result<VerifyReport, StorageErr
         }
     }
     firsts.sort_unstable();
+    // The highest index the log is known to have held: later segment names,
+    // and any valid frame of the last segment (the end of a damaged range).
+    let mut highest = firsts
+        .windows(2)
+        .map(|w| w[1] - 1)
+        .max()
+        .unwrap_or(0)
+        .max(report.repair.map_or(0, |m| m.until_index));
+    if let Some(last) = firsts.last() {
+        let path = log_dir.join(segment_file_name(*last));
+        if let Ok(bytes) = std::fs::read(&path) {
+            if let Some(h) = highest_valid_index(&bytes, 0, *last, None) {
+                highest = highest.max(h);
+            }
+        }
+    }
+    let damaged = |first: LogIndex, what: &str| {
+        format!("damaged entries {first}..{}: {what}", highest.max(first))
+    };
     let mut segments = Vec::new();
+    let mut bad_headers = Vec::new();
     for (id, first) in firsts.iter().enumerate() {
         let path = log_dir.join(segment_file_name(*first));
         match open_segment(path, *first, false, id as u64) {
             Ok(segment) => segments.push(segment),
+            Err(error @ (StorageError::Corrupt { .. } | StorageError::BadMagic { .. })) => {
+                bad_headers.push(*first);
+                let mut problem = problem_of(&error, &log_dir);
+                problem.what = damaged(*first, &format!("segment header is invalid: {error}"));
+                report.problems.push(problem);
+            }
             Err(error) => report.problems.push(problem_of(&error, &log_dir)),
         }
     }
@@ -131,9 +168,12 @@ pub fn verify_data_dir(dir: impl AsRef<Path>) -> Result<VerifyReport, StorageErr
             report.problems.push(Problem {
                 path: first.path.clone(),
                 offset: 0,
-                what: format!(
-                    "log-start says the log begins at {log_first_index} but the first segment begins at {}",
-                    first.first_index
+                what: damaged(
+                    log_first_index,
+                    &format!(
+                        "log-start says the log begins at {log_first_index} but the first segment begins at {}",
+                        first.first_index
+                    ),
                 ),
             });
         }
@@ -173,15 +213,27 @@ pub fn verify_data_dir(dir: impl AsRef<Path>) -> Result<VerifyReport, StorageErr
             ScanStop::Bad { offset, error } => (Some(*offset), error.to_string()),
         };
         if let Some(offset) = offset {
+            let bad_index = segment.first_index + count;
+            // Same rule as recovery: torn only when nothing valid follows.
+            let later_data = segments[pos + 1..].iter().any(|s| {
+                s.watermark_on_disk > SEGMENT_HEADER_BYTES
+                    || frame::decode_header(s.view(), SEGMENT_HEADER_BYTES, true)
+                        .is_ok_and(|h| h.index == s.first_index)
+            }) || bad_headers.iter().any(|f| *f > segment.first_index);
+            let valid_after =
+                highest_valid_index(segment.view(), offset + 1, bad_index, limit).is_some();
+            let torn =
+                in_tail && offset >= segment.watermark_on_disk && !later_data && !valid_after;
             let finding = Problem {
                 path: segment.path.clone(),
                 offset: offset as u64,
-                what,
+                what: if torn {
+                    what
+                } else {
+                    damaged(bad_index, &what)
+                },
             };
-            let later_synced = segments[pos + 1..]
-                .iter()
-                .any(|s| s.watermark_on_disk > SEGMENT_HEADER_BYTES);
-            if in_tail && offset >= segment.watermark_on_disk && !later_synced {
+            if torn {
                 report.notes.push(Problem {
                     what: format!("torn unsynced tail, open will cut it: {}", finding.what),
                     ..finding
