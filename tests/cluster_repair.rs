@@ -79,13 +79,17 @@ async fn a_follower_with_a_flipped_bit_repairs_from_the_leader() {
     );
 
     // The leader sees it repairing (its answers say so).
-    eventually("status to show the node repairing", CATCH_UP_WAIT, || async {
-        let status = cluster.status().await?;
-        match status.nodes.iter().find(|node| node.id == follower) {
-            Some(node) if node.repairing => Ok(()),
-            other => Err(format!("node {follower} in status: {other:?}")),
-        }
-    })
+    eventually(
+        "status to show the node repairing",
+        CATCH_UP_WAIT,
+        || async {
+            let status = cluster.status().await?;
+            match status.nodes.iter().find(|node| node.id == follower) {
+                Some(node) if node.repairing => Ok(()),
+                other => Err(format!("node {follower} in status: {other:?}")),
+            }
+        },
+    )
     .await;
 
     // New records grow the log past what the follower held; the leader
@@ -116,13 +120,17 @@ async fn a_follower_with_a_flipped_bit_repairs_from_the_leader() {
     })
     .await;
 
-    eventually("status to show the node repaired", CATCH_UP_WAIT, || async {
-        let status = cluster.status().await?;
-        match status.nodes.iter().find(|node| node.id == follower) {
-            Some(node) if !node.repairing => Ok(()),
-            other => Err(format!("node {follower} in status: {other:?}")),
-        }
-    })
+    eventually(
+        "status to show the node repaired",
+        CATCH_UP_WAIT,
+        || async {
+            let status = cluster.status().await?;
+            match status.nodes.iter().find(|node| node.id == follower) {
+                Some(node) if !node.repairing => Ok(()),
+                other => Err(format!("node {follower} in status: {other:?}")),
+            }
+        },
+    )
     .await;
 
     // The repaired node votes again: with the leader stopped, the two

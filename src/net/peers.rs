@@ -435,7 +435,19 @@ impl PeerTask {
                             connection.close(close_code::NORMAL, b"peer address changed");
                         }
                         DriveEnd::Lost(reason) => {
-                            warn!(peer = self.peer_id, %addr, %reason, "peer connection lost");
+                            let orderly = matches!(
+                                connection.close_reason(),
+                                Some(quinn::ConnectionError::ApplicationClosed(close))
+                                    if close.error_code == close_code::NORMAL
+                            );
+                            if orderly {
+                                // The peer is stopping (or restarting): not a
+                                // fault, and redials fail until it is back.
+                                info!(peer = self.peer_id, %addr, "peer closed its connection; it is stopping or restarting");
+                                reachable = false;
+                            } else {
+                                warn!(peer = self.peer_id, %addr, %reason, "peer connection lost");
+                            }
                         }
                     }
                 }
