@@ -46,24 +46,54 @@ fn flip_a_byte_in_the_middle(data_dir: &Path) -> PathBuf {
     victim
 }
 
+/// Publishes `records` through the cluster, bounded in time.
+async fn publish(cluster: &TestCluster, what: &str, records: &[bytes::Bytes]) {
+    within(
+        what,
+        CATCH_UP_WAIT,
+        publish_all(
+            cluster.client_config(),
+            PublisherOptions::default(),
+            records,
+            100,
+        ),
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{what}: {error}"));
+}
+
+/// Waits until the node with `data_dir` has finished its repair.
+async fn wait_repair_marker_removed(data_dir: &Path) {
+    eventually("the repair marker to be removed", CATCH_UP_WAIT, || async {
+        if data_dir.join("REPAIR").exists() {
+            Err("still repairing".to_string())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+}
+
+/// Waits until the leader's status says whether `id` is repairing.
+async fn wait_status_repairing(cluster: &TestCluster, id: u64, repairing: bool) {
+    let what = format!("status to show node {id} with repairing = {repairing}");
+    eventually(&what, CATCH_UP_WAIT, || async {
+        let status = cluster.status().await?;
+        match status.nodes.iter().find(|node| node.id == id) {
+            Some(node) if node.repairing == repairing => Ok(()),
+            other => Err(format!("node {id} in status: {other:?}")),
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_with_a_flipped_bit_repairs_from_the_leader() {
     let mut cluster = TestCluster::start_with(3, small_segments).await;
     let leader = cluster.leader().await;
     let follower = cluster.follower().await;
     let before = numbered_records("before-damage", 3_000);
-    within(
-        "publishing before the damage",
-        CATCH_UP_WAIT,
-        publish_all(
-            cluster.client_config(),
-            PublisherOptions::default(),
-            &before,
-            100,
-        ),
-    )
-    .await
-    .expect("publish");
+    publish(&cluster, "publishing before the damage", &before).await;
     cluster.wait_node_serves(follower, &before).await;
 
     cluster.stop(follower).await;
@@ -79,59 +109,19 @@ async fn a_follower_with_a_flipped_bit_repairs_from_the_leader() {
     );
 
     // The leader sees it repairing (its answers say so).
-    eventually(
-        "status to show the node repairing",
-        CATCH_UP_WAIT,
-        || async {
-            let status = cluster.status().await?;
-            match status.nodes.iter().find(|node| node.id == follower) {
-                Some(node) if node.repairing => Ok(()),
-                other => Err(format!("node {follower} in status: {other:?}")),
-            }
-        },
-    )
-    .await;
+    wait_status_repairing(&cluster, follower, true).await;
 
     // New records grow the log past what the follower held; the leader
     // refills the cut range and the follower serves everything again.
     let after = numbered_records("after-damage", 200);
-    within(
-        "publishing after the damage",
-        CATCH_UP_WAIT,
-        publish_all(
-            cluster.client_config(),
-            PublisherOptions::default(),
-            &after,
-            50,
-        ),
-    )
-    .await
-    .expect("publish with one node repairing");
+    publish(&cluster, "publishing after the damage", &after).await;
     let all: Vec<_> = before.iter().chain(after.iter()).cloned().collect();
     let on_leader = cluster.wait_node_serves(leader, &all).await;
     let on_follower = cluster.wait_node_serves(follower, &all).await;
     assert_eq!(on_follower, on_leader, "same records at the same indexes");
-    eventually("the repair marker to be removed", CATCH_UP_WAIT, || async {
-        if data_dir.join("REPAIR").exists() {
-            Err("still repairing".to_string())
-        } else {
-            Ok(())
-        }
-    })
-    .await;
+    wait_repair_marker_removed(&data_dir).await;
 
-    eventually(
-        "status to show the node repaired",
-        CATCH_UP_WAIT,
-        || async {
-            let status = cluster.status().await?;
-            match status.nodes.iter().find(|node| node.id == follower) {
-                Some(node) if !node.repairing => Ok(()),
-                other => Err(format!("node {follower} in status: {other:?}")),
-            }
-        },
-    )
-    .await;
+    wait_status_repairing(&cluster, follower, false).await;
 
     // The repaired node votes again: with the leader stopped, the two
     // others elect one of them.
@@ -155,18 +145,7 @@ async fn a_follower_that_lost_its_hard_state_votes_again_after_repair() {
     let leader = cluster.leader().await;
     let follower = cluster.follower().await;
     let before = numbered_records("before-loss", 500);
-    within(
-        "publishing before the loss",
-        CATCH_UP_WAIT,
-        publish_all(
-            cluster.client_config(),
-            PublisherOptions::default(),
-            &before,
-            100,
-        ),
-    )
-    .await
-    .expect("publish");
+    publish(&cluster, "publishing before the loss", &before).await;
     cluster.wait_node_serves(follower, &before).await;
 
     cluster.stop(follower).await;
@@ -178,26 +157,8 @@ async fn a_follower_that_lost_its_hard_state_votes_again_after_repair() {
     assert!(data_dir.join("REPAIR").exists(), "the loss is recorded");
 
     let after = numbered_records("after-loss", 100);
-    within(
-        "publishing after the loss",
-        CATCH_UP_WAIT,
-        publish_all(
-            cluster.client_config(),
-            PublisherOptions::default(),
-            &after,
-            50,
-        ),
-    )
-    .await
-    .expect("publish");
-    eventually("the repair marker to be removed", CATCH_UP_WAIT, || async {
-        if data_dir.join("REPAIR").exists() {
-            Err("still repairing".to_string())
-        } else {
-            Ok(())
-        }
-    })
-    .await;
+    publish(&cluster, "publishing after the loss", &after).await;
+    wait_repair_marker_removed(&data_dir).await;
     cluster.stop(leader).await;
     let new_leader = cluster.leader().await;
     assert_ne!(new_leader, leader, "the two left elect a leader");

@@ -120,13 +120,7 @@ impl Disk {
             return;
         }
         self.truncate_from(cut_from);
-        let until_index = self
-            .repair
-            .map_or(until_index, |r| r.until_index.max(until_index));
-        self.repair = Some(Repair {
-            until_index,
-            hard_state_lost: false,
-        });
+        self.mark_repair(until_index, false);
     }
 
     /// Both hard-state copies unreadable at open: the term and vote are
@@ -134,13 +128,19 @@ impl Disk {
     /// does). Call it on a crashed disk.
     pub fn lose_hard_state(&mut self) {
         self.hard_state = HardState::default();
-        let until_index = self.last_index();
-        let until_index = self
-            .repair
-            .map_or(until_index, |r| r.until_index.max(until_index));
-        self.repair = Some(Repair {
+        self.mark_repair(self.last_index(), true);
+    }
+
+    /// Raises the repair marker the way storage does: `until_index` never
+    /// goes down and a lost hard state stays lost until the repair ends.
+    fn mark_repair(&mut self, until_index: LogIndex, hard_state_lost: bool) {
+        let previous = self.repair.unwrap_or(Repair {
             until_index,
-            hard_state_lost: true,
+            hard_state_lost,
+        });
+        self.repair = Some(Repair {
+            until_index: previous.until_index.max(until_index),
+            hard_state_lost: previous.hard_state_lost || hard_state_lost,
         });
     }
 
