@@ -1031,21 +1031,25 @@ impl Sim {
         }
         let commit_steps_max = 600;
         let start = self.now;
-        let mut proposed: Option<(NodeId, LogIndex)> = None;
+        // (leader, its term, last index proposed): a leader that lost and
+        // regained leadership may have lost the proposal with the first term.
+        let mut proposed: Option<(NodeId, Term, LogIndex)> = None;
         loop {
             if self.now - start > commit_steps_max {
                 return Err(Violation::NoCommitAfterHealing {
                     steps: self.now - start,
                 });
             }
-            let leader = self.leader_id();
-            if proposed.map(|(node, _)| Some(node)) != Some(leader) {
+            let leader = self
+                .leader_id()
+                .and_then(|id| self.core(id).map(|core| (id, core.term())));
+            if proposed.map(|(node, term, _)| (node, term)) != leader {
                 if let Some(range) = self.client_propose(3) {
-                    proposed = leader.map(|node| (node, *range.end()));
+                    proposed = leader.map(|(node, term)| (node, term, *range.end()));
                 }
             }
             self.step(1000)?;
-            if let Some((node, index)) = proposed {
+            if let Some((node, _, index)) = proposed {
                 if self.acknowledged.contains_key(&index)
                     && self
                         .nodes
