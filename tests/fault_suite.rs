@@ -8,7 +8,7 @@
 //! every leader loss is reported.
 //!
 //! - CI slice (part of `cargo test --release`): every fault kind once, in an
-//!   order drawn from a fixed seed; about 2-3 minutes.
+//!   order drawn from a fixed seed; about a minute.
 //!   `cargo test --release --test fault_suite -- --nocapture`
 //! - Long randomized run (opt-in):
 //!   `RAFTLOG_FAULT_MINUTES=30 RAFTLOG_FAULT_SEED=42 cargo test --release
