@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -36,6 +37,9 @@ pub const SCAN_WAIT: Duration = Duration::from_secs(20);
 #[derive(Clone)]
 pub struct Members {
     addrs: Arc<RwLock<Vec<String>>>,
+    /// Bumped by every `set`, so a long-lived CLI consumer can restart
+    /// with the new list before every node it knows has left.
+    version: Arc<AtomicU64>,
     tls_dir: PathBuf,
 }
 
@@ -43,6 +47,7 @@ impl Members {
     pub fn new(addrs: Vec<String>, tls_dir: PathBuf) -> Members {
         Members {
             addrs: Arc::new(RwLock::new(addrs)),
+            version: Arc::new(AtomicU64::new(0)),
             tls_dir,
         }
     }
@@ -52,6 +57,11 @@ impl Members {
             .addrs
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = addrs;
+        self.version.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::SeqCst)
     }
 
     /// The members, starting at the `rotate`-th (so clients spread out).
@@ -395,6 +405,7 @@ pub fn spawn_cli_follower(
         let mut next: Option<LogIndex> = None;
         while !is_stopped(&stop) {
             let from = next.map_or("start".to_string(), |index| index.to_string());
+            let version = members.version();
             let mut command = tokio::process::Command::new(super::cluster::RAFTLOG);
             command
                 .args(["consume", "--from", &from, "--follow", "--output", "json"])
@@ -413,10 +424,17 @@ pub fn spawn_cli_follower(
                 continue;
             };
             let mut lines = tokio::io::BufReader::new(stdout).lines();
+            let mut check = tokio::time::interval(Duration::from_millis(500));
             loop {
                 let line = tokio::select! {
                     line = lines.next_line() => line,
                     _ = stopped(&mut stop) => return, // kill_on_drop ends the child
+                    _ = check.tick() => {
+                        if members.version() != version {
+                            break; // restart with the current members
+                        }
+                        continue;
+                    }
                 };
                 let Ok(Some(line)) = line else { break };
                 let Ok(object) = serde_json::from_str::<serde_json::Value>(&line) else {
