@@ -6,6 +6,8 @@
 //! again from there: no record is returned twice and none is skipped.
 //! Without `follow`, it stops at the commit index the first node reported.
 
+use std::ops::RangeInclusive;
+
 use bytes::Bytes;
 
 use super::connection::{self, NodeConnection, Tls};
@@ -55,6 +57,9 @@ pub struct Consumer {
     node: Option<NodeConnection>,
     recv: Option<quinn::RecvStream>,
     failures: u32,
+    /// Indexes the last `next_batch` moved past because the node's log
+    /// start had passed the cursor (retention dropped them).
+    skipped: Option<RangeInclusive<LogIndex>>,
 }
 
 impl Consumer {
@@ -74,6 +79,7 @@ impl Consumer {
             node: Some(node),
             recv: None,
             failures: 0,
+            skipped: None,
         })
     }
 
@@ -82,9 +88,24 @@ impl Consumer {
         self.cursor
     }
 
+    /// The address of the node the last batch came from (`None` between
+    /// a failure and the next connection).
+    pub fn node(&self) -> Option<&str> {
+        self.node.as_ref().map(|node| node.addr.as_str())
+    }
+
+    /// The indexes the last `next_batch` call moved past without reading
+    /// them because the node's log start was beyond the cursor: retention
+    /// dropped them before this consumer got there. `None` when it read
+    /// every index from its cursor on.
+    pub fn skipped(&self) -> Option<RangeInclusive<LogIndex>> {
+        self.skipped.clone()
+    }
+
     /// The next records in index order; `Ok(None)` at the end (without
     /// `follow`). Waits for new commits with `follow`.
     pub async fn next_batch(&mut self) -> Result<Option<Vec<Record>>, ClientError> {
+        self.skipped = None;
         loop {
             if let (Some(until), StartFrom::Index(next)) = (self.until, self.cursor) {
                 if next > until {
@@ -129,6 +150,14 @@ impl Consumer {
                         StartFrom::Index(next) => next,
                         _ => batch.start_index,
                     };
+                    if batch.start_index > next {
+                        // The node starts later than asked: its log start
+                        // passed the cursor. Within one call the cursor
+                        // only moves over skipped or non-record entries, so
+                        // one range covers every skip of the call.
+                        let first = self.skipped.as_ref().map_or(next, |range| *range.start());
+                        self.skipped = Some(first..=batch.start_index - 1);
+                    }
                     let mut records = Vec::with_capacity(batch.records.len());
                     let mut cursor = next.max(batch.start_index);
                     for (index, data) in batch.records {
