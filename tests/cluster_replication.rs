@@ -271,13 +271,12 @@ async fn a_restart_of_every_node_keeps_every_acknowledged_record() {
 /// failed with NotLeader (a client following the redirect would then ask
 /// the new leader to remove a node that is already gone, and report an error).
 ///
-/// Known bug, left failing on purpose: the removed leader steps down about
-/// one election timeout after appending C_new (not when C_new commits) and
-/// fails the pending request with `Unavailable`; the client then gives up
-/// or retries at the new leader, which answers "not a member". The removal
-/// itself succeeds. Run with `--ignored` once it is fixed.
+/// It used to fail: followers dropped their link to the leader as soon as
+/// they appended C_new without it, so their acknowledgements never reached
+/// it, C_new never committed there, and CheckQuorum made it step down
+/// (failing the request with `Unavailable`). Followers now keep a link to
+/// the leader they follow even when it is not a member.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: removing the leader answers Unavailable although the removal succeeds"]
 async fn removing_the_leader_answers_with_the_membership_without_it() {
     let mut cluster = TestCluster::start(3).await;
     let leader = cluster.leader().await;

@@ -883,7 +883,20 @@ impl Driver {
 
     fn on_membership(&mut self, membership: Membership) {
         info!(membership = %describe_membership(&membership), "membership changed");
-        let addrs: BTreeMap<NodeId, SocketAddr> = membership
+        self.refresh_peer_links();
+        self.promoting.retain(|id| membership.learners.contains(id));
+    }
+
+    /// Links to every member, and to the leader we follow even when it is
+    /// not one: a leader that removes itself leads until the new membership
+    /// commits, and needs our acknowledgements to commit it.
+    fn refresh_peer_links(&mut self) {
+        let membership = self.core.membership();
+        if membership.addrs.is_empty() {
+            // Joining: keep the links to the nodes we were told of.
+            return;
+        }
+        let mut addrs: BTreeMap<NodeId, SocketAddr> = membership
             .addrs
             .iter()
             .filter(|(&id, _)| id != self.config.id)
@@ -895,12 +908,22 @@ impl Driver {
                 }
             })
             .collect();
-        self.links.set_peers(addrs);
-        self.promoting.retain(|id| membership.learners.contains(id));
+        if let Some(leader) = self.core.leader().filter(|&id| id != self.config.id) {
+            if !addrs.contains_key(&leader) {
+                if let Some(&addr) = self.links.peers().get(&leader) {
+                    addrs.insert(leader, addr);
+                }
+            }
+        }
+        if addrs != self.links.peers() {
+            self.links.set_peers(addrs);
+        }
     }
 
     fn on_soft_state(&mut self, role: Role, term: Term, leader: Option<NodeId>) {
         info!(?role, term, ?leader, "role changed");
+        // A removed leader's link is kept only while it leads.
+        self.refresh_peer_links();
         if matches!(role, Role::PreCandidate | Role::Candidate) {
             self.metrics.elections.inc();
         }
