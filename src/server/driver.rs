@@ -183,6 +183,47 @@ impl LogReader for StorageReader<'_> {
     }
 }
 
+/// A repairing node that finds no leader for long says so loudly: when a
+/// majority lost the same committed entries no leader can be elected, and
+/// an operator must restore a node from a backup or accept the loss.
+#[derive(Default)]
+struct StalledRepair {
+    leaderless_since: Option<Instant>,
+    last_report: Option<Instant>,
+}
+
+impl StalledRepair {
+    /// Election timeouts without a leader before a repairing node reports.
+    const TIMEOUTS_BEFORE_REPORT: u32 = 20;
+    const REPORT_EVERY: Duration = Duration::from_secs(60);
+
+    fn check(&mut self, core: &Core, election_timeout_max: Duration) {
+        let Some(repair) = core.status().repair else {
+            *self = StalledRepair::default();
+            return;
+        };
+        if core.leader().is_some() {
+            self.leaderless_since = None;
+            return;
+        }
+        let now = Instant::now();
+        let since = *self.leaderless_since.get_or_insert(now);
+        let stalled =
+            now.duration_since(since) >= election_timeout_max * Self::TIMEOUTS_BEFORE_REPORT;
+        let due = self
+            .last_report
+            .map_or(true, |at| now.duration_since(at) >= Self::REPORT_EVERY);
+        if stalled && due {
+            self.last_report = Some(now);
+            error!(
+                until_index = repair.until_index,
+                leaderless_for = ?now.duration_since(since),
+                "this node cannot finish its repair: no leader is elected. If a majority of the nodes lost the same entries, those entries cannot be repaired from the cluster; check `raftlog verify` on every node"
+            );
+        }
+    }
+}
+
 fn refused(error: ErrorResponse) -> ClientResponse {
     ClientResponse::Error(error)
 }
@@ -247,6 +288,7 @@ impl Driver {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (sync_tx, mut sync_rx) = mpsc::channel::<Result<(SyncDone, Duration), StorageError>>(4);
         let mut last_expiry = Instant::now();
+        let mut stalled_repair = StalledRepair::default();
         let mut draining_since: Option<Instant> = None;
         loop {
             tokio::select! {
@@ -256,6 +298,7 @@ impl Driver {
                         self.producers.expire(Instant::now());
                         self.expire_admin();
                         self.apply_retention()?;
+                        stalled_repair.check(&self.core, self.config.election_timeout_max);
                         last_expiry = Instant::now();
                     }
                     self.promote_caught_up_learners();
@@ -909,10 +952,10 @@ impl Driver {
             })
             .collect();
         if let Some(leader) = self.core.leader().filter(|&id| id != self.config.id) {
-            if !addrs.contains_key(&leader) {
-                if let Some(&addr) = self.links.peers().get(&leader) {
-                    addrs.insert(leader, addr);
-                }
+            if let (std::collections::btree_map::Entry::Vacant(slot), Some(&addr)) =
+                (addrs.entry(leader), self.links.peers().get(&leader))
+            {
+                slot.insert(addr);
             }
         }
         if addrs != self.links.peers() {
