@@ -873,6 +873,16 @@ fn a_node_that_lost_its_vote_fences_every_term_a_voter_reports() {
     assert_eq!(probed, BTreeSet::from([2, 3]), "every other voter is asked");
     assert_eq!(core.role(), Role::Follower, "it never campaigns");
 
+    // Seed 5549 of the long simulation: a stale leader (term 2 here, below
+    // the term 6 we had) must not make us overwrite entries we helped
+    // commit. Until fenced, nothing from any leader counts.
+    core.step(2, append(2, (1, 1), &[(2, 2)], 2)).unwrap();
+    let ready = drain(&mut core, &mut disk);
+    assert_eq!(ready.truncate_from, None);
+    assert!(ready.messages.is_empty(), "{:?}", ready.messages);
+    assert_eq!(core.last_index(), 3);
+    assert_eq!(core.term(), 0);
+
     let report = |term| {
         Message::RequestVoteResponse(RequestVoteResponse {
             term,

@@ -639,9 +639,21 @@ impl Core {
         if from == self.config.id {
             return Err(StepError::FromSelf { from });
         }
-        if let Message::RequestVoteResponse(response) = &message {
-            if response.pre_vote && self.repair.is_some_and(|r| r.hard_state_lost) {
-                self.term_reports.insert(from, response.term);
+        if self.repair.is_some_and(|r| r.hard_state_lost) {
+            match &message {
+                Message::RequestVoteResponse(response) if response.pre_vote => {
+                    self.term_reports.insert(from, response.term);
+                }
+                // Without our term we cannot tell a stale leader from the
+                // current one: a stale one could make us overwrite entries
+                // we helped commit. Nothing from a leader counts until the
+                // voters' terms fence the ones we may have been in.
+                Message::AppendEntries(_)
+                | Message::InstallLogStart(_)
+                | Message::TimeoutNow(_) => {
+                    return Ok(());
+                }
+                _ => {}
             }
         }
         let term = message.term();
