@@ -1164,10 +1164,12 @@ impl Core {
     }
 
     /// Asks the voters that have not answered yet for their term: a
-    /// pre-vote in our own term with an empty log, which no one grants.
+    /// pre-vote for term 0 with an empty log, which no one grants and every
+    /// node answers with its term (a higher term would be ignored by nodes
+    /// that hear from a leader).
     fn probe_terms(&mut self) {
         let request = RequestVote {
-            term: self.term(),
+            term: 0,
             last_log_index: 0,
             last_log_term: 0,
             pre_vote: true,
