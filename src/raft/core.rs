@@ -364,6 +364,9 @@ pub struct Core {
     start_term: Term,
     /// Hard state lost: the current term each voter reported to our probes.
     term_reports: BTreeMap<NodeId, Term>,
+    /// The repair lost no entries (only the hard state): once the lost
+    /// votes are fenced, the log is whole as it is.
+    repair_log_intact: bool,
     /// The repair ended and the runtime has not been told yet.
     repair_complete_due: bool,
 }
@@ -471,6 +474,7 @@ impl Core {
             repair_complete_due: false,
             start_term: hard_state.term,
             term_reports: BTreeMap::new(),
+            repair_log_intact: repair.is_some_and(|r| last_index >= r.until_index),
             config,
         };
         core.reset_election_timer();
@@ -980,7 +984,7 @@ impl Core {
         if repair.hard_state_lost && !self.fence_lost_votes() {
             return;
         }
-        let refilled = self.acked_index >= repair.until_index;
+        let refilled = self.repair_log_intact || self.acked_index >= repair.until_index;
         let caught_up_in_new_term = self.term() > self.start_term
             && self.commit_index > 0
             && self.acked_index >= self.commit_index
@@ -1189,11 +1193,13 @@ impl Core {
         if !self.unreported_voters().is_empty() {
             return false;
         }
+        // Our own log's last term counts too: we were at least in that term
+        // (and a single-voter cluster has nobody else to ask).
         let highest = self
             .term_reports
             .values()
             .copied()
-            .fold(self.term(), Term::max);
+            .fold(self.term().max(self.log.last_term()), Term::max);
         if highest > self.term() {
             self.become_follower(highest, None);
         }
