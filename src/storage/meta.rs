@@ -29,6 +29,11 @@ const LOG_START_HEADER_BYTES: usize = 32;
 const LOG_START_BYTES_MAX: u64 = 4 * 1024 * 1024;
 const FLAG_VOTED: u32 = 1;
 
+/// Tries to take a data directory's lock, `LOCK_RETRY_INTERVAL` apart
+/// (half a second in all) before reporting it in use.
+const LOCK_ATTEMPTS: u32 = 25;
+const LOCK_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// An exclusive (writer) or shared (offline reader) `flock` on `DATA_DIR/LOCK`,
 /// released when dropped (the kernel releases it if the process dies).
 #[derive(Debug)]
@@ -51,18 +56,28 @@ impl DirLock {
         } else {
             libc::LOCK_SH
         };
-        // SAFETY: flock only reads the descriptor, which `file` keeps open.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), mode | libc::LOCK_NB) };
-        if rc != 0 {
+        // A lock held for a moment is waited out: a process that is
+        // exiting, or a child forked by the holder between its fork and its
+        // exec (it holds a copy of every descriptor until then).
+        let mut attempts = 0;
+        loop {
+            // SAFETY: flock only reads the descriptor, which `file` keeps open.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), mode | libc::LOCK_NB) };
+            if rc == 0 {
+                return Ok(DirLock { _file: file });
+            }
             let err = std::io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(StorageError::io(&path, err));
+            }
+            if attempts >= LOCK_ATTEMPTS {
                 return Err(StorageError::DataDirLocked {
                     path: dir.to_path_buf(),
                 });
             }
-            return Err(StorageError::io(&path, err));
+            attempts += 1;
+            std::thread::sleep(LOCK_RETRY_INTERVAL);
         }
-        Ok(DirLock { _file: file })
     }
 }
 
