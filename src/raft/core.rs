@@ -1743,18 +1743,26 @@ impl Core {
             self.send_log_start(peer);
             return;
         };
-        let term = self.term();
-        let leader_commit = self.commit_index;
-        self.send(
-            peer,
-            Message::AppendEntries(AppendEntries {
-                term,
-                prev_log_index,
-                prev_log_term,
-                entries: Vec::new(),
-                leader_commit,
-            }),
-        );
+        self.send_append_entries(peer, prev_log_index, prev_log_term, Vec::new());
+    }
+
+    /// Sends `entries` after `prev_log_index` (none: a heartbeat or probe)
+    /// with this leader's term and commit index.
+    fn send_append_entries(
+        &mut self,
+        peer: NodeId,
+        prev_log_index: LogIndex,
+        prev_log_term: Term,
+        entries: Vec<Entry>,
+    ) {
+        let message = Message::AppendEntries(AppendEntries {
+            term: self.term(),
+            prev_log_index,
+            prev_log_term,
+            entries,
+            leader_commit: self.commit_index,
+        });
+        self.send(peer, message);
     }
 
     fn send_append<R: LogReader>(&mut self, peer: NodeId, reader: &R) -> Result<(), LogReadError> {
@@ -1783,18 +1791,7 @@ impl Core {
                 pr.sent(last_sent, bytes);
             }
         }
-        let term = self.term();
-        let leader_commit = self.commit_index;
-        self.send(
-            peer,
-            Message::AppendEntries(AppendEntries {
-                term,
-                prev_log_index,
-                prev_log_term,
-                entries,
-                leader_commit,
-            }),
-        );
+        self.send_append_entries(peer, prev_log_index, prev_log_term, entries);
         Ok(())
     }
 
