@@ -52,6 +52,22 @@ pub struct Bugs {
     pub ack_unpersisted: bool,
     /// Vote and campaign while repairing a damaged log.
     pub vote_while_repairing: bool,
+    /// On an InstallLogStart above the commit index, drop the follower's
+    /// entries above the boundary even where they match the leader's
+    /// (review finding 1: can lose an entry the follower acknowledged).
+    pub install_log_start_drops_matching_suffix: bool,
+    /// A node that lost its hard state fences with any term report: one
+    /// from an earlier incarnation's probe, or a later report lowering an
+    /// earlier one (review finding 2: can vote twice in one term).
+    pub term_probe_accepts_stale_reports: bool,
+    /// A leader treats a reject at exactly a follower's match index as
+    /// stale (review finding 3: an idle leader never refills a follower
+    /// that lost entries).
+    pub reject_at_match_index_is_stale: bool,
+    /// Heartbeats and commit notices carry `prev = next_index - 1` (what
+    /// was sent) instead of what was acknowledged, so they overtake the
+    /// batches they refer to (review finding 4: needless fall-backs to Probe).
+    pub heartbeat_prev_is_next_index: bool,
 }
 
 /// The default tick is 10 ms; 15..30 ticks is the paper's 150..300 ms.
