@@ -17,6 +17,8 @@ pub enum Message {
     TimeoutNow(TimeoutNow),
     InstallLogStart(InstallLogStart),
     InstallLogStartResponse(InstallLogStartResponse),
+    TermProbe(TermProbe),
+    TermProbeResponse(TermProbeResponse),
 }
 
 impl Message {
@@ -30,6 +32,9 @@ impl Message {
             Message::TimeoutNow(m) => m.term,
             Message::InstallLogStart(m) => m.term,
             Message::InstallLogStartResponse(m) => m.term,
+            // A probe asks for a term and claims none.
+            Message::TermProbe(_) => 0,
+            Message::TermProbeResponse(m) => m.term,
         }
     }
 }
@@ -143,4 +148,24 @@ pub struct InstallLogStartResponse {
     /// The follower's log matches the leader's up to this index, durably
     /// (after a reset: `log_start.first_index - 1`).
     pub match_index: LogIndex,
+}
+
+/// A node that lost its term and vote asks a voter for its current term
+/// (see `Repair::hard_state_lost`). Every node answers, whatever its role
+/// and term, and changes nothing on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TermProbe {
+    /// Drawn afresh by each incarnation of the asking node (each start of
+    /// its core), so that an answer to an earlier incarnation's probe,
+    /// delayed in the network, is recognised and ignored.
+    pub nonce: u64,
+}
+
+/// The answer to a [`TermProbe`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TermProbeResponse {
+    /// The voter's current term when it answered.
+    pub term: Term,
+    /// The probe's nonce, echoed.
+    pub nonce: u64,
 }

@@ -16,6 +16,7 @@ use crate::raft::message::{
     AppendEntries, AppendEntriesResponse, AppendOutcome, InstallLogStart, InstallLogStartResponse,
     Message, RejectHint, RequestVote, RequestVoteResponse, TimeoutNow,
 };
+use crate::raft::{TermProbe, TermProbeResponse};
 use crate::types::{LogStart, Membership};
 
 /// Message type bytes of the peer protocol (stable; see docs/protocol.md).
@@ -29,6 +30,8 @@ pub mod types {
     pub const TIMEOUT_NOW: u8 = 0x14;
     pub const INSTALL_LOG_START: u8 = 0x15;
     pub const INSTALL_LOG_START_RESPONSE: u8 = 0x16;
+    pub const TERM_PROBE: u8 = 0x17;
+    pub const TERM_PROBE_RESPONSE: u8 = 0x18;
 }
 
 /// Bytes of an AppendEntries body before its entry block: header, four
@@ -170,6 +173,15 @@ pub fn decode_message(mut body: Bytes) -> Result<Message, WireError> {
             let match_index = read::u64(body, "InstallLogStartResponse.match_index")?;
             Message::InstallLogStartResponse(InstallLogStartResponse { term, match_index })
         }
+        types::TERM_PROBE => {
+            let nonce = read::u64(body, "TermProbe.nonce")?;
+            Message::TermProbe(TermProbe { nonce })
+        }
+        types::TERM_PROBE_RESPONSE => {
+            let term = read::u64(body, "TermProbeResponse.term")?;
+            let nonce = read::u64(body, "TermProbeResponse.nonce")?;
+            Message::TermProbeResponse(TermProbeResponse { term, nonce })
+        }
         unknown => return Err(WireError::UnknownType(unknown)),
     };
     expect_end(body)?;
@@ -274,6 +286,15 @@ pub fn encode_message_into(message: &Message, out: &mut BytesMut) {
             out.put_u8(types::INSTALL_LOG_START_RESPONSE);
             out.put_u64_le(m.term);
             out.put_u64_le(m.match_index);
+        }
+        Message::TermProbe(m) => {
+            out.put_u8(types::TERM_PROBE);
+            out.put_u64_le(m.nonce);
+        }
+        Message::TermProbeResponse(m) => {
+            out.put_u8(types::TERM_PROBE_RESPONSE);
+            out.put_u64_le(m.term);
+            out.put_u64_le(m.nonce);
         }
     }
 }

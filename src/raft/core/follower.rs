@@ -29,6 +29,8 @@ impl Core {
             // Answers meant for a leader we no longer are.
             Message::AppendEntriesResponse(_) | Message::InstallLogStartResponse(_) => Ok(()),
             Message::RequestVote(_) | Message::RequestVoteResponse(_) => Ok(()),
+            // Answered in `step` whatever the role.
+            Message::TermProbe(_) | Message::TermProbeResponse(_) => Ok(()),
         }
     }
 

@@ -134,6 +134,8 @@ impl Core {
                 Ok(())
             }
             Message::RequestVote(_) | Message::RequestVoteResponse(_) => Ok(()),
+            // Answered in `step` whatever the role.
+            Message::TermProbe(_) | Message::TermProbeResponse(_) => Ok(()),
         }
     }
 
@@ -196,6 +198,9 @@ impl Core {
                 // until it is refilled). Stop counting them and repair it
                 // from where its log now ends.
                 pr.match_index = next - 1;
+            }
+            if pr.state == ReplicationState::Replicate {
+                self.replication_probes += 1;
             }
             pr.become_probe();
             pr.next_index = next.max(pr.match_index + 1);

@@ -107,6 +107,8 @@ pub struct Core {
     repair_log_intact: bool,
     /// The repair ended and the runtime has not been told yet.
     repair_complete_due: bool,
+    /// See [`Status::replication_probes`].
+    replication_probes: u64,
 }
 
 impl Core {
@@ -189,6 +191,7 @@ impl Core {
             acked_index: 0,
             repair,
             repair_complete_due: false,
+            replication_probes: 0,
             start_term: hard_state.term,
             term_reports: BTreeMap::new(),
             repair_log_intact: repair.is_some_and(|r| last_index >= r.until_index),
@@ -297,6 +300,7 @@ impl Core {
             persisted_index: self.log.persisted_index,
             peers,
             repair: self.repair,
+            replication_probes: self.replication_probes,
         }
     }
 

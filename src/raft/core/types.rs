@@ -119,6 +119,13 @@ pub enum StepError {
     },
     #[error("node {from} sent a log start with first index 0")]
     BadLogStart { from: NodeId },
+    #[error("node {from} sent {field} = {value}, beyond the largest this core accepts ({max})")]
+    OutOfRange {
+        from: NodeId,
+        field: &'static str,
+        value: u64,
+        max: u64,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -256,6 +263,10 @@ pub struct Status {
     pub peers: Vec<PeerStatus>,
     /// Set while the node repairs a damaged log and does not vote.
     pub repair: Option<Repair>,
+    /// Times a follower fell back from streaming (Replicate) to probing
+    /// since this core started, while it led: each costs a round trip and
+    /// a resend, so a count that grows under steady load is a bug.
+    pub replication_probes: u64,
 }
 
 /// A node whose storage found damage (a lost or corrupt range of its log,

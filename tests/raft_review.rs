@@ -1,0 +1,655 @@
+//! The findings of the consensus review (issue 11), one scripted test each.
+//! Every test here failed on the core as it was before the fix it names
+//! (or shows, with its doc comment, why the finding cannot happen).
+//!
+//! The cores are driven by hand: a test decides which message is delivered
+//! when, so each test can build the exact interleaving of its finding.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use raftlog::raft::*;
+use raftlog::sim::Disk;
+use raftlog::types::{Entry, HardState, LogIndex, LogStart, Membership, NodeId, Term};
+
+fn config(id: NodeId) -> Config {
+    let mut config = Config::new(id);
+    config.election_ticks_min = 10;
+    config.election_ticks_max = 20;
+    config.heartbeat_ticks = 2;
+    config.pre_vote = false;
+    config.check_quorum = false;
+    config
+}
+
+fn voters(ids: &[NodeId]) -> Membership {
+    Membership::with_voters(ids.iter().map(|&id| (id, format!("n{id}"))))
+}
+
+/// A disk holding entries `1..=terms.len()` of the given terms, synced,
+/// with `hard_term` as its current term.
+fn disk_with_log(members: &[NodeId], terms: &[Term], hard_term: Term) -> Disk {
+    let mut disk = Disk::new(LogStart::initial(voters(members)));
+    for (offset, &term) in terms.iter().enumerate() {
+        let index = offset as u64 + 1;
+        disk.append(Entry::data(index, term, payload(index, term)));
+    }
+    disk.sync();
+    disk.hard_state = HardState {
+        term: hard_term,
+        voted_for: None,
+    };
+    disk
+}
+
+/// Every copy of entry (index, term) carries the same bytes, as log
+/// matching requires of a real cluster.
+fn payload(index: LogIndex, term: Term) -> Bytes {
+    Bytes::from(format!("x{index}.{term}"))
+}
+
+fn entries(range: std::ops::RangeInclusive<LogIndex>, term: Term) -> Vec<Entry> {
+    range
+        .map(|index| Entry::data(index, term, payload(index, term)))
+        .collect()
+}
+
+fn append(term: Term, prev: (LogIndex, Term), entries: Vec<Entry>, commit: LogIndex) -> Message {
+    Message::AppendEntries(AppendEntries {
+        term,
+        prev_log_index: prev.0,
+        prev_log_term: prev.1,
+        entries,
+        leader_commit: commit,
+    })
+}
+
+/// Applies a Ready to `disk` as the driving contract says and returns it.
+fn apply(core: &mut Core, disk: &mut Disk) -> Ready {
+    let ready = core.take_ready(disk);
+    if let Some(start) = &ready.log_start_reset {
+        disk.reset(start.clone());
+    }
+    if let Some(from) = ready.truncate_from {
+        disk.truncate_from(from);
+    }
+    disk.append_all(ready.entries.clone());
+    if let Some(hard_state) = ready.hard_state {
+        disk.hard_state = hard_state;
+    }
+    if ready.repair_complete {
+        disk.repair = None;
+    }
+    ready
+}
+
+fn sync(core: &mut Core, disk: &mut Disk) {
+    if let Some((index, term)) = disk.sync() {
+        core.persisted(index, term);
+    }
+}
+
+fn accepted(ready: &Ready, to: NodeId) -> Option<LogIndex> {
+    ready.messages.iter().rev().find_map(|(dest, m)| match m {
+        Message::AppendEntriesResponse(AppendEntriesResponse {
+            outcome: AppendOutcome::Accepted { match_index },
+            ..
+        }) if *dest == to => Some(*match_index),
+        Message::InstallLogStartResponse(r) if *dest == to => Some(r.match_index),
+        _ => None,
+    })
+}
+
+fn granted(ready: &Ready) -> bool {
+    ready
+        .messages
+        .iter()
+        .any(|(_, m)| matches!(m, Message::RequestVoteResponse(r) if r.granted && !r.pre_vote))
+}
+
+fn vote_request(term: Term, last: (LogIndex, Term)) -> Message {
+    Message::RequestVote(RequestVote {
+        term,
+        last_log_index: last.0,
+        last_log_term: last.1,
+        pre_vote: false,
+        leadership_transfer: false,
+    })
+}
+
+/// A hand-driven cluster: each node's messages wait in its outbox until a
+/// test delivers them, all at once or one by one.
+struct Cluster {
+    cores: BTreeMap<NodeId, Core>,
+    disks: BTreeMap<NodeId, Disk>,
+    /// (from, to, message) in send order.
+    outbox: Vec<(NodeId, NodeId, Message)>,
+}
+
+impl Cluster {
+    fn new(ids: &[NodeId], tweak: impl Fn(&mut Config)) -> Cluster {
+        let mut cores = BTreeMap::new();
+        let mut disks = BTreeMap::new();
+        for &id in ids {
+            let mut config = config(id);
+            tweak(&mut config);
+            let disk = Disk::new(LogStart::initial(voters(ids)));
+            cores.insert(id, Core::new(config, disk.persisted_state(), id).unwrap());
+            disks.insert(id, disk);
+        }
+        Cluster {
+            cores,
+            disks,
+            outbox: Vec::new(),
+        }
+    }
+
+    fn core(&self, id: NodeId) -> &Core {
+        &self.cores[&id]
+    }
+
+    fn core_mut(&mut self, id: NodeId) -> &mut Core {
+        self.cores.get_mut(&id).unwrap()
+    }
+
+    /// Applies node `id`'s Ready (syncing at once) and queues its messages.
+    fn drain(&mut self, id: NodeId) {
+        let core = self.cores.get_mut(&id).unwrap();
+        let disk = self.disks.get_mut(&id).unwrap();
+        for _ in 0..3 {
+            let ready = apply(core, disk);
+            sync(core, disk);
+            for (to, message) in ready.messages {
+                self.outbox.push((id, to, message));
+            }
+        }
+    }
+
+    fn drain_all(&mut self) {
+        let ids: Vec<NodeId> = self.cores.keys().copied().collect();
+        for id in ids {
+            self.drain(id);
+        }
+    }
+
+    /// Delivers every queued message whose link is up, until quiet;
+    /// messages on cut links are dropped.
+    fn settle_except(&mut self, cut: &[NodeId]) {
+        for _ in 0..200 {
+            self.drain_all();
+            if self.outbox.is_empty() {
+                return;
+            }
+            for (from, to, message) in std::mem::take(&mut self.outbox) {
+                if cut.contains(&from) || cut.contains(&to) {
+                    continue;
+                }
+                if let Some(core) = self.cores.get_mut(&to) {
+                    core.step(from, message).unwrap();
+                }
+            }
+        }
+        panic!("cluster did not settle");
+    }
+
+    fn settle(&mut self) {
+        self.settle_except(&[]);
+    }
+
+    /// Ticks only `id` until it campaigns, then settles.
+    fn elect(&mut self, id: NodeId) {
+        for _ in 0..100 {
+            self.core_mut(id).tick();
+            if self.core(id).role() != Role::Follower {
+                break;
+            }
+        }
+        self.settle();
+        assert_eq!(self.core(id).role(), Role::Leader);
+    }
+
+    /// Ticks every node not in `cut` once per round, settling after each.
+    fn tick_except(&mut self, ticks: u64, cut: &[NodeId]) {
+        for _ in 0..ticks {
+            let ids: Vec<NodeId> = self.cores.keys().copied().collect();
+            for id in ids {
+                if !cut.contains(&id) {
+                    self.core_mut(id).tick();
+                }
+            }
+            self.settle_except(cut);
+        }
+    }
+
+    fn propose(&mut self, id: NodeId, count: usize) {
+        let proposals = (0..count)
+            .map(|n| Proposal::data(Bytes::from(format!("p{n}"))))
+            .collect();
+        self.core_mut(id).propose(proposals).unwrap();
+    }
+}
+
+// ---- finding 1: InstallLogStart keeps a matching suffix ----
+
+/// Raft Figure 13 step 6 (and etcd's `restore`): a follower told to start
+/// its log at a boundary it already holds with the same term keeps the
+/// entries after it. It may have acknowledged them, and the leader may
+/// have counted them toward a commit: dropping them (and then voting for a
+/// node without them) could lose a committed entry.
+#[test]
+fn install_log_start_keeps_the_suffix_that_matches_the_leader() {
+    let mut disk = disk_with_log(&[1, 2, 3], &[1; 10], 2);
+    let mut core = Core::new(config(2), disk.persisted_state(), 2).unwrap();
+    // The leader of term 2 sends 11..=30; the follower persists and acks 30.
+    core.step(1, append(2, (10, 1), entries(11..=30, 2), 10))
+        .unwrap();
+    apply(&mut core, &mut disk);
+    sync(&mut core, &mut disk);
+    let ready = apply(&mut core, &mut disk);
+    assert_eq!(accepted(&ready, 1), Some(30));
+    // An InstallLogStart at 21 that the leader sent before it saw that ack.
+    let start = LogStart {
+        first_index: 21,
+        prev_term: 2,
+        membership: voters(&[1, 2, 3]),
+    };
+    core.step(
+        1,
+        Message::InstallLogStart(InstallLogStart {
+            term: 2,
+            log_start: start,
+        }),
+    )
+    .unwrap();
+    let ready = apply(&mut core, &mut disk);
+    assert_eq!(ready.log_start_reset, None, "a matching log needs no reset");
+    assert_eq!(ready.truncate_from, None);
+    assert_eq!(core.last_index(), 30, "entries 21..=30 stay");
+    assert_eq!(disk.last_index(), 30);
+    assert!(core.commit_index() >= 20, "the boundary is committed");
+    assert_eq!(accepted(&ready, 1), Some(30));
+    assert_eq!(core.status().repair, None);
+}
+
+/// The other half of the rule: when the follower's entry at the boundary
+/// has another term, its whole log is replaced. That cannot drop a
+/// committed entry: the leader's entry at the boundary is committed, and
+/// by log matching any committed entry above it would make ours at the
+/// boundary equal to the leader's. So no repair is needed, and the node
+/// keeps its vote.
+#[test]
+fn install_log_start_replaces_a_log_that_conflicts_at_the_boundary() {
+    let mut terms = vec![1; 15];
+    terms.extend([2; 15]);
+    let mut disk = disk_with_log(&[1, 2, 3], &terms, 2);
+    let mut core = Core::new(config(2), disk.persisted_state(), 2).unwrap();
+    let start = LogStart {
+        first_index: 21,
+        prev_term: 3,
+        membership: voters(&[1, 2, 3]),
+    };
+    core.step(
+        1,
+        Message::InstallLogStart(InstallLogStart {
+            term: 3,
+            log_start: start.clone(),
+        }),
+    )
+    .unwrap();
+    let ready = apply(&mut core, &mut disk);
+    assert_eq!(ready.log_start_reset, Some(start));
+    assert_eq!(core.last_index(), 20);
+    assert_eq!(core.first_index(), 21);
+    assert_eq!(core.commit_index(), 20);
+    assert_eq!(accepted(&ready, 1), Some(20));
+    assert_eq!(core.status().repair, None);
+}
+
+// ---- finding 2: the term-probe fence ----
+
+/// A node that lost its term and vote must not fence with answers to an
+/// earlier incarnation's probes: voter 2 and voter 3 answered term 4 to
+/// probes sent before the node voted for 3 in term 5 and crashed; those
+/// answers, delayed, arrive after the restart. Fencing at 4 would let the
+/// node vote again in term 5, where it already voted for 3.
+#[test]
+fn a_node_that_lost_its_vote_ignores_term_reports_from_before_its_restart() {
+    let mut disk = disk_with_log(&[1, 2, 3], &[1, 1, 1], 5);
+    disk.hard_state.voted_for = Some(3);
+    disk.crash();
+    disk.lose_hard_state();
+    let mut core = Core::new(config(1), disk.persisted_state(), 1).unwrap();
+    // The stale answers, in the form the old probes were answered in.
+    for from in [2, 3] {
+        core.step(
+            from,
+            Message::RequestVoteResponse(RequestVoteResponse {
+                term: 4,
+                pre_vote: true,
+                granted: false,
+            }),
+        )
+        .unwrap();
+    }
+    for _ in 0..10 {
+        core.tick();
+        apply(&mut core, &mut disk);
+    }
+    // Node 2 campaigns in term 5 with a log like ours.
+    core.step(2, vote_request(5, (3, 1))).unwrap();
+    let ready = apply(&mut core, &mut disk);
+    assert!(
+        !granted(&ready),
+        "voted in term 5 again on stale reports (term {}, {:?})",
+        core.term(),
+        core.hard_state()
+    );
+}
+
+/// Answers from this incarnation's probes fence, and a later, lower
+/// answer from the same voter (reordered) does not lower the fence.
+#[test]
+fn a_term_probe_keeps_the_highest_fresh_answer_per_voter() {
+    let mut disk = disk_with_log(&[1, 2, 3], &[1, 1, 1], 5);
+    disk.crash();
+    disk.lose_hard_state();
+    let mut core = Core::new(config(1), disk.persisted_state(), 1).unwrap();
+    let mut probes = BTreeMap::new();
+    for _ in 0..4 {
+        core.tick();
+        for (to, message) in apply(&mut core, &mut disk).messages {
+            if let Message::TermProbe(probe) = message {
+                probes.insert(to, probe.nonce);
+            }
+        }
+    }
+    assert_eq!(probes.len(), 2, "both other voters are asked");
+    let answer = |nonce, term| Message::TermProbeResponse(TermProbeResponse { term, nonce });
+    core.step(2, answer(probes[&2], 7)).unwrap();
+    core.step(2, answer(probes[&2], 6)).unwrap();
+    core.step(3, answer(probes[&3].wrapping_add(1), 9)).unwrap();
+    apply(&mut core, &mut disk);
+    assert!(
+        core.status().repair.is_some_and(|r| r.hard_state_lost),
+        "a wrong nonce is no answer"
+    );
+    core.step(3, answer(probes[&3], 2)).unwrap();
+    apply(&mut core, &mut disk);
+    assert_eq!(core.term(), 7, "the highest fresh answer fences");
+    assert_eq!(core.hard_state().voted_for, Some(1));
+    core.step(2, vote_request(7, (3, 1))).unwrap();
+    assert!(!granted(&apply(&mut core, &mut disk)));
+}
+
+/// Fresh answers from a majority of the voters (not counting the node
+/// itself, which cannot vouch for the terms it forgot) fence: with five
+/// voters, one dead voter no longer keeps the node out for good. A
+/// candidate the node voted for in term T won only with a majority whose
+/// terms are at least T, and any majority of the others meets it.
+#[test]
+fn a_majority_of_term_reports_fences_a_node_that_lost_its_vote() {
+    let mut disk = disk_with_log(&[1, 2, 3, 4, 5], &[1, 1, 1], 5);
+    disk.crash();
+    disk.lose_hard_state();
+    let mut core = Core::new(config(1), disk.persisted_state(), 1).unwrap();
+    let mut probes = BTreeMap::new();
+    for _ in 0..4 {
+        core.tick();
+        for (to, message) in apply(&mut core, &mut disk).messages {
+            if let Message::TermProbe(probe) = message {
+                probes.insert(to, probe.nonce);
+            }
+        }
+    }
+    let answer = |nonce, term| Message::TermProbeResponse(TermProbeResponse { term, nonce });
+    core.step(2, answer(probes[&2], 5)).unwrap();
+    core.step(3, answer(probes[&3], 6)).unwrap();
+    apply(&mut core, &mut disk);
+    assert!(
+        core.status().repair.is_some(),
+        "two of five are no majority"
+    );
+    core.step(4, answer(probes[&4], 5)).unwrap();
+    apply(&mut core, &mut disk);
+    assert_eq!(core.term(), 6);
+    assert_eq!(
+        core.status().repair,
+        None,
+        "only the hard state was lost: whole again"
+    );
+}
+
+// ---- finding 3: an idle leader refills a damaged follower ----
+
+/// A follower that restarts with a cut log rejects the heartbeat at
+/// exactly its old match index; that reject is news (only one below the
+/// match index is stale), so even an idle leader refills it.
+#[test]
+fn an_idle_leader_refills_a_follower_that_lost_acknowledged_entries() {
+    let mut c = Cluster::new(&[1, 2, 3], |_| {});
+    c.elect(1);
+    c.propose(1, 4);
+    c.settle();
+    let last = c.core(1).last_index();
+    assert_eq!(c.core(1).status().peers[0].match_index, last);
+    // Node 2 restarts with its log cut after entry 2; nobody writes.
+    let config = c.core(2).config().clone();
+    let disk = c.disks.get_mut(&2).unwrap();
+    disk.crash();
+    disk.damage(3);
+    let restarted = Core::new(config, disk.persisted_state(), 22).unwrap();
+    c.cores.insert(2, restarted);
+    c.tick_except(10, &[]);
+    let follower = c.core(2);
+    assert_eq!(follower.last_index(), last, "refilled without new writes");
+    assert_eq!(follower.status().repair, None);
+    assert_eq!(c.core(1).role(), Role::Leader);
+}
+
+// ---- finding 4: heartbeats do not overtake the batches they refer to ----
+
+/// Heartbeats travel on the control lane and overtake batches on the
+/// replication lane. A heartbeat must refer to what the follower has
+/// acknowledged (its match index), not to what was sent: otherwise the
+/// follower rejects it and the leader falls back to probing on every
+/// heartbeat under load.
+#[test]
+fn a_heartbeat_that_overtakes_a_batch_is_accepted() {
+    let mut c = Cluster::new(&[1, 2, 3], |_| {});
+    c.elect(1);
+    c.propose(1, 2);
+    c.settle();
+    let acked = c.core(1).last_index();
+    let probes_before = c.core(1).status().replication_probes;
+    // A batch goes out and stays in flight.
+    c.propose(1, 3);
+    c.drain(1);
+    let batches = std::mem::take(&mut c.outbox);
+    assert!(batches
+        .iter()
+        .all(|(_, _, m)| matches!(m, Message::AppendEntries(a) if !a.entries.is_empty())));
+    // A heartbeat is due and overtakes it.
+    for _ in 0..2 {
+        c.core_mut(1).tick();
+    }
+    c.drain(1);
+    let heartbeats = std::mem::take(&mut c.outbox);
+    let mut answered = 0;
+    for (from, to, message) in heartbeats {
+        let Message::AppendEntries(heartbeat) = &message else {
+            continue;
+        };
+        assert!(heartbeat.entries.is_empty());
+        assert_eq!(heartbeat.prev_log_index, acked, "prev is what was acked");
+        c.core_mut(to).step(from, message).unwrap();
+        c.drain(to);
+        for (from, to, answer) in std::mem::take(&mut c.outbox) {
+            assert!(
+                matches!(&answer, Message::AppendEntriesResponse(r)
+                    if matches!(r.outcome, AppendOutcome::Accepted { .. })),
+                "{answer:?}"
+            );
+            c.core_mut(to).step(from, answer).unwrap();
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 2);
+    // Then the batches land, and everything commits without a probe.
+    for (from, to, message) in batches {
+        c.core_mut(to).step(from, message).unwrap();
+    }
+    c.settle();
+    assert_eq!(c.core(1).commit_index(), c.core(1).last_index());
+    assert_eq!(c.core(1).status().replication_probes, probes_before);
+}
+
+// ---- finding 5: PreVote alone keeps a live leader ----
+
+/// Thesis §9.6: a voter refuses a pre-vote while it hears from a leader,
+/// with or without CheckQuorum. A node that was cut off and rejoins with
+/// a log as up to date as the others' must not depose a healthy leader.
+fn rejoining_node_with_equal_log_leaves_the_leader(check_quorum: bool) {
+    let mut c = Cluster::new(&[1, 2, 3], |cfg| {
+        cfg.pre_vote = true;
+        cfg.check_quorum = check_quorum;
+    });
+    c.elect(1);
+    let term = c.core(1).term();
+    // Node 3 is cut off long enough to time out (its log stays equal:
+    // nobody writes meanwhile).
+    c.tick_except(60, &[3]);
+    for _ in 0..40 {
+        c.core_mut(3).tick();
+        if c.core(3).role() == Role::PreCandidate {
+            break;
+        }
+    }
+    assert_eq!(c.core(3).role(), Role::PreCandidate);
+    // It rejoins: its pre-vote requests reach the others.
+    c.settle();
+    c.tick_except(30, &[]);
+    assert_eq!(c.core(1).role(), Role::Leader, "leader deposed");
+    assert_eq!(c.core(1).term(), term);
+    assert_eq!(c.core(3).leader(), Some(1));
+}
+
+#[test]
+fn prevote_without_check_quorum_keeps_a_live_leader_when_a_node_rejoins() {
+    rejoining_node_with_equal_log_leaves_the_leader(false);
+}
+
+#[test]
+fn prevote_with_check_quorum_keeps_a_live_leader_when_a_node_rejoins() {
+    rejoining_node_with_equal_log_leaves_the_leader(true);
+}
+
+// ---- finding 6: transfer state and timers ----
+
+/// Thesis §6.2: CheckQuorum steps a cut-off leader down within two
+/// election timeouts of losing its followers; asking it to transfer
+/// leadership in between must not restart that clock.
+#[test]
+fn a_transfer_request_does_not_delay_check_quorum() {
+    let mut c = Cluster::new(&[1, 2, 3], |cfg| {
+        cfg.pre_vote = true;
+        cfg.check_quorum = true;
+    });
+    c.elect(1);
+    let election_ticks = c.core(1).config().election_ticks_min;
+    // Its followers are cut off from now on.
+    let mut ticks = 0;
+    while ticks < 2 * election_ticks - 1 {
+        c.core_mut(1).tick();
+        ticks += 1;
+    }
+    c.core_mut(1).transfer_leadership(2).unwrap();
+    c.core_mut(1).tick();
+    ticks += 1;
+    assert_eq!(
+        c.core(1).role(),
+        Role::Follower,
+        "still leading {ticks} ticks after losing its quorum"
+    );
+}
+
+/// Thesis §3.10: a transfer that does not complete within an election
+/// timeout is abandoned and proposals are accepted again, exactly then
+/// and not before.
+#[test]
+fn a_transfer_is_abandoned_exactly_one_election_timeout_after_it_started() {
+    let mut c = Cluster::new(&[1, 2, 3], |cfg| {
+        cfg.pre_vote = true;
+        cfg.check_quorum = true;
+    });
+    c.elect(1);
+    let election_ticks = c.core(1).config().election_ticks_min;
+    c.core_mut(1).transfer_leadership(3).unwrap();
+    // The target never hears of it (its link is down), the other follower
+    // keeps the leader's quorum.
+    for tick in 1..=election_ticks {
+        c.tick_except(1, &[3]);
+        let refused = c
+            .core_mut(1)
+            .propose(vec![Proposal::data(Bytes::from_static(b"x"))]);
+        if tick < election_ticks {
+            assert!(
+                matches!(refused, Err(ProposeError::TransferInProgress { to: 3 })),
+                "tick {tick}: {refused:?}"
+            );
+        } else {
+            assert!(refused.is_ok(), "tick {tick}: {refused:?}");
+        }
+    }
+    assert_eq!(c.core(1).role(), Role::Leader);
+}
+
+// ---- finding 7: values from the wire are range-checked ----
+
+/// A peer that sends a term or index near `u64::MAX` is refused as
+/// malformed; the node neither adopts it nor overflows when it later
+/// campaigns (`term + 1`).
+#[test]
+fn terms_and_indexes_near_u64_max_are_refused_as_malformed() {
+    let disk = disk_with_log(&[1, 2, 3], &[1, 1], 1);
+    let mut core = Core::new(config(1), disk.persisted_state(), 1).unwrap();
+    let hostile = [
+        append(u64::MAX, (2, 1), Vec::new(), 2),
+        vote_request(u64::MAX, (2, 1)),
+        append(2, (u64::MAX, 1), Vec::new(), 2),
+        append(2, (u64::MAX - 1, 1), entries(u64::MAX..=u64::MAX, 2), 2),
+        append(2, (2, 1), Vec::new(), u64::MAX),
+        Message::AppendEntriesResponse(AppendEntriesResponse {
+            term: 1,
+            repairing: false,
+            outcome: AppendOutcome::Rejected {
+                rejected_prev_index: u64::MAX,
+                hint: RejectHint::LogTooShort {
+                    last_index: u64::MAX,
+                },
+            },
+        }),
+        Message::InstallLogStart(InstallLogStart {
+            term: 2,
+            log_start: LogStart {
+                first_index: u64::MAX,
+                prev_term: 1,
+                membership: voters(&[1, 2, 3]),
+            },
+        }),
+        Message::TimeoutNow(TimeoutNow { term: u64::MAX }),
+    ];
+    for message in hostile {
+        let result = core.step(2, message.clone());
+        assert!(
+            matches!(result, Err(StepError::OutOfRange { .. })),
+            "{message:?} gave {result:?}"
+        );
+        assert_eq!(core.term(), 1, "{message:?} changed the term");
+    }
+    let mut disk = disk;
+    for _ in 0..100 {
+        core.tick();
+        apply(&mut core, &mut disk);
+    }
+    assert!(core.term() > 1, "it still campaigns normally");
+}
