@@ -860,17 +860,23 @@ fn a_node_that_lost_its_vote_fences_every_term_a_voter_reports() {
     let mut core = Core::new(config(1), disk.persisted_state(), 1).unwrap();
     assert_eq!(core.term(), 0);
 
-    let mut probed = BTreeSet::new();
+    let mut probed = BTreeMap::new();
     for _ in 0..10 {
         core.tick();
         for (to, message) in drain(&mut core, &mut disk).messages {
-            if let Message::RequestVote(request) = message {
-                assert!(request.pre_vote && request.last_log_index == 0);
-                probed.insert(to);
+            match message {
+                Message::TermProbe(probe) => {
+                    probed.insert(to, probe.nonce);
+                }
+                other => panic!("only term probes leave: {other:?}"),
             }
         }
     }
-    assert_eq!(probed, BTreeSet::from([2, 3]), "every other voter is asked");
+    assert_eq!(
+        probed.keys().copied().collect::<BTreeSet<_>>(),
+        BTreeSet::from([2, 3]),
+        "every other voter is asked"
+    );
     assert_eq!(core.role(), Role::Follower, "it never campaigns");
 
     // Seed 5549 of the long simulation: a stale leader (term 2 here, below
@@ -883,20 +889,19 @@ fn a_node_that_lost_its_vote_fences_every_term_a_voter_reports() {
     assert_eq!(core.last_index(), 3);
     assert_eq!(core.term(), 0);
 
-    let report = |term| {
-        Message::RequestVoteResponse(RequestVoteResponse {
+    let report = |to: NodeId, term| {
+        Message::TermProbeResponse(TermProbeResponse {
             term,
-            pre_vote: true,
-            granted: false,
+            nonce: probed[&to],
         })
     };
-    core.step(2, report(5)).unwrap();
+    core.step(2, report(2, 5)).unwrap();
     drain(&mut core, &mut disk);
     assert!(
         core.status().repair.unwrap().hard_state_lost,
         "3 has not answered"
     );
-    core.step(3, report(6)).unwrap();
+    core.step(3, report(3, 6)).unwrap();
     let mut repair_complete = false;
     for _ in 0..10 {
         core.tick();

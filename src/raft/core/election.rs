@@ -203,4 +203,18 @@ impl Core {
             self.check_election_result();
         }
     }
+
+    /// Thesis §4.2.3 and §9.6: a node that heard from a leader within the
+    /// minimum election timeout ignores campaigns for a higher term (other
+    /// than a leadership transfer), so that a node that was cut off, or
+    /// removed, cannot depose a live leader. It applies whenever PreVote
+    /// or CheckQuorum is on: with PreVote alone, a rejoining node whose
+    /// log is as up to date as ours would otherwise win its pre-vote and
+    /// then the election. (A leader hears from itself: it is in its own
+    /// lease while it leads.)
+    pub(super) fn in_leader_lease(&self) -> bool {
+        (self.config.check_quorum || self.config.pre_vote)
+            && self.leader.is_some()
+            && self.election_elapsed < self.config.election_ticks_min
+    }
 }

@@ -201,21 +201,43 @@ impl Core {
             return Err(StepError::BadLogStart { from });
         }
         let boundary = start.first_index - 1;
-        let match_index = if boundary <= self.commit_index {
-            // We already hold everything up to there; our committed prefix matches.
-            self.commit_index.min(self.log.persisted_index)
+        let holds_boundary = boundary <= self.commit_index
+            || (self.log.term(boundary) == Some(start.prev_term)
+                && !self.config.bugs.install_log_start_drops_matching_suffix);
+        let match_index = if holds_boundary {
+            // Our log holds the boundary entry: the committed prefix, or
+            // the same (index, term) as the leader's, so by log matching
+            // everything up to it is the leader's. Keep what follows
+            // (Raft Figure 13 step 6, etcd's `restore`): we may have
+            // acknowledged it and the leader may have counted it toward a
+            // commit. Retention drops our entries below the boundary later.
+            let matched_to = boundary.max(self.commit_index);
+            if boundary > self.commit_index {
+                // Entries below the leader's log start are committed.
+                self.commit_index = boundary;
+                self.log.forget_old_configs(self.commit_index);
+            }
+            self.leader_match_ceiling = self.leader_match_ceiling.max(matched_to);
+            self.leader_match_ceiling.min(self.log.persisted_index)
         } else {
+            // Our entry at the boundary differs from the leader's (or we
+            // have none): every entry we hold above the boundary conflicts
+            // with the committed one there, so none of them can be
+            // committed (log matching), and discarding them needs no
+            // repair. Start over at the leader's log start.
+            debug_assert!(
+                self.leader_match_ceiling <= boundary,
+                "entries matching this term's leader are never discarded"
+            );
             self.log.set_start(start.clone());
-            // set_start kept nothing if our log did not reach the boundary
-            // with the same term; either way the runtime resets storage.
             self.log.truncate_from(start.first_index);
             self.pending_reset = Some(start);
             self.pending_truncate = None;
             self.handed_out_index = boundary;
             self.commit_index = boundary;
+            self.leader_match_ceiling = boundary;
             boundary
         };
-        self.leader_match_ceiling = self.leader_match_ceiling.max(match_index);
         self.acked_index = self.acked_index.max(match_index);
         let term = self.term();
         self.send(

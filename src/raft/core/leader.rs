@@ -175,7 +175,13 @@ impl Core {
             return;
         };
         let stale = match pr.state {
-            ReplicationState::Replicate => rejected <= pr.match_index,
+            // A reject at the match index itself is news: the follower
+            // lost entries it acknowledged (storage damage) and must be
+            // refilled, even by an idle leader.
+            ReplicationState::Replicate if self.config.bugs.reject_at_match_index_is_stale => {
+                rejected <= pr.match_index
+            }
+            ReplicationState::Replicate => rejected < pr.match_index,
             ReplicationState::Probe => rejected + 1 != pr.next_index,
             ReplicationState::LogStart => true,
         };
@@ -322,7 +328,16 @@ impl Core {
         let Some(pr) = self.progress.get(&peer) else {
             return;
         };
-        let prev_log_index = pr.next_index - 1;
+        // What the follower acknowledged, not what was sent: a heartbeat
+        // travels on the control lane and overtakes the batches in flight,
+        // and one that referred to them would be rejected and send the
+        // follower back to Probe. (Entries below our log start are
+        // committed, so their boundary is a safe reference too.)
+        let prev_log_index = if self.config.bugs.heartbeat_prev_is_next_index {
+            pr.next_index - 1
+        } else {
+            pr.match_index.max(self.log.first_index() - 1)
+        };
         let Some(prev_log_term) = self.log.term(prev_log_index) else {
             self.send_log_start(peer);
             return;

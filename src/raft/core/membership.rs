@@ -82,8 +82,10 @@ impl Core {
         if self.progress.get(&to).is_some_and(|pr| pr.repairing) {
             return Err(TransferError::Repairing { to });
         }
+        // The transfer has its own clock; CheckQuorum's (election_elapsed)
+        // keeps running, or a transfer request would keep a leader that
+        // lost its quorum in office for another election timeout.
         self.transfer = Some((to, 0));
-        self.election_elapsed = 0;
         if self
             .progress
             .get(&to)

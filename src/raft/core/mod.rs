@@ -16,6 +16,7 @@
 //!   term and vote (fencing the terms it may have voted in);
 //! - quorum counting is in `super::quorum`, per-follower progress in
 //!   `super::progress`.
+//!
 //! This file holds the `Core` type, its driving contract, its queries and
 //! the common step: the term checks every message goes through, then one
 //! dispatch on the role.
@@ -109,6 +110,8 @@ pub struct Core {
     repair_complete_due: bool,
     /// See [`Status::replication_probes`].
     replication_probes: u64,
+    /// Hard state lost: this incarnation's nonce for its term probes.
+    probe_nonce: u64,
 }
 
 impl Core {
@@ -126,6 +129,22 @@ impl Core {
         let first_index = log_start.first_index;
         if first_index == 0 {
             return Err(InitError::ZeroFirstIndex);
+        }
+        let stored = [
+            ("term", hard_state.term, TERM_MAX),
+            ("log start previous term", log_start.prev_term, TERM_MAX),
+            ("log start first index", first_index, INDEX_MAX),
+            ("last index", last_index, INDEX_MAX),
+        ];
+        let last_run_term = term_runs.last().map_or(0, |&(_, term)| term);
+        for (field, value, max) in
+            stored
+                .into_iter()
+                .chain([("last entry term", last_run_term, TERM_MAX)])
+        {
+            if value > max {
+                return Err(InitError::OutOfRange { field, value, max });
+            }
         }
         for (run, pair) in term_runs.windows(2).enumerate() {
             if let [a, b] = pair {
@@ -192,11 +211,13 @@ impl Core {
             repair,
             repair_complete_due: false,
             replication_probes: 0,
+            probe_nonce: 0,
             start_term: hard_state.term,
             term_reports: BTreeMap::new(),
             repair_log_intact: repair.is_some_and(|r| last_index >= r.until_index),
             config,
         };
+        core.probe_nonce = core.rng.next_u64();
         core.reset_election_timer();
         Ok(core)
     }
@@ -341,11 +362,28 @@ impl Core {
         if from == self.config.id {
             return Err(StepError::FromSelf { from });
         }
+        check_ranges(from, &message)?;
+        match message {
+            Message::TermProbe(probe) => {
+                // Answered whatever our role and term, changing nothing.
+                let term = self.term();
+                self.send(
+                    from,
+                    Message::TermProbeResponse(TermProbeResponse {
+                        term,
+                        nonce: probe.nonce,
+                    }),
+                );
+                return Ok(());
+            }
+            Message::TermProbeResponse(report) => {
+                self.record_term_report(from, report);
+                return Ok(());
+            }
+            _ => {}
+        }
         if self.repair.is_some_and(|r| r.hard_state_lost) {
             match &message {
-                Message::RequestVoteResponse(response) if response.pre_vote => {
-                    self.term_reports.insert(from, response.term);
-                }
                 // Without our term we cannot tell a stale leader from the
                 // current one: a stale one could make us overwrite entries
                 // we helped commit. Nothing from a leader counts until the
@@ -361,10 +399,7 @@ impl Core {
         let term = message.term();
         if term > self.term() {
             if let Message::RequestVote(request) = &message {
-                let in_lease = self.config.check_quorum
-                    && self.leader.is_some()
-                    && self.election_elapsed < self.config.election_ticks_min;
-                if in_lease && !request.leadership_transfer {
+                if self.in_leader_lease() && !request.leadership_transfer {
                     // A live leader exists: a campaigner must not disrupt it.
                     return Ok(());
                 }
@@ -521,5 +556,74 @@ impl Core {
 
     pub(super) fn send(&mut self, to: NodeId, message: Message) {
         self.messages.push((to, message));
+    }
+}
+
+/// Refuses a message carrying a term or an index beyond what any honest
+/// cluster reaches ([`TERM_MAX`], [`INDEX_MAX`]), so that no arithmetic on
+/// a value from the wire (`term + 1`, `prev_log_index + count`,
+/// `last_index + 1`) can overflow.
+fn check_ranges(from: NodeId, message: &Message) -> Result<(), StepError> {
+    let check = |field: &'static str, value: u64, max: u64| {
+        if value > max {
+            Err(StepError::OutOfRange {
+                from,
+                field,
+                value,
+                max,
+            })
+        } else {
+            Ok(())
+        }
+    };
+    let term = |field, value| check(field, value, TERM_MAX);
+    let index = |field, value| check(field, value, INDEX_MAX);
+    term("term", message.term())?;
+    match message {
+        Message::RequestVote(m) => {
+            index("last_log_index", m.last_log_index)?;
+            term("last_log_term", m.last_log_term)
+        }
+        Message::AppendEntries(m) => {
+            index("prev_log_index", m.prev_log_index)?;
+            term("prev_log_term", m.prev_log_term)?;
+            index("leader_commit", m.leader_commit)?;
+            let count = m.entries.len() as u64;
+            index(
+                "prev_log_index + entry count",
+                m.prev_log_index.saturating_add(count),
+            )?;
+            m.entries
+                .iter()
+                .try_for_each(|entry| term("entry term", entry.term))
+        }
+        Message::AppendEntriesResponse(m) => match m.outcome {
+            AppendOutcome::Accepted { match_index } => index("match_index", match_index),
+            AppendOutcome::Rejected {
+                rejected_prev_index,
+                hint,
+            } => {
+                index("rejected_prev_index", rejected_prev_index)?;
+                match hint {
+                    RejectHint::LogTooShort { last_index } => index("hint last_index", last_index),
+                    RejectHint::ConflictingTerm {
+                        term: t,
+                        first_index,
+                    } => {
+                        term("hint term", t)?;
+                        index("hint first_index", first_index)
+                    }
+                }
+            }
+        },
+        Message::InstallLogStart(m) => {
+            index("log_start.first_index", m.log_start.first_index)?;
+            term("log_start.prev_term", m.log_start.prev_term)
+        }
+        Message::InstallLogStartResponse(m) => index("match_index", m.match_index),
+        Message::RequestVoteResponse(_)
+        | Message::TimeoutNow(_)
+        | Message::TermProbe(_)
+        | Message::TermProbeResponse(_) => Ok(()),
     }
 }

@@ -42,30 +42,76 @@ impl Core {
             .collect()
     }
 
-    /// Asks the voters that have not answered yet for their term: a
-    /// pre-vote for term 0 with an empty log, which no one grants and every
-    /// node answers with its term (a higher term would be ignored by nodes
-    /// that hear from a leader).
+    /// Asks the voters that have not answered yet for their term, with
+    /// this incarnation's nonce (answers to an earlier incarnation's
+    /// probes, still in the network, carry another one).
     pub(super) fn probe_terms(&mut self) {
-        let request = RequestVote {
-            term: 0,
-            last_log_index: 0,
-            last_log_term: 0,
-            pre_vote: true,
-            leadership_transfer: false,
+        let probe = TermProbe {
+            nonce: self.probe_nonce,
         };
         for voter in self.unreported_voters() {
-            self.send(voter, Message::RequestVote(request.clone()));
+            self.send(voter, Message::TermProbe(probe.clone()));
         }
         self.maybe_finish_repair();
     }
 
-    /// Once every voter reported its term, no term above the highest report
-    /// holds a vote of ours: records a vote in that term (so we never vote
-    /// in it) and treats it as the last term we acknowledged entries in.
-    /// Returns true once done.
+    /// A voter's answer to our probe: keeps the highest term each voter
+    /// reported to this incarnation, and fences once enough have answered.
+    pub(super) fn record_term_report(&mut self, from: NodeId, report: TermProbeResponse) {
+        if !self.repair.is_some_and(|r| r.hard_state_lost) {
+            return;
+        }
+        if self.config.bugs.term_probe_accepts_stale_reports {
+            self.term_reports.insert(from, report.term);
+        } else {
+            if report.nonce != self.probe_nonce {
+                return;
+            }
+            let highest = self.term_reports.entry(from).or_insert(report.term);
+            *highest = (*highest).max(report.term);
+        }
+        self.maybe_finish_repair();
+    }
+
+    /// True once the reports fence every term we may have voted in: a
+    /// candidate that won term T with our vote had a majority of each
+    /// voter set at term T or above, so reports from enough of the other
+    /// voters that every such majority (less ourselves) meets them show a
+    /// term of at least T. With 3 voters that is both others; with 5,
+    /// three of the four others. A candidate that did not win T can take
+    /// a second vote of ours in T without harm: one leader per term holds.
+    fn reports_fence_lost_votes(&self) -> bool {
+        let membership = self.log.membership();
+        let id = self.config.id;
+        [&membership.voters, &membership.voters_outgoing]
+            .into_iter()
+            .filter(|set| !set.is_empty())
+            .all(|set| {
+                let majority = set.len() / 2 + 1;
+                // Members of a winning majority other than ourselves.
+                let others_in_majority = majority - usize::from(set.contains(&id));
+                let unreported = set
+                    .iter()
+                    .filter(|&&voter| voter != id && !self.term_reports.contains_key(&voter))
+                    .count();
+                // With nobody else to ask (a lone voter), only our own
+                // candidacy can have taken our vote: our log's last term
+                // fences it.
+                others_in_majority == 0 || unreported < others_in_majority
+            })
+    }
+
+    /// Once the reports fence every term we may have voted in (see
+    /// [`Core::reports_fence_lost_votes`]), records a vote (for ourselves)
+    /// in the highest reported term, so we never vote in it, and treats it
+    /// as the last term we acknowledged entries in. Returns true once done.
     pub(super) fn fence_lost_votes(&mut self) -> bool {
-        if !self.unreported_voters().is_empty() {
+        let fenced = if self.config.bugs.term_probe_accepts_stale_reports {
+            self.unreported_voters().is_empty()
+        } else {
+            self.reports_fence_lost_votes()
+        };
+        if !fenced {
             return false;
         }
         // Our own log's last term counts too: we were at least in that term

@@ -141,6 +141,12 @@ pub enum InitError {
     },
     #[error("log start first index is 0")]
     ZeroFirstIndex,
+    #[error("stored {field} = {value} is beyond the largest a core accepts ({max})")]
+    OutOfRange {
+        field: &'static str,
+        value: u64,
+        max: u64,
+    },
     #[error("config entry at index {index} is outside the log {first_index}..={last_index}")]
     ConfigOutsideLog {
         index: LogIndex,
