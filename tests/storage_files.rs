@@ -438,7 +438,8 @@ fn a_sync_request_can_move_to_another_thread() {
     assert_send_static::<Log>();
 }
 
-/// A segment named with index 0 or an absurd index is refused, not trusted.
+/// A segment named with index 0 or an absurd index is refused, not trusted
+/// (issue 11, finding 7: `verify` too).
 #[test]
 fn a_segment_named_outside_the_index_range_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -452,6 +453,13 @@ fn a_segment_named_outside_the_index_range_is_refused() {
             Log::open(dir.path(), config()),
             Err(StorageError::Corrupt { offset: 16, .. })
         ));
+        // `verify` reports it too, without index arithmetic on the name.
+        let report = verify_data_dir(dir.path()).unwrap();
+        assert!(
+            report.problems.iter().any(|p| p.path == path),
+            "{first}: {:?}",
+            report.problems
+        );
         std::fs::remove_file(&path).unwrap();
     }
 }
