@@ -598,3 +598,53 @@ fn a_log_start_term_no_node_could_reach_is_refused() {
         other => panic!("expected Corrupt at offset 24, got {:?}", other.map(|_| ())),
     }
 }
+
+/// Issue 11, finding 7: producer sequences read back from the disk at
+/// start may be any u64 (written by another build, or by a peer's
+/// entries): rebuilding the exactly-once table from them never overflows,
+/// and the table then refuses sequences past u64::MAX.
+#[test]
+fn a_log_holding_producer_sequences_at_the_top_of_u64_is_recovered() {
+    use raftlog::server::producers::Admission;
+    use raftlog::types::{EntryKind, ProducerSeq};
+    let dir = tempfile::tempdir().unwrap();
+    let tagged = |index: LogIndex, producer_id: u64, sequence: u64| Entry {
+        index,
+        term: 1,
+        kind: EntryKind::Data,
+        producer: Some(ProducerSeq {
+            producer_id,
+            sequence,
+        }),
+        payload: Bytes::from_static(b"r"),
+    };
+    {
+        let mut log = Log::open(dir.path(), config()).unwrap().log;
+        log.append(&[
+            tagged(1, 7, u64::MAX - 1),
+            tagged(2, 7, u64::MAX),
+            tagged(3, 7, u64::MAX),
+            tagged(4, 8, u64::MAX),
+            tagged(5, 8, 0),
+            tagged(6, 9, u64::MAX - 1),
+            tagged(7, 9, u64::MAX),
+        ])
+        .unwrap();
+        log.sync().unwrap();
+    }
+    let log = Log::open(dir.path(), config()).unwrap().log;
+    let start = LogStart::initial(membership(1));
+    let recovered =
+        raftlog::server::driver::recover(&log, start, Duration::from_secs(600)).unwrap();
+    let table = &recovered.producers;
+    assert_eq!(table.admit(7, u64::MAX, 1), Admission::SequenceOverflow);
+    assert_eq!(table.admit(7, u64::MAX - 1, 1), Admission::DuplicateForgotten);
+    assert_eq!(table.admit(8, 1, 1), Admission::Append);
+    assert_eq!(
+        table.admit(9, u64::MAX - 1, 1),
+        Admission::Duplicate {
+            first_index: 6,
+            last_index: 6
+        }
+    );
+}
