@@ -11,6 +11,7 @@ mod core;
 mod log;
 pub mod message;
 mod progress;
+mod quorum;
 mod rng;
 
 pub use self::config::{Bugs, Config, ConfigError};
