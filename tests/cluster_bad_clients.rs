@@ -294,7 +294,10 @@ async fn ask_raw(connection: &quinn::Connection, request: &ClientRequest) -> Cli
 }
 
 /// Every frame of a consume stream up to its end (`ConsumeEnd` or an error).
-async fn consume_raw(connection: &quinn::Connection, request: ConsumeRequest) -> Vec<ClientResponse> {
+async fn consume_raw(
+    connection: &quinn::Connection,
+    request: ConsumeRequest,
+) -> Vec<ClientResponse> {
     let (mut send, mut recv) = within("a stream", Duration::from_secs(20), connection.open_bi())
         .await
         .expect("open a stream");
@@ -340,7 +343,10 @@ fn append(producer_id: u64, sequence: u64, count: usize) -> ClientRequest {
 fn assert_invalid(response: &ClientResponse, mentions: &str) {
     match response {
         ClientResponse::Error(ErrorResponse::InvalidRequest { reason }) => {
-            assert!(reason.contains(mentions), "{reason:?} mentions {mentions:?}")
+            assert!(
+                reason.contains(mentions),
+                "{reason:?} mentions {mentions:?}"
+            )
         }
         other => panic!("expected InvalidRequest ({mentions}), got {other:?}"),
     }
@@ -364,9 +370,15 @@ async fn sequences_and_indexes_at_the_top_of_u64_are_refused_and_the_cluster_kee
     .expect("connect to the leader");
 
     // Sequences u64::MAX, u64::MAX + 1: the second does not exist.
-    assert_invalid(&ask_raw(&connection, &append(7, u64::MAX, 2)).await, "sequence");
+    assert_invalid(
+        &ask_raw(&connection, &append(7, u64::MAX, 2)).await,
+        "sequence",
+    );
     // The next sequence after u64::MAX does not exist either.
-    assert_invalid(&ask_raw(&connection, &append(8, u64::MAX, 1)).await, "sequence");
+    assert_invalid(
+        &ask_raw(&connection, &append(8, u64::MAX, 1)).await,
+        "sequence",
+    );
     // u64::MAX - 1 is the last usable sequence (its successor fits)...
     let first = ask_raw(&connection, &append(9, u64::MAX - 1, 1)).await;
     let ClientResponse::Appended {
@@ -386,7 +398,10 @@ async fn sequences_and_indexes_at_the_top_of_u64_are_refused_and_the_cluster_kee
         }
     );
     // ... and the producer has no sequence left.
-    assert_invalid(&ask_raw(&connection, &append(9, u64::MAX, 1)).await, "sequence");
+    assert_invalid(
+        &ask_raw(&connection, &append(9, u64::MAX, 1)).await,
+        "sequence",
+    );
     assert_eq!(
         ask_raw(&connection, &append(9, u64::MAX - 1, 1)).await,
         ClientResponse::Appended {

@@ -638,7 +638,10 @@ fn a_log_holding_producer_sequences_at_the_top_of_u64_is_recovered() {
         raftlog::server::driver::recover(&log, start, Duration::from_secs(600)).unwrap();
     let table = &recovered.producers;
     assert_eq!(table.admit(7, u64::MAX, 1), Admission::SequenceOverflow);
-    assert_eq!(table.admit(7, u64::MAX - 1, 1), Admission::DuplicateForgotten);
+    assert_eq!(
+        table.admit(7, u64::MAX - 1, 1),
+        Admission::DuplicateForgotten
+    );
     assert_eq!(table.admit(8, 1, 1), Admission::Append);
     assert_eq!(
         table.admit(9, u64::MAX - 1, 1),

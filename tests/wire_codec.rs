@@ -692,10 +692,7 @@ fn append_entries_whose_first_index_does_not_follow_prev_log_index_is_refused() 
 #[test]
 fn entry_indexes_at_the_top_of_u64_do_not_wrap() {
     let mut block = BytesMut::new();
-    encode_entries(
-        &[Entry::noop(u64::MAX, 1), Entry::noop(0, 1)],
-        &mut block,
-    );
+    encode_entries(&[Entry::noop(u64::MAX, 1), Entry::noop(0, 1)], &mut block);
     assert_eq!(
         decode_entries(&mut block.freeze()),
         Err(WireError::Invalid {

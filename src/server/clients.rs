@@ -15,12 +15,12 @@ use tracing::debug;
 use super::driver::{Commit, DriverRequest, SharedLog};
 use super::metrics::{FrameSource, Metrics, RejectLabels};
 use crate::net;
+use crate::storage::LOG_INDEX_MAX;
 use crate::types::{EntryKind, LogIndex};
 use crate::wire::client::{
     AppendRequest, ClientRequest, ClientResponse, ConsumeEnd, ConsumeEndReason, ConsumeFrom,
     ConsumeRequest, ErrorResponse, RecordBatch,
 };
-use crate::storage::LOG_INDEX_MAX;
 use crate::wire::FRAME_BYTES_MAX;
 
 /// Appends of one stream waiting for their commit, at most; the publisher's

@@ -33,9 +33,7 @@ use crate::raft::{
     ProposeError, Ready, Role, TransferError,
 };
 use crate::storage::{Log, RetentionPolicy, StorageError, SyncDone};
-use crate::types::{
-    Entry, EntryKind, LogIndex, LogStart, Membership, NodeId, ProducerSeq, Term,
-};
+use crate::types::{Entry, EntryKind, LogIndex, LogStart, Membership, NodeId, ProducerSeq, Term};
 use crate::wire::client::{
     AdminRequest, AppendRequest, ClientRequest, ClientResponse, ClusterStatus, ErrorResponse,
     NodeRole, NodeStatus,
@@ -493,7 +491,11 @@ impl Driver {
                 Admission::SequenceOverflow => {
                     return refuse(
                         reply,
-                        invalid(sequence_overflow(producer.producer_id, producer.sequence, count)),
+                        invalid(sequence_overflow(
+                            producer.producer_id,
+                            producer.sequence,
+                            count,
+                        )),
                     );
                 }
                 Admission::DuplicateForgotten => {

@@ -47,8 +47,7 @@ impl Run {
         if sequence < self.first_sequence || sequence > self.last_sequence() {
             return None;
         }
-        self.first_index
-            .checked_add(sequence - self.first_sequence)
+        self.first_index.checked_add(sequence - self.first_sequence)
     }
 }
 
@@ -415,7 +414,10 @@ mod tests {
         );
         // A lone u64::MAX, then anything: no overflow either.
         table.record(8, u64::MAX, 20, now);
-        assert_eq!(table.admit(8, u64::MAX - 1, 1), Admission::DuplicateForgotten);
+        assert_eq!(
+            table.admit(8, u64::MAX - 1, 1),
+            Admission::DuplicateForgotten
+        );
         table.record(8, 3, 21, now);
         assert_eq!(table.admit(8, 4, 1), Admission::Append);
         // Indexes at the top of u64 (from a peer) do not overflow a run either.

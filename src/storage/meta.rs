@@ -204,10 +204,7 @@ pub(crate) fn decode_hard_state(
             ),
         ));
     }
-    Ok((
-        HardState { term, voted_for },
-        u64_at(bytes, 16),
-    ))
+    Ok((HardState { term, voted_for }, u64_at(bytes, 16)))
 }
 
 /// What the two hard-state copies say, and what is wrong with each.
