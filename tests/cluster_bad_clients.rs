@@ -13,8 +13,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use raftlog::client::{self, ClientError, Publisher, PublisherOptions};
-use raftlog::net::{Endpoint, NodeTls};
-use raftlog::wire::client::ErrorResponse;
+use raftlog::net::{ClientTls, Endpoint, NodeTls};
+use raftlog::types::{LogIndex, ProducerSeq};
+use raftlog::wire::client::{
+    AppendRequest, ClientRequest, ClientResponse, ConsumeEnd, ConsumeEndReason, ConsumeFrom,
+    ConsumeRequest, ErrorResponse,
+};
+use raftlog::wire::FRAME_BYTES_MAX;
 
 /// Publishes a few records and checks every node serves them: the cluster
 /// is still healthy after whatever the test did to it.
@@ -264,5 +269,216 @@ async fn a_record_over_the_size_limit_is_refused_and_the_cluster_keeps_serving()
     .await
     .expect("a record at the limit is taken");
     assert_cluster_serves(&cluster, "after-too-large").await;
+    cluster.shutdown().await;
+}
+
+/// One request on a fresh stream of `connection`; the node's first answer.
+async fn ask_raw(connection: &quinn::Connection, request: &ClientRequest) -> ClientResponse {
+    let (mut send, mut recv) = within("a stream", Duration::from_secs(20), connection.open_bi())
+        .await
+        .expect("open a stream");
+    let body = request.encode().expect("an encodable request");
+    raftlog::net::write_frame(&mut send, body)
+        .await
+        .expect("write the request");
+    let _ = send.finish();
+    let frame = within(
+        "the node's answer",
+        Duration::from_secs(20),
+        raftlog::net::read_frame(&mut recv, FRAME_BYTES_MAX),
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{request:?}: no answer, the stream failed: {error}"))
+    .unwrap_or_else(|| panic!("{request:?}: the node ended the stream without answering"));
+    ClientResponse::decode(frame).expect("a well-formed answer")
+}
+
+/// Every frame of a consume stream up to its end (`ConsumeEnd` or an error).
+async fn consume_raw(
+    connection: &quinn::Connection,
+    request: ConsumeRequest,
+) -> Vec<ClientResponse> {
+    let (mut send, mut recv) = within("a stream", Duration::from_secs(20), connection.open_bi())
+        .await
+        .expect("open a stream");
+    let body = ClientRequest::Consume(request).encode().expect("encodable");
+    raftlog::net::write_frame(&mut send, body)
+        .await
+        .expect("write the request");
+    let _ = send.finish();
+    let mut frames = Vec::new();
+    loop {
+        let frame = within(
+            "the next consume frame",
+            Duration::from_secs(20),
+            raftlog::net::read_frame(&mut recv, FRAME_BYTES_MAX),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("{request:?}: the stream failed: {error}"))
+        .unwrap_or_else(|| panic!("{request:?}: the stream ended without ConsumeEnd"));
+        let response = ClientResponse::decode(frame).expect("a well-formed frame");
+        let last = matches!(
+            response,
+            ClientResponse::ConsumeEnd(_) | ClientResponse::Error(_)
+        );
+        frames.push(response);
+        if last {
+            return frames;
+        }
+    }
+}
+
+fn append(producer_id: u64, sequence: u64, count: usize) -> ClientRequest {
+    ClientRequest::Append(AppendRequest {
+        producer: Some(ProducerSeq {
+            producer_id,
+            sequence,
+        }),
+        records: (0..count)
+            .map(|i| Bytes::from(format!("p{producer_id}-{i}")))
+            .collect(),
+    })
+}
+
+fn assert_invalid(response: &ClientResponse, mentions: &str) {
+    match response {
+        ClientResponse::Error(ErrorResponse::InvalidRequest { reason }) => {
+            assert!(
+                reason.contains(mentions),
+                "{reason:?} mentions {mentions:?}"
+            )
+        }
+        other => panic!("expected InvalidRequest ({mentions}), got {other:?}"),
+    }
+}
+
+/// Issue 11, finding 7: values a client controls at the top of `u64` (a
+/// producer sequence whose next one does not exist, a consume index beyond
+/// any log, a limit of `u64::MAX`) are refused with `InvalidRequest` or
+/// served, never overflowed: the leader keeps its table and keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequences_and_indexes_at_the_top_of_u64_are_refused_and_the_cluster_keeps_serving() {
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.leader().await;
+    let tls = ClientTls::load(&cluster.tls_dir).expect("client TLS");
+    let connection = within(
+        "connecting to the leader",
+        Duration::from_secs(20),
+        raftlog::net::connect_client(&cluster.addr(leader).to_string(), &tls),
+    )
+    .await
+    .expect("connect to the leader");
+
+    // Sequences u64::MAX, u64::MAX + 1: the second does not exist.
+    assert_invalid(
+        &ask_raw(&connection, &append(7, u64::MAX, 2)).await,
+        "sequence",
+    );
+    // The next sequence after u64::MAX does not exist either.
+    assert_invalid(
+        &ask_raw(&connection, &append(8, u64::MAX, 1)).await,
+        "sequence",
+    );
+    // u64::MAX - 1 is the last usable sequence (its successor fits)...
+    let first = ask_raw(&connection, &append(9, u64::MAX - 1, 1)).await;
+    let ClientResponse::Appended {
+        first_index,
+        last_index,
+    } = first
+    else {
+        panic!("the last usable sequence is taken: {first:?}");
+    };
+    assert_eq!(first_index, last_index);
+    // ... a retry of it is a duplicate with its original index ...
+    assert_eq!(
+        ask_raw(&connection, &append(9, u64::MAX - 1, 1)).await,
+        ClientResponse::Appended {
+            first_index,
+            last_index
+        }
+    );
+    // ... and the producer has no sequence left.
+    assert_invalid(
+        &ask_raw(&connection, &append(9, u64::MAX, 1)).await,
+        "sequence",
+    );
+    assert_eq!(
+        ask_raw(&connection, &append(9, u64::MAX - 1, 1)).await,
+        ClientResponse::Appended {
+            first_index,
+            last_index
+        },
+        "the table is intact"
+    );
+
+    // A consume from an index no log can reach is refused.
+    for follow in [false, true] {
+        let frames = consume_raw(
+            &connection,
+            ConsumeRequest {
+                from: ConsumeFrom::Index(u64::MAX),
+                follow,
+                limit: None,
+            },
+        )
+        .await;
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        assert_invalid(&frames[0], "from_index");
+    }
+    // A consume from past the commit index (a consumer resuming on a node
+    // that lags) ends at once without follow, at the index it asked for.
+    let commit_index = cluster.status().await.expect("status").commit_index;
+    let ahead = commit_index + 5;
+    let frames = consume_raw(
+        &connection,
+        ConsumeRequest {
+            from: ConsumeFrom::Index(ahead),
+            follow: false,
+            limit: None,
+        },
+    )
+    .await;
+    assert_eq!(
+        frames,
+        vec![ClientResponse::ConsumeEnd(ConsumeEnd {
+            reason: ConsumeEndReason::CommitIndexReached,
+            next_index: ahead,
+        })]
+    );
+    // A limit of u64::MAX is no limit.
+    let frames = consume_raw(
+        &connection,
+        ConsumeRequest {
+            from: ConsumeFrom::Start,
+            follow: false,
+            limit: Some(u64::MAX),
+        },
+    )
+    .await;
+    assert!(
+        matches!(
+            frames.last(),
+            Some(ClientResponse::ConsumeEnd(ConsumeEnd {
+                reason: ConsumeEndReason::CommitIndexReached,
+                ..
+            }))
+        ),
+        "{frames:?}"
+    );
+    let served: Vec<LogIndex> = frames
+        .iter()
+        .filter_map(|frame| match frame {
+            ClientResponse::Records(batch) => Some(batch.records.iter().map(|(index, _)| *index)),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(served, vec![first_index], "the one record taken");
+
+    connection.close(0u32.into(), b"done");
+    assert_cluster_serves(&cluster, "after-top-of-u64").await;
+    for id in cluster.ids() {
+        assert!(!cluster.node(id).is_finished(), "node {id} stopped");
+    }
     cluster.shutdown().await;
 }

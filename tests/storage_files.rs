@@ -438,7 +438,8 @@ fn a_sync_request_can_move_to_another_thread() {
     assert_send_static::<Log>();
 }
 
-/// A segment named with index 0 or an absurd index is refused, not trusted.
+/// A segment named with index 0 or an absurd index is refused, not trusted
+/// (issue 11, finding 7: `verify` too).
 #[test]
 fn a_segment_named_outside_the_index_range_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -452,6 +453,13 @@ fn a_segment_named_outside_the_index_range_is_refused() {
             Log::open(dir.path(), config()),
             Err(StorageError::Corrupt { offset: 16, .. })
         ));
+        // `verify` reports it too, without index arithmetic on the name.
+        let report = verify_data_dir(dir.path()).unwrap();
+        assert!(
+            report.problems.iter().any(|p| p.path == path),
+            "{first}: {:?}",
+            report.problems
+        );
         std::fs::remove_file(&path).unwrap();
     }
 }
@@ -470,4 +478,176 @@ fn sync_requests_may_complete_in_any_order() {
     assert_eq!(log.mark_synced(first.run().unwrap()), 90);
     log.append(&entries(91..=95, 1)).unwrap();
     assert_eq!(log.sync().unwrap(), 95);
+}
+
+/// `bytes` with the u64 at `at` replaced by `value` and the trailing CRC32
+/// recomputed: a file that passes its checksum but holds a value no node
+/// could have written.
+fn with_u64_at(bytes: &[u8], at: usize, value: u64) -> Vec<u8> {
+    let mut bytes = bytes.to_vec();
+    bytes[at..at + 8].copy_from_slice(&value.to_le_bytes());
+    let crc_at = bytes.len() - 4;
+    let crc = crc32fast::hash(&bytes[..crc_at]);
+    bytes[crc_at..].copy_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
+/// Issue 11, finding 7: a hard-state copy whose term is at the top of u64
+/// (an election would compute term + 1) is damage, with its file and
+/// offset, like a failed checksum: the other copy is used, and with both
+/// such, the votes count as lost; never a node that panics at its first
+/// election.
+#[test]
+fn a_hard_state_term_no_node_could_reach_is_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = HardState {
+        term: 7,
+        voted_for: Some(2),
+    };
+    Log::open(dir.path(), config())
+        .unwrap()
+        .log
+        .store_hard_state(&state)
+        .unwrap();
+    let good = std::fs::read(dir.path().join("hard-state.0")).unwrap();
+    let absurd = with_u64_at(&good, 24, u64::MAX);
+    std::fs::write(dir.path().join("hard-state.1"), &absurd).unwrap();
+    let opened = Log::open(dir.path(), config()).unwrap();
+    assert_eq!(opened.hard_state, Some(state), "the good copy is used");
+    drop(opened);
+    let report = verify_data_dir(dir.path()).unwrap();
+    let problem = report
+        .problems
+        .iter()
+        .find(|p| p.path.ends_with("hard-state.1"))
+        .expect("the absurd copy is reported");
+    assert_eq!(problem.offset, 24, "{problem}");
+    assert!(problem.what.contains("term"), "{problem}");
+
+    std::fs::write(dir.path().join("hard-state.0"), &absurd).unwrap();
+    let opened = Log::open(dir.path(), config()).unwrap();
+    assert_eq!(opened.hard_state, None);
+    assert!(opened.repair.expect("a repair marker").hard_state_lost);
+}
+
+/// Issue 11, finding 7: a repair marker naming an index beyond any log is
+/// unreadable (assume lost votes), not a node that waits forever to reach it.
+#[test]
+fn a_repair_marker_index_beyond_any_log_is_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut log = Log::open(dir.path(), config()).unwrap().log;
+        log.append(&entries(1..=5, 1)).unwrap();
+        log.sync().unwrap();
+        log.record_damage(3, "test").unwrap();
+    }
+    let path = dir.path().join(raftlog::storage::REPAIR_FILE_NAME);
+    let marker = std::fs::read(&path).unwrap();
+    for (at, value) in [(16, u64::MAX), (24, u64::MAX), (16, (1 << 62) + 1)] {
+        std::fs::write(&path, with_u64_at(&marker, at, value)).unwrap();
+        let report = verify_data_dir(dir.path()).unwrap();
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.path.ends_with("REPAIR") && p.offset == at as u64),
+            "offset {at}: {:?}",
+            report.problems
+        );
+        let opened = Log::open(dir.path(), config()).unwrap();
+        let repair = opened.repair.expect("a repair marker");
+        assert!(
+            repair.until_index <= 5 && repair.cut_from.map_or(true, |c| c <= 5),
+            "offset {at} = {value}: {repair:?}"
+        );
+        assert!(
+            repair.hard_state_lost,
+            "offset {at}: unreadable, so assume lost votes"
+        );
+        drop(opened);
+        std::fs::write(&path, &marker).unwrap();
+    }
+}
+
+/// Issue 11, finding 7: a log-start file whose previous term is at the top
+/// of u64 is refused with a typed error naming the file and the offset.
+#[test]
+fn a_log_start_term_no_node_could_reach_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    Log::open(dir.path(), config())
+        .unwrap()
+        .log
+        .reset(LogStart {
+            first_index: 10,
+            prev_term: 3,
+            membership: membership(3),
+        })
+        .unwrap();
+    let path = dir.path().join(raftlog::storage::LOG_START_FILE_NAME);
+    let good = std::fs::read(&path).unwrap();
+    std::fs::write(&path, with_u64_at(&good, 24, u64::MAX)).unwrap();
+    match Log::open(dir.path(), config()) {
+        Err(StorageError::Corrupt {
+            path: named,
+            offset: 24,
+            reason,
+        }) => {
+            assert!(named.ends_with("log-start"), "{named:?}");
+            assert!(reason.contains("term"), "{reason}");
+        }
+        other => panic!("expected Corrupt at offset 24, got {:?}", other.map(|_| ())),
+    }
+}
+
+/// Issue 11, finding 7: producer sequences read back from the disk at
+/// start may be any u64 (written by another build, or by a peer's
+/// entries): rebuilding the exactly-once table from them never overflows,
+/// and the table then refuses sequences past u64::MAX.
+#[test]
+fn a_log_holding_producer_sequences_at_the_top_of_u64_is_recovered() {
+    use raftlog::server::producers::Admission;
+    use raftlog::types::{EntryKind, ProducerSeq};
+    let dir = tempfile::tempdir().unwrap();
+    let tagged = |index: LogIndex, producer_id: u64, sequence: u64| Entry {
+        index,
+        term: 1,
+        kind: EntryKind::Data,
+        producer: Some(ProducerSeq {
+            producer_id,
+            sequence,
+        }),
+        payload: Bytes::from_static(b"r"),
+    };
+    {
+        let mut log = Log::open(dir.path(), config()).unwrap().log;
+        log.append(&[
+            tagged(1, 7, u64::MAX - 1),
+            tagged(2, 7, u64::MAX),
+            tagged(3, 7, u64::MAX),
+            tagged(4, 8, u64::MAX),
+            tagged(5, 8, 0),
+            tagged(6, 9, u64::MAX - 1),
+            tagged(7, 9, u64::MAX),
+        ])
+        .unwrap();
+        log.sync().unwrap();
+    }
+    let log = Log::open(dir.path(), config()).unwrap().log;
+    let start = LogStart::initial(membership(1));
+    let recovered =
+        raftlog::server::driver::recover(&log, start, Duration::from_secs(600)).unwrap();
+    let table = &recovered.producers;
+    assert_eq!(table.admit(7, u64::MAX, 1), Admission::SequenceOverflow);
+    assert_eq!(
+        table.admit(7, u64::MAX - 1, 1),
+        Admission::DuplicateForgotten
+    );
+    assert_eq!(table.admit(8, 1, 1), Admission::Append);
+    assert_eq!(
+        table.admit(9, u64::MAX - 1, 1),
+        Admission::Duplicate {
+            first_index: 6,
+            last_index: 6
+        }
+    );
 }

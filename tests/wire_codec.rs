@@ -686,6 +686,92 @@ fn append_entries_whose_first_index_does_not_follow_prev_log_index_is_refused() 
     ));
 }
 
+/// Issue 11, finding 7: indexes do not wrap. A block whose entries run
+/// from u64::MAX to 0 is not consecutive, and an AppendEntries after
+/// prev_log_index u64::MAX has no room for an entry.
+#[test]
+fn entry_indexes_at_the_top_of_u64_do_not_wrap() {
+    let mut block = BytesMut::new();
+    encode_entries(&[Entry::noop(u64::MAX, 1), Entry::noop(0, 1)], &mut block);
+    assert_eq!(
+        decode_entries(&mut block.freeze()),
+        Err(WireError::Invalid {
+            what: "entry indexes (not consecutive)"
+        })
+    );
+    let wrapped = Message::AppendEntries(AppendEntries {
+        term: 1,
+        prev_log_index: u64::MAX - 1,
+        prev_log_term: 1,
+        entries: vec![Entry::noop(u64::MAX, 1), Entry::noop(0, 1)],
+        leader_commit: 0,
+    });
+    assert!(matches!(
+        peer::decode_message(peer::encode_message(&wrapped)),
+        Err(WireError::Invalid { .. })
+    ));
+    let past_the_end = Message::AppendEntries(AppendEntries {
+        term: 1,
+        prev_log_index: u64::MAX,
+        prev_log_term: 1,
+        entries: vec![Entry::noop(0, 1)],
+        leader_commit: 0,
+    });
+    assert!(matches!(
+        peer::decode_message(peer::encode_message(&past_the_end)),
+        Err(WireError::Invalid { .. })
+    ));
+    // The last index itself still decodes (the core judges it, not the codec).
+    let last = Message::AppendEntries(AppendEntries {
+        term: 1,
+        prev_log_index: u64::MAX - 1,
+        prev_log_term: 1,
+        entries: vec![Entry::noop(u64::MAX, 1)],
+        leader_commit: 0,
+    });
+    assert_eq!(
+        peer::decode_message(peer::encode_message(&last)),
+        Ok(last.clone())
+    );
+}
+
+/// Issue 11, finding 7: the client codec carries any u64 a client sends
+/// (sequence, consume index, limit); the node, not the codec, refuses what
+/// would overflow (tests/cluster_bad_clients.rs). The codec itself does no
+/// arithmetic on them.
+#[test]
+fn client_values_at_the_top_of_u64_round_trip_for_the_node_to_judge() {
+    let requests = [
+        ClientRequest::Append(AppendRequest {
+            producer: Some(ProducerSeq {
+                producer_id: u64::MAX,
+                sequence: u64::MAX,
+            }),
+            records: vec![Bytes::new(), Bytes::new()],
+        }),
+        ClientRequest::Consume(ConsumeRequest {
+            from: ConsumeFrom::Index(u64::MAX),
+            follow: true,
+            limit: Some(u64::MAX),
+        }),
+    ];
+    for request in requests {
+        let body = request.encode().expect("encodable");
+        assert_eq!(ClientRequest::decode(body), Ok(request));
+    }
+    // A batch ending just below the last index decodes.
+    let batch = RecordBatch {
+        start_index: u64::MAX - 1,
+        next_index: u64::MAX,
+        commit_index: u64::MAX,
+        records: vec![(u64::MAX - 1, Bytes::from_static(b"r"))],
+    };
+    let response = ClientResponse::Records(batch);
+    assert_eq!(ClientResponse::decode(response.encode()), Ok(response));
+    // A record at index u64::MAX cannot be sent at all: it would need
+    // next_index = u64::MAX + 1. `lowest_allowed = index + 1` cannot wrap.
+}
+
 #[test]
 fn unknown_versions_and_types_are_refused_by_name() {
     assert_eq!(

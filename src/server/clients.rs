@@ -15,6 +15,7 @@ use tracing::debug;
 use super::driver::{Commit, DriverRequest, SharedLog};
 use super::metrics::{FrameSource, Metrics, RejectLabels};
 use crate::net;
+use crate::storage::LOG_INDEX_MAX;
 use crate::types::{EntryKind, LogIndex};
 use crate::wire::client::{
     AppendRequest, ClientRequest, ClientResponse, ConsumeEnd, ConsumeEndReason, ConsumeFrom,
@@ -202,9 +203,19 @@ async fn serve_consume(
 ) {
     let mut commit_rx = context.commit.clone();
     let commit = *commit_rx.borrow_and_update();
+    if let ConsumeFrom::Index(index) = request.from {
+        if index > LOG_INDEX_MAX {
+            let reason = format!(
+                "Consume.from_index {index} is beyond any log (indexes end at {LOG_INDEX_MAX})"
+            );
+            let _ = write_response(&mut send, &invalid(&reason)).await;
+            let _ = send.finish();
+            return;
+        }
+    }
     let mut next = match request.from {
         ConsumeFrom::Start => commit.first_index,
-        ConsumeFrom::End => commit.commit_index + 1,
+        ConsumeFrom::End => commit.commit_index.saturating_add(1),
         // Retention may have dropped the start: resume at the log start.
         ConsumeFrom::Index(index) => index.max(commit.first_index),
     };
@@ -216,7 +227,11 @@ async fn serve_consume(
         let commit = *commit_rx.borrow_and_update();
         next = next.max(commit.first_index);
         let last = stop_at.map_or(commit.commit_index, |stop| stop.min(commit.commit_index));
-        if next <= last || first_frame {
+        // A batch never reaches past `commit_index + 1`: a cursor beyond it
+        // (a consumer resuming on a node that lags) waits for the commit
+        // index, or, without `follow`, ends the stream where it is.
+        let cursor_reachable = next <= commit.commit_index.saturating_add(1);
+        if next <= last || (first_frame && cursor_reachable) {
             // The first frame goes out even when empty: it tells the consumer
             // where its cursor starts and the commit index.
             let mut batch = match read_records(&context.log, next, last, commit.commit_index) {
@@ -228,12 +243,15 @@ async fn serve_consume(
                 }
             };
             if batch.records.len() as u64 >= records_left {
-                batch.records.truncate(records_left as usize);
+                batch
+                    .records
+                    .truncate(usize::try_from(records_left).unwrap_or(usize::MAX));
                 if let Some((index, _)) = batch.records.last() {
-                    batch.next_index = index + 1;
+                    // Below the commit index (a record read from the log).
+                    batch.next_index = index.saturating_add(1);
                 }
             }
-            records_left -= batch.records.len() as u64;
+            records_left = records_left.saturating_sub(batch.records.len() as u64);
             next = batch.next_index;
             first_frame = false;
             if write_response(&mut send, &ClientResponse::Records(batch))

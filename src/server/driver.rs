@@ -33,7 +33,7 @@ use crate::raft::{
     ProposeError, Ready, Role, TransferError,
 };
 use crate::storage::{Log, RetentionPolicy, StorageError, SyncDone};
-use crate::types::{Entry, EntryKind, LogIndex, LogStart, Membership, NodeId, Term};
+use crate::types::{Entry, EntryKind, LogIndex, LogStart, Membership, NodeId, ProducerSeq, Term};
 use crate::wire::client::{
     AdminRequest, AppendRequest, ClientRequest, ClientResponse, ClusterStatus, ErrorResponse,
     NodeRole, NodeStatus,
@@ -226,6 +226,13 @@ impl StalledRepair {
 
 fn refused(error: ErrorResponse) -> ClientResponse {
     ClientResponse::Error(error)
+}
+
+/// Why an append whose sequences run past `u64::MAX` is refused.
+fn sequence_overflow(producer_id: u64, sequence: u64, count: usize) -> String {
+    format!(
+        "producer {producer_id}: sequence {sequence} with {count} records runs past the last usable sequence 2^64 - 2 (sequence + record_count must be at most 2^64 - 1)"
+    )
 }
 
 fn invalid(reason: impl Into<String>) -> ClientResponse {
@@ -481,6 +488,16 @@ impl Driver {
                         ),
                     );
                 }
+                Admission::SequenceOverflow => {
+                    return refuse(
+                        reply,
+                        invalid(sequence_overflow(
+                            producer.producer_id,
+                            producer.sequence,
+                            count,
+                        )),
+                    );
+                }
                 Admission::DuplicateForgotten => {
                     return refuse(
                         reply,
@@ -493,25 +510,39 @@ impl Driver {
                 }
             }
         }
-        let proposals: Vec<Proposal> = request
-            .records
-            .into_iter()
-            .enumerate()
-            .map(|(offset, payload)| Proposal {
-                producer: request.producer.map(|mut producer| {
-                    producer.sequence += offset as u64;
-                    producer
-                }),
-                payload,
-            })
-            .collect();
+        // Record `offset` has sequence `sequence + offset`: `admit` refused a
+        // batch whose sequences pass u64::MAX, checked again here.
+        let mut proposals: Vec<Proposal> = Vec::with_capacity(count);
+        for (offset, payload) in (0u64..).zip(request.records) {
+            let producer = match request.producer {
+                Some(producer) => match producer.sequence.checked_add(offset) {
+                    Some(sequence) => Some(ProducerSeq {
+                        producer_id: producer.producer_id,
+                        sequence,
+                    }),
+                    None => {
+                        let reason =
+                            sequence_overflow(producer.producer_id, producer.sequence, count);
+                        return refuse(reply, invalid(reason));
+                    }
+                },
+                None => None,
+            };
+            proposals.push(Proposal { producer, payload });
+        }
         match self.core.propose(proposals) {
             Ok(range) => {
                 let (first_index, last_index) = (*range.start(), *range.end());
                 if let Some(producer) = request.producer {
                     let now = Instant::now();
                     for index in first_index..=last_index {
-                        let sequence = producer.sequence + (index - first_index);
+                        // In range: checked when the proposals were built.
+                        let Some(sequence) = index
+                            .checked_sub(first_index)
+                            .and_then(|offset| producer.sequence.checked_add(offset))
+                        else {
+                            break;
+                        };
                         self.producers
                             .record(producer.producer_id, sequence, index, now);
                     }
@@ -723,7 +754,7 @@ impl Driver {
         let status = self.core.status();
         for peer in status.peers {
             if learners.contains(&peer.id)
-                && peer.match_index + LEARNER_CATCH_UP_ENTRIES >= last_index
+                && peer.match_index.saturating_add(LEARNER_CATCH_UP_ENTRIES) >= last_index
                 && !self.promoting.contains(&peer.id)
             {
                 match self
@@ -778,8 +809,9 @@ impl Driver {
                 );
                 log.reset(start.clone())?;
                 self.producers = ProducerTable::new(self.config.producer_expiry);
-                self.producers_recorded_index = start.first_index - 1;
-                self.membership_index = start.first_index - 1;
+                // A leader's log start: the codec refuses first_index 0.
+                self.producers_recorded_index = start.first_index.saturating_sub(1);
+                self.membership_index = start.first_index.saturating_sub(1);
                 self.config_history.clear();
             }
             if let Some(from_index) = truncate_from {

@@ -36,13 +36,18 @@ struct Run {
 }
 
 impl Run {
+    /// `count >= 1`, and [`ProducerTable::record`] extends a run only while
+    /// its next sequence exists, so this never saturates.
     fn last_sequence(&self) -> u64 {
-        self.first_sequence + self.count - 1
+        self.first_sequence
+            .saturating_add(self.count.saturating_sub(1))
     }
 
     fn index_of(&self, sequence: u64) -> Option<LogIndex> {
-        (sequence >= self.first_sequence && sequence <= self.last_sequence())
-            .then(|| self.first_index + (sequence - self.first_sequence))
+        if sequence < self.first_sequence || sequence > self.last_sequence() {
+            return None;
+        }
+        self.first_index.checked_add(sequence - self.first_sequence)
     }
 }
 
@@ -54,8 +59,13 @@ struct Producer {
 }
 
 impl Producer {
+    /// The sequence expected next; `u64::MAX` also when a run ends there
+    /// (only entries a peer or the disk supplied can: a leader refuses an
+    /// append whose next sequence does not exist, so no request starts there).
     fn next_sequence(&self) -> Option<u64> {
-        self.runs.back().map(|run| run.last_sequence() + 1)
+        self.runs
+            .back()
+            .map(|run| run.last_sequence().saturating_add(1))
     }
 }
 
@@ -76,6 +86,9 @@ pub enum Admission {
     PartialOverlap { expected: u64, got: u64 },
     /// Already appended, but so long ago that its indexes are forgotten.
     DuplicateForgotten,
+    /// `first_sequence + count` is past `u64::MAX`: the sequence after the
+    /// batch does not exist, so the request is malformed.
+    SequenceOverflow,
 }
 
 #[derive(Debug)]
@@ -101,15 +114,23 @@ impl ProducerTable {
     }
 
     /// Decides what an append of `count` records (count >= 1) should do.
+    /// Both come from the client: a batch whose next sequence
+    /// (`first_sequence + count`) would pass `u64::MAX` is refused first.
     pub fn admit(&self, producer_id: u64, first_sequence: u64, count: u64) -> Admission {
         debug_assert!(count >= 1);
+        let span = count.saturating_sub(1);
+        let Some(last_sequence) = first_sequence
+            .checked_add(span)
+            .filter(|last| last.checked_add(1).is_some())
+        else {
+            return Admission::SequenceOverflow;
+        };
         let Some(producer) = self.producers.get(&producer_id) else {
             return Admission::Append;
         };
         let Some(expected) = producer.next_sequence() else {
             return Admission::Append;
         };
-        let last_sequence = first_sequence.saturating_add(count - 1);
         if first_sequence == expected {
             return Admission::Append;
         }
@@ -136,7 +157,9 @@ impl ProducerTable {
         match (first_index, last_index) {
             // The answer promises one index per record, contiguous: true only
             // when the batch was appended as one run.
-            (Some(first_index), Some(last_index)) if last_index - first_index == count - 1 => {
+            (Some(first_index), Some(last_index))
+                if last_index.checked_sub(first_index) == Some(span) =>
+            {
                 Admission::Duplicate {
                     first_index,
                     last_index,
@@ -147,7 +170,9 @@ impl ProducerTable {
     }
 
     /// Notes that the record `sequence` of `producer_id` is now at `index`.
-    /// Called for every tagged entry appended to the log, in index order.
+    /// Called for every tagged entry appended to the log, in index order:
+    /// entries a client, a peer or the disk supplied, so any `u64` is taken
+    /// without overflow (a run ending at `u64::MAX` is never extended).
     pub fn record(&mut self, producer_id: u64, sequence: u64, index: LogIndex, now: Instant) {
         if !self.producers.contains_key(&producer_id) && self.producers.len() >= PRODUCERS_MAX {
             self.forget_longest_idle();
@@ -158,8 +183,10 @@ impl ProducerTable {
         });
         producer.last_seen = producer.last_seen.max(now);
         if let Some(last) = producer.runs.back_mut() {
-            if sequence == last.last_sequence() + 1 && index == last.first_index + last.count {
-                last.count += 1;
+            let follows = last.last_sequence().checked_add(1) == Some(sequence)
+                && last.first_index.checked_add(last.count) == Some(index);
+            if let (true, Some(count)) = (follows, last.count.checked_add(1)) {
+                last.count = count;
                 return;
             }
             if sequence <= last.last_sequence() {
@@ -334,5 +361,76 @@ mod tests {
                 last_index: 1 + 2 * last
             }
         );
+    }
+
+    /// Issue 11, finding 7: a client's batch whose sequences (or the one
+    /// after them) would pass u64::MAX is refused, whatever the table holds.
+    #[test]
+    fn a_batch_whose_next_sequence_does_not_exist_is_refused() {
+        let empty = table_with(&[]);
+        assert_eq!(empty.admit(7, u64::MAX, 2), Admission::SequenceOverflow);
+        assert_eq!(empty.admit(7, u64::MAX, 1), Admission::SequenceOverflow);
+        assert_eq!(empty.admit(7, u64::MAX - 1, 2), Admission::SequenceOverflow);
+        assert_eq!(
+            empty.admit(7, u64::MAX - 16, u64::MAX),
+            Admission::SequenceOverflow
+        );
+        assert_eq!(empty.admit(7, u64::MAX - 1, 1), Admission::Append);
+        let known = table_with(&[(7, u64::MAX - 3, 2, 10)]);
+        assert_eq!(known.admit(7, u64::MAX - 1, 2), Admission::SequenceOverflow);
+        assert_eq!(known.admit(7, u64::MAX - 1, 1), Admission::Append);
+    }
+
+    /// Issue 11, finding 7: entries from a peer or the disk may carry any
+    /// sequence, u64::MAX included; the table records them without
+    /// overflow and keeps answering.
+    #[test]
+    fn sequences_up_to_u64_max_from_the_log_are_recorded_without_overflow() {
+        let now = Instant::now();
+        let mut table = ProducerTable::new(Duration::from_secs(600));
+        table.record(7, u64::MAX - 1, 10, now);
+        table.record(7, u64::MAX, 11, now);
+        // The producer's sequences are used up: retries of what is in the
+        // log are still duplicates, nothing new fits.
+        assert_eq!(
+            table.admit(7, u64::MAX - 1, 1),
+            Admission::Duplicate {
+                first_index: 10,
+                last_index: 10
+            }
+        );
+        assert_eq!(table.admit(7, u64::MAX, 1), Admission::SequenceOverflow);
+        assert_eq!(table.admit(7, 5, 1), Admission::DuplicateForgotten);
+        // A run ending at u64::MAX is never extended; the same sequence
+        // again (a producer that restarted) starts a fresh history.
+        table.record(7, u64::MAX, 12, now);
+        table.record(7, 0, 13, now);
+        assert_eq!(
+            table.admit(7, 0, 1),
+            Admission::Duplicate {
+                first_index: 13,
+                last_index: 13
+            }
+        );
+        // A lone u64::MAX, then anything: no overflow either.
+        table.record(8, u64::MAX, 20, now);
+        assert_eq!(
+            table.admit(8, u64::MAX - 1, 1),
+            Admission::DuplicateForgotten
+        );
+        table.record(8, 3, 21, now);
+        assert_eq!(table.admit(8, 4, 1), Admission::Append);
+        // Indexes at the top of u64 (from a peer) do not overflow a run either.
+        table.record(9, 0, u64::MAX, now);
+        table.record(9, 1, u64::MAX, now);
+        assert_eq!(
+            table.admit(9, 1, 1),
+            Admission::Duplicate {
+                first_index: u64::MAX,
+                last_index: u64::MAX
+            }
+        );
+        table.truncate_from(u64::MAX);
+        assert_eq!(table.admit(9, 0, 1), Admission::Append);
     }
 }

@@ -233,11 +233,13 @@ pub fn decode_frames(bytes: &Bytes) -> Result<Vec<Entry>, FrameError> {
     while offset < bytes.len() {
         let header = decode_header(bytes, offset, true)?;
         if let Some(prev) = entries.last().map(|e: &Entry| e.index) {
-            let expected = prev.wrapping_add(1);
-            if header.index != expected {
+            // Indexes come from a peer or the disk: u64::MAX has no successor
+            // (reported as expecting u64::MAX again, which no frame matches).
+            let expected = prev.checked_add(1);
+            if Some(header.index) != expected {
                 return Err(FrameError::NotContiguous {
                     offset,
-                    expected,
+                    expected: expected.unwrap_or(prev),
                     got: header.index,
                 });
             }
@@ -249,6 +251,7 @@ pub fn decode_frames(bytes: &Bytes) -> Result<Vec<Entry>, FrameError> {
             producer: header.producer,
             payload: bytes.slice(offset + FRAME_HEADER_BYTES..offset + header.frame_bytes),
         });
+        // In bounds: decode_header checked the frame fits in `bytes`.
         offset += header.frame_bytes;
     }
     Ok(entries)

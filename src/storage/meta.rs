@@ -193,13 +193,18 @@ pub(crate) fn decode_hard_state(
     } else {
         None
     };
-    Ok((
-        HardState {
-            term: u64_at(bytes, 24),
-            voted_for,
-        },
-        u64_at(bytes, 16),
-    ))
+    let term = u64_at(bytes, 24);
+    if term > super::TERM_MAX {
+        return Err(StorageError::corrupt(
+            path,
+            24,
+            format!(
+                "term {term} is beyond any term a node reaches (at most {})",
+                super::TERM_MAX
+            ),
+        ));
+    }
+    Ok((HardState { term, voted_for }, u64_at(bytes, 16)))
 }
 
 /// What the two hard-state copies say, and what is wrong with each.
@@ -301,9 +306,20 @@ pub(crate) fn decode_log_start(path: &Path, bytes: &[u8]) -> Result<LogStart, St
             format!("first index {first_index} is out of range"),
         ));
     }
+    let prev_term = u64_at(bytes, 24);
+    if prev_term > super::TERM_MAX {
+        return Err(StorageError::corrupt(
+            path,
+            24,
+            format!(
+                "previous term {prev_term} is beyond any term a node reaches (at most {})",
+                super::TERM_MAX
+            ),
+        ));
+    }
     Ok(LogStart {
         first_index,
-        prev_term: u64_at(bytes, 24),
+        prev_term,
         membership,
     })
 }

@@ -102,7 +102,22 @@ pub(crate) fn decode_repair(path: &Path, bytes: &[u8]) -> Result<RepairMarker, S
             "unknown repair marker flags",
         ));
     }
+    // Indexes a log can hold, so that a marker never asks for one it
+    // cannot reach (a node that waits forever to vote again).
+    let until_index = u64_at(bytes, 16);
     let cut = u64_at(bytes, 24);
+    for (at, index) in [(16, until_index), (24, cut)] {
+        if index > super::LOG_INDEX_MAX {
+            return Err(StorageError::corrupt(
+                path,
+                at,
+                format!(
+                    "index {index} is beyond any log (at most {})",
+                    super::LOG_INDEX_MAX
+                ),
+            ));
+        }
+    }
     let cut_from = if flags & FLAG_CUT_PENDING != 0 {
         if cut == 0 {
             return Err(StorageError::corrupt(path, 24, "pending cut at index 0"));
@@ -119,7 +134,7 @@ pub(crate) fn decode_repair(path: &Path, bytes: &[u8]) -> Result<RepairMarker, S
         None
     };
     Ok(RepairMarker {
-        until_index: u64_at(bytes, 16),
+        until_index,
         hard_state_lost: flags & FLAG_HARD_STATE_LOST != 0,
         cut_from,
     })
