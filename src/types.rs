@@ -16,6 +16,16 @@ pub type Term = u64;
 /// A position in the log; entries start at index 1, 0 means "before the log".
 pub type LogIndex = u64;
 
+/// The highest term a node accepts from a peer or from its disk. No honest
+/// cluster gets near it (a new term every millisecond would take 146
+/// million years), and below it `term + 1` never overflows.
+pub const TERM_MAX: Term = 1 << 62;
+
+/// The highest log index a node accepts from a peer, a client or its disk;
+/// far beyond any real log, it keeps index arithmetic (`first + count`)
+/// clear of overflow.
+pub const LOG_INDEX_MAX: LogIndex = 1 << 62;
+
 /// What an entry carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]

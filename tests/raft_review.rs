@@ -653,3 +653,32 @@ fn terms_and_indexes_near_u64_max_are_refused_as_malformed() {
     }
     assert!(core.term() > 1, "it still campaigns normally");
 }
+
+/// The other side of finding 4: since heartbeats refer to the match index,
+/// they no longer reveal a lost batch. A batch that nobody acknowledges
+/// for an election timeout is resent (from the match index), even when
+/// nothing else is written.
+#[test]
+fn a_lost_batch_is_resent_after_an_election_timeout_without_new_writes() {
+    let mut c = Cluster::new(&[1, 2, 3], |_| {});
+    c.elect(1);
+    c.propose(1, 2);
+    c.settle();
+    c.propose(1, 3);
+    c.drain(1);
+    // The batch to node 2 is lost; node 3 gets its copy.
+    let batches = std::mem::take(&mut c.outbox);
+    for (from, to, message) in batches {
+        if to == 3 {
+            c.core_mut(to).step(from, message).unwrap();
+        }
+    }
+    c.settle();
+    let last = c.core(1).last_index();
+    assert_eq!(c.core(1).commit_index(), last, "committed with node 3");
+    assert!(c.core(2).last_index() < last);
+    let election_ticks = c.core(1).config().election_ticks_min;
+    c.tick_except(election_ticks + 1, &[]);
+    assert_eq!(c.core(2).last_index(), last, "resent without new writes");
+    assert_eq!(c.core(1).status().replication_probes, 1);
+}

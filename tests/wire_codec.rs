@@ -13,7 +13,8 @@ use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 
 use raftlog::raft::message::{
     AppendEntries, AppendEntriesResponse, AppendOutcome, InstallLogStart, InstallLogStartResponse,
-    Message, RejectHint, RequestVote, RequestVoteResponse, TimeoutNow,
+    Message, RejectHint, RequestVote, RequestVoteResponse, TermProbe, TermProbeResponse,
+    TimeoutNow,
 };
 use raftlog::types::{Entry, EntryKind, LogStart, Membership, ProducerSeq};
 use raftlog::wire::client::{
@@ -209,6 +210,10 @@ fn message() -> impl Strategy<Value = Message> {
         ),
         (u(), u()).prop_map(|(term, match_index)| {
             Message::InstallLogStartResponse(InstallLogStartResponse { term, match_index })
+        }),
+        u().prop_map(|nonce| Message::TermProbe(TermProbe { nonce })),
+        (u(), u()).prop_map(|(term, nonce)| {
+            Message::TermProbeResponse(TermProbeResponse { term, nonce })
         }),
     ]
 }

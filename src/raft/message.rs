@@ -7,14 +7,7 @@
 
 use crate::types::{Entry, LogIndex, LogStart, Term};
 
-/// The highest term a core accepts from a peer (or from its disk). No
-/// honest cluster gets near it (a new term every millisecond would take
-/// 146 million years), and below it `term + 1` never overflows.
-pub const TERM_MAX: Term = 1 << 62;
-
-/// The highest log index a core accepts from a peer (or from its disk);
-/// below it `index + count` of any batch never overflows.
-pub const INDEX_MAX: LogIndex = 1 << 62;
+pub use crate::types::{LOG_INDEX_MAX, TERM_MAX};
 
 /// One message between two cores.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -37,6 +37,11 @@ pub struct Progress {
     pub last_heard_tick: u64,
     /// The peer's last answer said it is repairing a damaged log.
     pub repairing: bool,
+    /// In Replicate state: ticks the oldest unacknowledged AppendEntries
+    /// has waited without any acknowledgement since. Heartbeats refer to
+    /// the match index, so they no longer reveal a lost batch; this
+    /// retransmission timer does.
+    pub stalled_ticks: u64,
 }
 
 impl Progress {
@@ -51,6 +56,7 @@ impl Progress {
             recent_active: true,
             last_heard_tick: now_tick,
             repairing: false,
+            stalled_ticks: 0,
         }
     }
 
@@ -71,6 +77,19 @@ impl Progress {
     fn clear_inflight(&mut self) {
         self.inflight.clear();
         self.inflight_bytes = 0;
+        self.stalled_ticks = 0;
+    }
+
+    /// One tick passed; returns true if the batches in flight have waited
+    /// `ticks_max` ticks without an acknowledgement (one was lost: a
+    /// transport that drops frames under overload, or a connection break).
+    pub fn tick_stalled(&mut self, ticks_max: u64) -> bool {
+        if self.state != ReplicationState::Replicate || self.inflight.is_empty() {
+            self.stalled_ticks = 0;
+            return false;
+        }
+        self.stalled_ticks += 1;
+        self.stalled_ticks >= ticks_max
     }
 
     /// The follower acknowledged its log matches up to `index`; returns true
@@ -88,6 +107,7 @@ impl Progress {
         if index <= self.match_index {
             return false;
         }
+        self.stalled_ticks = 0;
         self.match_index = index;
         self.next_index = self.next_index.max(index + 1);
         debug_assert!(self.match_index < self.next_index);

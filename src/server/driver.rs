@@ -1035,6 +1035,11 @@ impl Driver {
         self.metrics.commit_index.set(status.commit_index as i64);
         self.metrics.last_index.set(status.last_index as i64);
         self.metrics.log_start_index.set(status.first_index as i64);
+        // The core counts since it started, which is when this process did.
+        let probes_new = status
+            .replication_probes
+            .saturating_sub(self.metrics.replication_probes.get());
+        self.metrics.replication_probes.inc_by(probes_new);
         for peer in &status.peers {
             let labels = PeerLabels { peer: peer.id };
             self.metrics

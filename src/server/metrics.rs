@@ -53,6 +53,7 @@ pub struct Metrics {
     pub appended_records: Counter,
     pub appended_bytes: Counter,
     pub elections: Counter,
+    pub replication_probes: Counter,
     pub rejected_frames: Family<RejectLabels, Counter<u64, AtomicU64>>,
     pub fsync_seconds: Histogram,
 }
@@ -77,6 +78,7 @@ impl Metrics {
             appended_records: Counter::default(),
             appended_bytes: Counter::default(),
             elections: Counter::default(),
+            replication_probes: Counter::default(),
             rejected_frames: Family::default(),
             fsync_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
         }
@@ -130,6 +132,11 @@ impl Metrics {
             "elections",
             "Elections this node started",
             self.elections.clone(),
+        );
+        registry.register(
+            "replication_probes",
+            "Times a follower fell back from streaming to probing while this node led (each costs a round trip and a resend; steady growth under load is a bug)",
+            self.replication_probes.clone(),
         );
         registry.register(
             "rejected_frames",

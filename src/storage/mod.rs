@@ -56,7 +56,7 @@ pub use repair::{DamagedRange, RepairMarker, REPAIR_FILE_NAME};
 /// Helpers for tools that write or inspect segments directly (benches, tests).
 pub use segment::{encode_segment_header, segment_file_name, SEGMENT_HEADER_BYTES};
 
-use crate::types::{LogIndex, Term};
+use crate::types::LogIndex;
 
 /// Default size of one segment file: large enough that rolling (one fsync,
 /// one file creation) is rare, small enough that retention is fine-grained.
@@ -66,13 +66,9 @@ pub const SEGMENT_BYTES_MIN: u64 = 4096;
 /// Offsets inside a segment are stored as u32 in the index files.
 pub const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64;
 
-/// Highest log index the engine accepts on disk; far beyond any real log,
-/// it keeps index arithmetic (`first + count`) clear of overflow.
-pub const LOG_INDEX_MAX: LogIndex = 1 << 62;
-/// Highest term the engine accepts on disk: a node never reaches it (the
-/// consensus core refuses peer terms above it), and `term + 1` stays clear
-/// of overflow.
-pub const TERM_MAX: Term = 1 << 62;
+/// The bounds on indexes and terms the engine accepts on disk (the same
+/// the consensus core accepts from peers).
+pub use crate::types::{LOG_INDEX_MAX, TERM_MAX};
 
 /// How the log lays out its files.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -16,6 +16,15 @@ impl Core {
             self.heartbeat_elapsed = 0;
             self.heartbeat_due = true;
         }
+        // A follower that acknowledged nothing of what is in flight for an
+        // election timeout lost a batch: resend from its match index.
+        let stall_ticks_max = self.config.election_ticks_min;
+        for pr in self.progress.values_mut() {
+            if pr.tick_stalled(stall_ticks_max) {
+                pr.become_probe();
+                self.replication_probes += 1;
+            }
+        }
         if let Some((_, ticks)) = self.transfer.as_mut() {
             *ticks += 1;
             // A transfer that has not finished within an election timeout

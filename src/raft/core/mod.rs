@@ -133,8 +133,8 @@ impl Core {
         let stored = [
             ("term", hard_state.term, TERM_MAX),
             ("log start previous term", log_start.prev_term, TERM_MAX),
-            ("log start first index", first_index, INDEX_MAX),
-            ("last index", last_index, INDEX_MAX),
+            ("log start first index", first_index, LOG_INDEX_MAX),
+            ("last index", last_index, LOG_INDEX_MAX),
         ];
         let last_run_term = term_runs.last().map_or(0, |&(_, term)| term);
         for (field, value, max) in
@@ -560,7 +560,7 @@ impl Core {
 }
 
 /// Refuses a message carrying a term or an index beyond what any honest
-/// cluster reaches ([`TERM_MAX`], [`INDEX_MAX`]), so that no arithmetic on
+/// cluster reaches ([`TERM_MAX`], [`LOG_INDEX_MAX`]), so that no arithmetic on
 /// a value from the wire (`term + 1`, `prev_log_index + count`,
 /// `last_index + 1`) can overflow.
 fn check_ranges(from: NodeId, message: &Message) -> Result<(), StepError> {
@@ -577,7 +577,7 @@ fn check_ranges(from: NodeId, message: &Message) -> Result<(), StepError> {
         }
     };
     let term = |field, value| check(field, value, TERM_MAX);
-    let index = |field, value| check(field, value, INDEX_MAX);
+    let index = |field, value| check(field, value, LOG_INDEX_MAX);
     term("term", message.term())?;
     match message {
         Message::RequestVote(m) => {
