@@ -37,6 +37,8 @@ struct Cluster {
     auto_sync: bool,
     /// Nodes whose messages are dropped (both ways).
     cut: BTreeSet<NodeId>,
+    /// Every message delivered by `settle` or `round`, in order.
+    delivered: Vec<(NodeId, NodeId, Message)>,
 }
 
 impl Cluster {
@@ -55,7 +57,68 @@ impl Cluster {
             outbox: Vec::new(),
             auto_sync: true,
             cut: BTreeSet::new(),
+            delivered: Vec::new(),
         }
+    }
+
+    /// A cluster whose nodes start from the given logs (entry terms from
+    /// index 1, all persisted, nothing committed) and hard-state terms.
+    fn with_logs(
+        ids: &[NodeId],
+        logs: &[(NodeId, &[Term], Term)],
+        tweak: impl Fn(&mut Config),
+    ) -> Cluster {
+        let mut cluster = Cluster::new(ids, &tweak);
+        for &(id, terms, hard_term) in logs {
+            let (core, disk) = core_with_log_cfg(id, ids, terms, hard_term, &tweak);
+            cluster.nodes.insert(id, Node { core, disk });
+        }
+        cluster
+    }
+
+    /// Drains every node and delivers what was queued, once (the answers
+    /// stay queued for the next round).
+    fn round(&mut self) {
+        self.drain_all();
+        self.deliver();
+    }
+
+    fn deliver(&mut self) {
+        for (from, to, message) in std::mem::take(&mut self.outbox) {
+            if self.cut.contains(&from) || self.cut.contains(&to) {
+                continue;
+            }
+            if let Some(node) = self.nodes.get_mut(&to) {
+                self.delivered.push((from, to, message.clone()));
+                node.core.step(from, message).unwrap();
+            }
+        }
+    }
+
+    /// AppendEntries rejections delivered so far from `from` to `to`.
+    fn rejections(&self, from: NodeId, to: NodeId) -> usize {
+        self.delivered
+            .iter()
+            .filter(|(f, t, m)| {
+                *f == from
+                    && *t == to
+                    && matches!(
+                        m,
+                        Message::AppendEntriesResponse(AppendEntriesResponse {
+                            outcome: AppendOutcome::Rejected { .. },
+                            ..
+                        })
+                    )
+            })
+            .count()
+    }
+
+    /// The terms of node `id`'s entries on its disk, from index 1.
+    fn disk_terms(&self, id: NodeId) -> Vec<Term> {
+        let disk = &self.nodes[&id].disk;
+        (disk.first_index()..=disk.last_index())
+            .map(|i| disk.term(i).unwrap())
+            .collect()
     }
 
     fn core(&self, id: NodeId) -> &Core {
@@ -129,14 +192,7 @@ impl Cluster {
             if self.outbox.is_empty() {
                 return;
             }
-            for (from, to, message) in std::mem::take(&mut self.outbox) {
-                if self.cut.contains(&from) || self.cut.contains(&to) {
-                    continue;
-                }
-                if let Some(node) = self.nodes.get_mut(&to) {
-                    node.core.step(from, message).unwrap();
-                }
-            }
+            self.deliver();
         }
         panic!("cluster did not settle");
     }
@@ -179,6 +235,16 @@ impl Cluster {
 
 /// A single core fed messages by hand, with a log built from terms.
 fn core_with_log(id: NodeId, members: &[NodeId], terms: &[Term], hard_term: Term) -> (Core, Disk) {
+    core_with_log_cfg(id, members, terms, hard_term, |_| {})
+}
+
+fn core_with_log_cfg(
+    id: NodeId,
+    members: &[NodeId],
+    terms: &[Term],
+    hard_term: Term,
+    tweak: impl Fn(&mut Config),
+) -> (Core, Disk) {
     let mut disk = Disk::new(LogStart::initial(voters(members)));
     for (offset, &term) in terms.iter().enumerate() {
         disk.append(Entry::data(
@@ -192,7 +258,9 @@ fn core_with_log(id: NodeId, members: &[NodeId], terms: &[Term], hard_term: Term
         term: hard_term,
         voted_for: None,
     };
-    let core = Core::new(config(id), disk.persisted_state(), id).unwrap();
+    let mut config = config(id);
+    tweak(&mut config);
+    let core = Core::new(config, disk.persisted_state(), id).unwrap();
     (core, disk)
 }
 
@@ -284,6 +352,49 @@ fn a_message_with_a_stale_term_is_rejected() {
     core.step(2, append(2, (0, 0), &[(1, 2)], 0)).unwrap();
     assert_eq!(core.term(), 3);
     assert_eq!(core.last_index(), 0);
+}
+
+/// §5.1 with thesis §9.6 and §6.2: with PreVote and CheckQuorum on, a
+/// stale leader would not otherwise learn the newer term (nobody raises
+/// terms against it), so its AppendEntries is answered with a reply
+/// carrying our term, which makes it step down; the log is untouched.
+#[test]
+fn a_stale_leader_is_told_the_newer_term_with_prevote_and_check_quorum() {
+    let extensions = |c: &mut Config| {
+        c.pre_vote = true;
+        c.check_quorum = true;
+    };
+    let (mut core, mut disk) = core_with_log_cfg(1, &[1, 2, 3], &[], 3, extensions);
+    core.step(2, append(2, (0, 0), &[(1, 2)], 0)).unwrap();
+    assert_eq!(core.term(), 3);
+    assert_eq!(core.last_index(), 0);
+    let ready = drain(&mut core, &mut disk);
+    assert!(ready.entries.is_empty());
+    let replies: Vec<&Message> = ready
+        .messages
+        .iter()
+        .filter(|(to, _)| *to == 2)
+        .map(|(_, m)| m)
+        .collect();
+    assert_eq!(replies.len(), 1, "{:?}", ready.messages);
+    let Message::AppendEntriesResponse(reply) = replies[0] else {
+        panic!("unexpected {:?}", replies[0]);
+    };
+    assert_eq!(reply.term, 3);
+    assert!(matches!(reply.outcome, AppendOutcome::Rejected { .. }));
+
+    // Delivered to a stale leader of term 2, the reply deposes it.
+    let (mut leader, mut leader_disk) =
+        core_with_log_cfg(2, &[1, 2, 3], &[], 1, |c| c.check_quorum = true);
+    campaign_with_votes(&mut leader, &[3]);
+    assert_eq!(leader.role(), Role::Leader);
+    assert_eq!(leader.term(), 2);
+    drain_and_sync(&mut leader, &mut leader_disk);
+    leader
+        .step(1, Message::AppendEntriesResponse(reply.clone()))
+        .unwrap();
+    assert_eq!(leader.role(), Role::Follower);
+    assert_eq!(leader.term(), 3);
 }
 
 // ---- §5.2: leader election ----
@@ -603,18 +714,62 @@ fn figure_8_commits_old_entry(bugs: Bugs) -> bool {
 
 /// Thesis §9.6: with PreVote, a node cut off from the cluster does not raise
 /// its term, so it does not disrupt the leader when it returns.
+/// Its log is as up to date as the others' (nothing was written while it
+/// was away), so only the "heard from a leader recently" rule (thesis
+/// §4.2.3) keeps its pre-vote from winning: run with CheckQuorum on and off.
 #[test]
 fn prevote_keeps_a_partitioned_node_from_raising_its_term() {
-    let mut c = Cluster::new(&[1, 2, 3], |cfg| cfg.pre_vote = true);
-    c.elect(1);
-    let term = c.core(1).term();
-    c.cut.insert(3);
-    c.tick_all(100);
-    assert_eq!(c.core(3).term(), term, "isolated node kept its term");
-    c.cut.clear();
-    c.tick_all(10);
-    assert_eq!(c.core(1).role(), Role::Leader);
-    assert_eq!(c.core(1).term(), term);
+    for check_quorum in [true, false] {
+        let mut c = Cluster::new(&[1, 2, 3], |cfg| {
+            cfg.pre_vote = true;
+            cfg.check_quorum = check_quorum;
+        });
+        c.elect(1);
+        let term = c.core(1).term();
+        c.cut.insert(3);
+        for _ in 0..100 {
+            c.core_mut(3).tick();
+            c.tick_all(1);
+        }
+        assert_eq!(
+            c.core(3).term(),
+            term,
+            "isolated node kept its term (check_quorum {check_quorum})"
+        );
+        assert_ne!(c.core(3).role(), Role::Follower, "it campaigns");
+        assert_eq!(c.core(3).last_index(), c.core(1).last_index());
+        // It rejoins; its next pre-vote reaches the others before any
+        // heartbeat reaches it.
+        c.cut.clear();
+        let mut pre_voted = false;
+        for _ in 0..30 {
+            c.core_mut(3).tick();
+            c.drain(3);
+            if c.outbox
+                .iter()
+                .any(|(_, _, m)| matches!(m, Message::RequestVote(_)))
+            {
+                pre_voted = true;
+                break;
+            }
+        }
+        assert!(pre_voted);
+        c.settle();
+        c.tick_all(60);
+        for id in [1, 2, 3] {
+            assert_eq!(
+                c.core(id).term(),
+                term,
+                "node {id}, check_quorum {check_quorum}"
+            );
+            assert_eq!(
+                c.core(id).leader(),
+                Some(1),
+                "node {id}, check_quorum {check_quorum}"
+            );
+        }
+        assert_eq!(c.core(1).role(), Role::Leader);
+    }
 }
 
 /// Thesis §6.2: with CheckQuorum a leader that has not heard from a majority
@@ -959,4 +1114,621 @@ fn a_lone_voter_that_lost_its_vote_fences_its_last_entry_term() {
         "term {} after a log ending in term 4",
         core.term()
     );
+}
+
+// ---- helpers for the tests below ----
+
+/// Ticks a lone core until it campaigns, then grants it the votes of
+/// `granters` (a real vote each, in its term): it leads if they are enough.
+fn campaign_with_votes(core: &mut Core, granters: &[NodeId]) {
+    for _ in 0..100 {
+        core.tick();
+        if core.role() != Role::Follower {
+            break;
+        }
+    }
+    for &voter in granters {
+        let term = core.term();
+        core.step(
+            voter,
+            Message::RequestVoteResponse(RequestVoteResponse {
+                term,
+                pre_vote: false,
+                granted: true,
+            }),
+        )
+        .unwrap();
+    }
+}
+
+/// Applies a lone core's Ready to its disk (hard state included) and syncs.
+fn drain_and_sync(core: &mut Core, disk: &mut Disk) -> Ready {
+    let ready = core.take_ready(disk);
+    if let Some(start) = ready.log_start_reset.clone() {
+        disk.reset(start);
+    }
+    if let Some(from) = ready.truncate_from {
+        disk.truncate_from(from);
+    }
+    for entry in &ready.entries {
+        disk.append(entry.clone());
+    }
+    if let Some(hs) = ready.hard_state {
+        disk.hard_state = hs;
+    }
+    if let Some((index, term)) = disk.sync() {
+        core.persisted(index, term);
+    }
+    ready
+}
+
+fn vote_granted(ready: &Ready, to: NodeId) -> Option<bool> {
+    ready.messages.iter().find_map(|(t, m)| match m {
+        Message::RequestVoteResponse(r) if *t == to => Some(r.granted),
+        _ => None,
+    })
+}
+
+fn ack(term: Term, match_index: LogIndex) -> Message {
+    Message::AppendEntriesResponse(AppendEntriesResponse {
+        term,
+        outcome: AppendOutcome::Accepted { match_index },
+        repairing: false,
+    })
+}
+
+// ---- §5.2: heartbeats and the contents of RequestVote ----
+
+/// §5.2: a leader sends heartbeats (empty AppendEntries) to every follower
+/// every `heartbeat_ticks`, and not more often, while it has nothing new.
+#[test]
+fn leader_broadcasts_a_heartbeat_every_heartbeat_interval() {
+    let mut c = Cluster::new(&[1, 2, 3, 4, 5], |_| {});
+    c.elect(1);
+    assert_eq!(c.core(1).role(), Role::Leader);
+    let heartbeat_ticks = c.core(1).config().heartbeat_ticks;
+    assert_eq!(heartbeat_ticks, 2);
+    let mut heartbeats_at: BTreeMap<NodeId, Vec<u64>> = BTreeMap::new();
+    for tick in 1..=5 * heartbeat_ticks {
+        c.core_mut(1).tick();
+        c.drain(1);
+        for (from, to, message) in &c.outbox {
+            assert_eq!(*from, 1);
+            match message {
+                Message::AppendEntries(a) => {
+                    assert!(a.entries.is_empty(), "nothing new to send: {a:?}");
+                    assert_eq!(a.term, c.core(1).term());
+                    heartbeats_at.entry(*to).or_default().push(tick);
+                }
+                other => panic!("leader sent {other:?} on tick {tick}"),
+            }
+        }
+        c.settle();
+    }
+    let expected: Vec<u64> = (1..=5).map(|k| k * heartbeat_ticks).collect();
+    for follower in [2, 3, 4, 5] {
+        assert_eq!(
+            heartbeats_at.get(&follower),
+            Some(&expected),
+            "heartbeats to {follower}"
+        );
+    }
+}
+
+/// §5.2, §5.4.1: a candidate's RequestVote carries its new term and the
+/// index and term of its last entry, to every other voter; a pre-vote
+/// (thesis §9.6) carries the term it would campaign in without raising
+/// its own.
+#[test]
+fn request_vote_carries_the_term_and_the_last_log_index_and_term() {
+    for pre_vote in [false, true] {
+        let (mut core, mut disk) =
+            core_with_log_cfg(1, &[1, 2, 3], &[1, 1, 2], 2, |c| c.pre_vote = pre_vote);
+        for _ in 0..20 {
+            core.tick();
+        }
+        assert_eq!(core.term(), if pre_vote { 2 } else { 3 });
+        let ready = drain(&mut core, &mut disk);
+        let mut asked = BTreeSet::new();
+        for (to, message) in ready.messages {
+            assert_eq!(
+                message,
+                Message::RequestVote(RequestVote {
+                    term: 3,
+                    last_log_index: 3,
+                    last_log_term: 2,
+                    pre_vote,
+                    leadership_transfer: false,
+                }),
+                "to {to}"
+            );
+            asked.insert(to);
+        }
+        assert_eq!(asked, BTreeSet::from([2, 3]), "pre_vote {pre_vote}");
+    }
+}
+
+/// §5.3, §8: a new leader's first AppendEntries to each follower refers to
+/// its last entry before the election (prev index and term), carries the
+/// no-op of its own term, and its commit index.
+#[test]
+fn a_new_leaders_first_append_carries_prev_index_and_term_its_noop_and_commit() {
+    let (mut core, mut disk) = core_with_log(1, &[1, 2, 3], &[1, 1, 2], 2);
+    // Entry 1 is known committed (a previous leader told us).
+    core.step(2, append(2, (3, 2), &[], 1)).unwrap();
+    assert_eq!(core.commit_index(), 1);
+    drain_and_sync(&mut core, &mut disk);
+    campaign_with_votes(&mut core, &[2]);
+    assert_eq!(core.role(), Role::Leader);
+    assert_eq!(core.term(), 3);
+    let ready = drain(&mut core, &mut disk);
+    let mut sent = BTreeSet::new();
+    for (to, message) in ready.messages {
+        let a = match message {
+            Message::AppendEntries(a) => a,
+            Message::RequestVote(_) => continue,
+            other => panic!("unexpected {other:?}"),
+        };
+        assert_eq!(a.term, 3);
+        assert_eq!((a.prev_log_index, a.prev_log_term), (3, 2), "to {to}");
+        assert_eq!(a.entries, vec![Entry::noop(4, 3)], "to {to}");
+        assert_eq!(a.leader_commit, 1, "to {to}");
+        sent.insert(to);
+    }
+    assert_eq!(sent, BTreeSet::from([2, 3]));
+}
+
+// ---- §5.3: Figure 7, backtracking ----
+
+/// The leader's log in Figure 7 (term 8 is the term it leads).
+const FIGURE_7_LEADER: &[Term] = &[1, 1, 1, 4, 4, 5, 5, 6, 6, 6];
+
+/// Figure 7's followers (a)-(f), with the AppendEntries rejections fast
+/// backtracking needs to bring each up to date: one per term of its log
+/// that conflicts with the leader's, and one if its log is too short.
+const FIGURE_7_FOLLOWERS: &[(char, &[Term], usize)] = &[
+    ('a', &[1, 1, 1, 4, 4, 5, 5, 6, 6], 1),
+    ('b', &[1, 1, 1, 4], 1),
+    ('c', &[1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 6], 0),
+    ('d', &[1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 7, 7], 0),
+    ('e', &[1, 1, 1, 4, 4, 4, 4], 2),
+    ('f', &[1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3], 2),
+];
+
+/// Node 1 leads term 8 with Figure 7's log (elected with node 3's vote;
+/// node 3 is then cut off) and syncs node 2, which holds `follower`.
+fn sync_figure_7_follower(follower: &[Term]) -> Cluster {
+    let mut c = Cluster::with_logs(
+        &[1, 2, 3],
+        &[(1, FIGURE_7_LEADER, 7), (2, follower, 7), (3, &[], 7)],
+        |_| {},
+    );
+    c.cut.insert(3);
+    campaign_with_votes(c.core_mut(1), &[3]);
+    assert_eq!(c.core(1).role(), Role::Leader);
+    assert_eq!(c.core(1).term(), 8);
+    c.settle();
+    // A heartbeat carries the commit index to the follower.
+    for _ in 0..2 {
+        c.core_mut(1).tick();
+    }
+    c.settle();
+    c
+}
+
+/// §5.3 (Figure 7): a leader brings every follower's log to its own,
+/// whatever the follower lacks or holds in excess, and the new term's
+/// entry then commits on both.
+#[test]
+fn leader_syncs_each_figure_7_follower_to_its_log() {
+    let mut expected = FIGURE_7_LEADER.to_vec();
+    expected.push(8);
+    for &(name, follower, _) in FIGURE_7_FOLLOWERS {
+        let c = sync_figure_7_follower(follower);
+        assert_eq!(c.disk_terms(1), expected, "leader, case ({name})");
+        assert_eq!(c.disk_terms(2), expected, "follower ({name})");
+        assert_eq!(c.core(2).term_runs(), c.core(1).term_runs(), "({name})");
+        assert_eq!(c.core(1).commit_index(), 11, "({name})");
+        assert_eq!(c.core(2).commit_index(), 11, "({name})");
+    }
+}
+
+/// §5.3 (the optimisation at its end): with the follower's conflict hint,
+/// the leader needs one AppendEntries round trip per conflicting term, not
+/// one per entry (counted on Figure 7's followers).
+#[test]
+fn backtracking_takes_one_round_trip_per_conflicting_term() {
+    for &(name, follower, rejections) in FIGURE_7_FOLLOWERS {
+        let c = sync_figure_7_follower(follower);
+        assert_eq!(c.rejections(2, 1), rejections, "follower ({name})");
+        assert_eq!(c.rejections(1, 2), 0, "({name})");
+        assert_eq!(c.core(2).last_index(), 11, "({name})");
+    }
+}
+
+// ---- §5.3, §5.4.2: commitment ----
+
+/// §5.3: committing an entry of the leader's term commits every entry
+/// before it, including those of earlier terms (Log Matching).
+#[test]
+fn leader_commit_covers_every_preceding_entry() {
+    let old: &[Term] = &[1, 2, 2];
+    let mut c = Cluster::with_logs(&[1, 2, 3], &[(1, old, 2), (2, old, 2), (3, old, 2)], |_| {});
+    assert_eq!(c.core(1).commit_index(), 0);
+    c.elect(1);
+    assert_eq!(c.core(1).role(), Role::Leader);
+    let range = c.propose(1, &["x"]);
+    c.settle();
+    c.core_mut(1).tick();
+    c.core_mut(1).tick();
+    c.settle();
+    assert_eq!(*range.end(), 5);
+    for id in [1, 2, 3] {
+        assert_eq!(c.core(id).commit_index(), 5, "node {id}");
+        assert_eq!(c.disk_terms(id), vec![1, 2, 2, 3, 3], "node {id}");
+    }
+}
+
+/// §5.3: an entry commits once the leader and enough followers to make a
+/// majority have persisted it, and not with one acknowledgement fewer,
+/// for clusters of 1 to 7 voters.
+#[test]
+fn leader_commits_with_exactly_a_majority_of_acknowledgements() {
+    for size in 1..=7u64 {
+        let members: Vec<NodeId> = (1..=size).collect();
+        let majority = size / 2 + 1;
+        for acks in 0..size {
+            let (mut core, mut disk) = core_with_log(1, &members, &[], 1);
+            let granters: Vec<NodeId> = (2..=majority).collect();
+            campaign_with_votes(&mut core, &granters);
+            assert_eq!(core.role(), Role::Leader, "size {size}");
+            drain_and_sync(&mut core, &mut disk);
+            let range = core
+                .propose(vec![Proposal::data(Bytes::from_static(b"x"))])
+                .unwrap();
+            let index = *range.end();
+            assert_eq!(index, 2, "after the no-op");
+            drain_and_sync(&mut core, &mut disk);
+            let term = core.term();
+            for follower in 2..=acks + 1 {
+                core.step(follower, ack(term, index)).unwrap();
+            }
+            let committed = core.commit_index() == index;
+            assert_eq!(
+                committed,
+                acks + 1 >= majority,
+                "size {size}, {acks} follower acks, commit {}",
+                core.commit_index()
+            );
+            if !committed {
+                assert_eq!(core.commit_index(), 0, "size {size}, {acks} acks");
+            }
+        }
+    }
+}
+
+// ---- §5.2, §5.4.1: votes ----
+
+/// §5.2 (Figure 2, "persistent state"): a vote is stored before it is
+/// answered, so a voter that restarts from its disk refuses a second
+/// candidate in the same term (and still grants the first).
+#[test]
+fn a_vote_survives_a_restart() {
+    let (mut core, mut disk) = core_with_log(1, &[1, 2, 3], &[1], 1);
+    core.step(2, vote_request(2, (1, 1))).unwrap();
+    let ready = drain_and_sync(&mut core, &mut disk);
+    assert_eq!(vote_granted(&ready, 2), Some(true));
+    disk.crash();
+    let mut core = Core::new(config(1), disk.persisted_state(), 99).unwrap();
+    assert_eq!(core.term(), 2);
+    core.step(3, vote_request(2, (1, 1))).unwrap();
+    let ready = drain_and_sync(&mut core, &mut disk);
+    assert_eq!(vote_granted(&ready, 3), Some(false));
+    core.step(2, vote_request(2, (1, 1))).unwrap();
+    let ready = drain_and_sync(&mut core, &mut disk);
+    assert_eq!(vote_granted(&ready, 2), Some(true));
+    assert_eq!(core.hard_state().voted_for, Some(2));
+}
+
+/// §5.2: a voter answers a repeated RequestVote of the candidate it voted
+/// for in that term with a grant again (the first answer may be lost).
+#[test]
+fn a_repeated_vote_request_from_the_same_candidate_is_granted_again() {
+    let (mut core, mut disk) = core_with_log(1, &[1, 2, 3], &[], 1);
+    for attempt in 0..3 {
+        core.step(2, vote_request(2, (0, 0))).unwrap();
+        let ready = drain_and_sync(&mut core, &mut disk);
+        assert_eq!(vote_granted(&ready, 2), Some(true), "attempt {attempt}");
+        assert_eq!(core.hard_state().voted_for, Some(2));
+    }
+}
+
+// ---- §5.3: follower commit ----
+
+/// §5.3: a follower's commit index never goes down: an AppendEntries with
+/// a lower `leader_commit` (reordered, or from before an ack) leaves it.
+#[test]
+fn a_lower_leader_commit_never_lowers_a_followers_commit_index() {
+    let (mut core, mut disk) = core_with_log(1, &[1, 2, 3], &[], 1);
+    core.step(2, append(2, (0, 0), &[(1, 2), (2, 2), (3, 2)], 3))
+        .unwrap();
+    assert_eq!(core.commit_index(), 3);
+    core.step(2, append(2, (3, 2), &[], 1)).unwrap();
+    assert_eq!(core.commit_index(), 3);
+    core.step(2, append(2, (1, 2), &[(2, 2)], 0)).unwrap();
+    assert_eq!(core.commit_index(), 3);
+    let ready = drain_and_sync(&mut core, &mut disk);
+    assert_eq!(ready.truncate_from, None);
+    assert_eq!(core.last_index(), 3);
+    assert_eq!(core.status().commit_index, 3);
+}
+
+// ---- §5.3: the leader's bookkeeping ----
+
+/// §5.3: responses arrive late and twice; a leader that receives a stale
+/// reject (below what the follower acknowledged) or a duplicate or older
+/// ack changes neither the follower's match and next index nor its commit,
+/// and sends nothing for it.
+#[test]
+fn stale_rejects_and_duplicate_acks_change_nothing_at_the_leader() {
+    let mut c = Cluster::new(&[1, 2, 3], |_| {});
+    c.elect(1);
+    c.propose(1, &["a", "b", "c"]);
+    c.settle();
+    let before = c.core(1).status();
+    let peer = |s: &Status| {
+        s.peers
+            .iter()
+            .find(|p| p.id == 2)
+            .map(|p| (p.match_index, p.next_index))
+            .unwrap()
+    };
+    let (matched, _) = peer(&before);
+    assert_eq!(matched, 4);
+    let term = c.core(1).term();
+    let stale = [
+        ack(term, 4),
+        ack(term, 2),
+        ack(term, 0),
+        Message::AppendEntriesResponse(AppendEntriesResponse {
+            term,
+            outcome: AppendOutcome::Rejected {
+                rejected_prev_index: 3,
+                hint: RejectHint::LogTooShort { last_index: 2 },
+            },
+            repairing: false,
+        }),
+        Message::AppendEntriesResponse(AppendEntriesResponse {
+            term,
+            outcome: AppendOutcome::Rejected {
+                rejected_prev_index: 1,
+                hint: RejectHint::ConflictingTerm {
+                    term: 1,
+                    first_index: 1,
+                },
+            },
+            repairing: false,
+        }),
+    ];
+    for message in stale {
+        c.core_mut(1).step(2, message.clone()).unwrap();
+        let after = c.core(1).status();
+        assert_eq!(peer(&after), peer(&before), "after {message:?}");
+        assert_eq!(after.commit_index, before.commit_index, "after {message:?}");
+        c.drain(1);
+        assert!(c.outbox.is_empty(), "after {message:?}: {:?}", c.outbox);
+    }
+}
+
+// ---- thesis §6.2: CheckQuorum ----
+
+/// Thesis §6.2: CheckQuorum steps down only a leader that has lost its
+/// quorum: with a quorum answering, it leads for many election timeouts,
+/// also with one follower cut off.
+#[test]
+fn check_quorum_keeps_a_leader_whose_quorum_is_active() {
+    let mut c = Cluster::new(&[1, 2, 3], |cfg| {
+        cfg.check_quorum = true;
+        cfg.pre_vote = true;
+    });
+    c.elect(1);
+    let term = c.core(1).term();
+    c.tick_all(10 * 20);
+    assert_eq!(c.core(1).role(), Role::Leader);
+    assert_eq!(c.core(1).term(), term);
+    c.cut.insert(3);
+    c.tick_all(10 * 20);
+    assert_eq!(c.core(1).role(), Role::Leader);
+    assert_eq!(c.core(1).term(), term);
+    assert_eq!(c.core(2).leader(), Some(1));
+}
+
+// ---- thesis §3.10: leadership transfer ----
+
+/// Thesis §3.10: a transfer to a target that is behind first brings its
+/// log up to date, then sends TimeoutNow; the target wins the election.
+#[test]
+fn leadership_transfer_catches_a_lagging_target_up_first() {
+    let mut c = Cluster::new(&[1, 2, 3], |cfg| {
+        cfg.pre_vote = true;
+        cfg.check_quorum = true;
+    });
+    c.elect(1);
+    let term = c.core(1).term();
+    c.cut.insert(3);
+    c.propose(1, &["a", "b", "c"]);
+    c.settle();
+    // The leader finds out that node 3 lost what it sent (no answer).
+    for _ in 0..2 * c.core(1).config().election_ticks_min {
+        c.core_mut(1).tick();
+        c.settle();
+    }
+    let last = c.core(1).last_index();
+    assert!(c.core(3).last_index() < last);
+    c.cut.clear();
+    c.core_mut(1).transfer_leadership(3).unwrap();
+    c.drain(1);
+    assert!(
+        !c.outbox
+            .iter()
+            .any(|(_, _, m)| matches!(m, Message::TimeoutNow(_))),
+        "TimeoutNow before the target caught up"
+    );
+    for _ in 0..10 {
+        if c.core(3).role() == Role::Leader {
+            break;
+        }
+        c.core_mut(1).tick();
+        c.settle();
+    }
+    assert_eq!(c.core(3).role(), Role::Leader);
+    assert_eq!(c.core(3).term(), term + 1);
+    assert_eq!(c.core(1).leader(), Some(3));
+    let timeout_now = c
+        .delivered
+        .iter()
+        .position(|(f, t, m)| *f == 1 && *t == 3 && matches!(m, Message::TimeoutNow(_)))
+        .expect("TimeoutNow was sent");
+    let caught_up = c
+        .delivered
+        .iter()
+        .position(|(f, t, m)| *f == 3 && *t == 1 && *m == ack(term, last))
+        .expect("the target acknowledged the leader's last entry");
+    assert!(
+        caught_up < timeout_now,
+        "TimeoutNow only after the catch-up"
+    );
+    assert!(c.core(3).last_index() > last, "the new leader kept a..c");
+}
+
+/// Thesis §3.10: a transfer that does not complete within an election
+/// timeout is abandoned, and the leader accepts proposals again.
+#[test]
+fn leadership_transfer_times_out_after_an_election_timeout() {
+    let mut c = Cluster::new(&[1, 2, 3], |_| {});
+    c.elect(1);
+    c.cut.insert(3);
+    c.core_mut(1).transfer_leadership(3).unwrap();
+    let data = || vec![Proposal::data(Bytes::from_static(b"x"))];
+    let min = c.core(1).config().election_ticks_min;
+    for tick in 0..min {
+        assert!(
+            matches!(
+                c.core_mut(1).propose(data()),
+                Err(ProposeError::TransferInProgress { to: 3 })
+            ),
+            "after {tick} ticks"
+        );
+        c.core_mut(1).tick();
+        c.settle();
+    }
+    assert_eq!(c.core(1).role(), Role::Leader);
+    assert!(c.core_mut(1).propose(data()).is_ok());
+}
+
+/// A node repairing a damaged log does not vote, so it cannot win an
+/// election: a transfer to it is refused.
+#[test]
+fn leadership_transfer_to_a_repairing_node_is_refused() {
+    let mut c = Cluster::new(&[1, 2, 3], |_| {});
+    c.elect(1);
+    c.propose(1, &["a", "b", "c"]);
+    c.settle();
+    c.restart_damaged(2, 2);
+    assert!(c.core(2).status().repair.is_some());
+    // A heartbeat, node 2's answer (a reject, flagged repairing).
+    c.core_mut(1).tick();
+    c.core_mut(1).tick();
+    c.round();
+    c.round();
+    let peer_2 = c
+        .core(1)
+        .status()
+        .peers
+        .into_iter()
+        .find(|p| p.id == 2)
+        .unwrap();
+    assert!(peer_2.repairing);
+    assert_eq!(
+        c.core_mut(1).transfer_leadership(2),
+        Err(TransferError::Repairing { to: 2 })
+    );
+    assert!(c
+        .core_mut(1)
+        .propose(vec![Proposal::data(Bytes::new())])
+        .is_ok());
+}
+
+// ---- thesis §4.2.3: removed servers ----
+
+/// Thesis §4.2.3: a server removed from the configuration that never
+/// learns it keeps campaigning with ever higher terms; servers that hear
+/// from a leader ignore its RequestVotes, so the leader stays, and the
+/// removed server is not added back.
+#[test]
+fn a_removed_node_that_keeps_campaigning_does_not_disrupt_the_cluster() {
+    let mut c = Cluster::new(&[1, 2, 3], |cfg| cfg.check_quorum = true);
+    c.elect(1);
+    let term = c.core(1).term();
+    c.core_mut(1)
+        .propose_membership_change(MembershipChange::Remove { id: 3 })
+        .unwrap();
+    c.cut.insert(3);
+    c.settle();
+    c.tick_all(5);
+    assert!(!c.core(1).membership().is_joint());
+    assert!(!c.core(1).membership().is_voter(3));
+    assert!(c.core(3).membership().is_voter(3), "3 never heard of it");
+    c.cut.clear();
+    let term_3 = c.core(3).term();
+    c.tick_all(200);
+    assert!(c.core(3).term() > term_3 + 3, "3 kept campaigning");
+    assert_eq!(c.core(1).role(), Role::Leader);
+    for id in [1, 2] {
+        assert_eq!(c.core(id).term(), term, "node {id}");
+        let membership = c.core(id).membership();
+        assert!(!membership.is_voter(3) && !membership.is_learner(3));
+    }
+    assert!(c.core(1).status().peers.iter().all(|p| p.id != 3));
+}
+
+// ---- InstallLogStart (InstallSnapshot, Figure 13) ----
+
+/// Figure 13 step 6 (etcd's `restore`): a follower whose entry at the
+/// leader's log-start boundary has the leader's term keeps the entries
+/// after it (it may have acknowledged them), rather than resetting.
+#[test]
+fn install_log_start_keeps_a_matching_suffix_above_the_boundary() {
+    let (mut core, mut disk) = core_with_log(1, &[1, 2, 3], &[], 1);
+    core.step(
+        2,
+        append(2, (0, 0), &[(1, 2), (2, 2), (3, 2), (4, 2), (5, 2)], 1),
+    )
+    .unwrap();
+    drain_and_sync(&mut core, &mut disk);
+    assert_eq!(core.persisted_index(), 5);
+    assert_eq!(core.commit_index(), 1);
+    let start = disk.log_start_at(4).unwrap();
+    assert_eq!((start.first_index, start.prev_term), (4, 2));
+    core.step(
+        2,
+        Message::InstallLogStart(InstallLogStart {
+            term: 2,
+            log_start: start,
+        }),
+    )
+    .unwrap();
+    let ready = drain_and_sync(&mut core, &mut disk);
+    assert_eq!(ready.log_start_reset, None, "the matching log is kept");
+    assert_eq!(ready.truncate_from, None);
+    assert_eq!(core.last_index(), 5);
+    assert_eq!(core.term_at(5), Some(2));
+    assert_eq!(disk.last_index(), 5);
+    assert_eq!(disk.term(4), Some(2));
+    assert!(core.commit_index() >= 3, "the boundary is committed");
+    let matched = ready.messages.iter().find_map(|(_, m)| match m {
+        Message::InstallLogStartResponse(r) => Some(r.match_index),
+        _ => None,
+    });
+    assert!(matches!(matched, Some(3..=5)), "{matched:?}");
 }
