@@ -682,3 +682,60 @@ fn a_lost_batch_is_resent_after_an_election_timeout_without_new_writes() {
     assert_eq!(c.core(2).last_index(), last, "resent without new writes");
     assert_eq!(c.core(1).status().replication_probes, 1);
 }
+
+/// Thesis §3.10: a TimeoutNow cannot be recalled. One that was already on
+/// its way when the transfer timed out still makes the target campaign;
+/// the thesis accepts this ("at worst an extra election") and so do etcd
+/// and raft-rs. What must hold: the campaign is an ordinary election, a
+/// leader is elected again, and every entry the old leader committed after
+/// giving up the transfer survives it.
+#[test]
+fn a_timeout_now_delivered_after_the_transfer_timed_out_loses_nothing() {
+    let mut c = Cluster::new(&[1, 2, 3], |cfg| {
+        cfg.pre_vote = true;
+        cfg.check_quorum = true;
+    });
+    c.elect(1);
+    c.core_mut(1).transfer_leadership(3).unwrap();
+    c.drain(1);
+    // The TimeoutNow to node 3 is held back in the network.
+    let mut delayed = Vec::new();
+    for (from, to, message) in std::mem::take(&mut c.outbox) {
+        if matches!(message, Message::TimeoutNow(_)) {
+            delayed.push((from, to, message));
+        } else {
+            c.core_mut(to).step(from, message).unwrap();
+        }
+    }
+    assert_eq!(delayed.len(), 1, "node 3 was caught up: TimeoutNow at once");
+    let election_ticks = c.core(1).config().election_ticks_min;
+    // Node 3 is cut off until the transfer times out.
+    c.tick_except(election_ticks, &[3]);
+    c.propose(1, 3);
+    c.settle_except(&[3]);
+    let committed = c.core(1).commit_index();
+    assert_eq!(committed, c.core(1).last_index());
+    // Node 3 returns, hears from the leader, then the stale TimeoutNow lands.
+    c.tick_except(2, &[]);
+    for (from, to, message) in delayed {
+        c.core_mut(to).step(from, message).unwrap();
+    }
+    c.settle();
+    // Node 3 had not caught up again (its lost batch is resent only after
+    // an election timeout): its campaign fails, but its term deposed the
+    // leader. That is the extra election; the cluster elects again.
+    c.tick_except(4 * election_ticks, &[]);
+    let leader = (1..=3)
+        .find(|&id| c.core(id).role() == Role::Leader)
+        .expect("a leader");
+    assert!(c.core(leader).commit_index() >= committed);
+    for id in 1..=3 {
+        for index in 1..=committed {
+            assert_eq!(
+                c.core(id).term_at(index),
+                c.core(leader).term_at(index),
+                "node {id} index {index}"
+            );
+        }
+    }
+}
