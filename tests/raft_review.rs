@@ -346,11 +346,11 @@ fn a_node_that_lost_its_vote_ignores_term_reports_from_before_its_restart() {
     );
 }
 
-/// Answers from this incarnation's probes fence, and a later, lower
-/// answer from the same voter (reordered) does not lower the fence.
-#[test]
-fn a_term_probe_keeps_the_highest_fresh_answer_per_voter() {
-    let mut disk = disk_with_log(&[1, 2, 3], &[1, 1, 1], 5);
+/// Node 1 of `members`, which held entries 1..=3 of term 1 and was in
+/// term 5, restarts with its hard state lost and probes for a few ticks;
+/// returns it with the nonce each voter was asked with.
+fn restart_without_hard_state(members: &[NodeId]) -> (Core, Disk, BTreeMap<NodeId, u64>) {
+    let mut disk = disk_with_log(members, &[1, 1, 1], 5);
     disk.crash();
     disk.lose_hard_state();
     let mut core = Core::new(config(1), disk.persisted_state(), 1).unwrap();
@@ -363,8 +363,19 @@ fn a_term_probe_keeps_the_highest_fresh_answer_per_voter() {
             }
         }
     }
+    (core, disk, probes)
+}
+
+fn answer(nonce: u64, term: Term) -> Message {
+    Message::TermProbeResponse(TermProbeResponse { term, nonce })
+}
+
+/// Answers from this incarnation's probes fence, and a later, lower
+/// answer from the same voter (reordered) does not lower the fence.
+#[test]
+fn a_term_probe_keeps_the_highest_fresh_answer_per_voter() {
+    let (mut core, mut disk, probes) = restart_without_hard_state(&[1, 2, 3]);
     assert_eq!(probes.len(), 2, "both other voters are asked");
-    let answer = |nonce, term| Message::TermProbeResponse(TermProbeResponse { term, nonce });
     core.step(2, answer(probes[&2], 7)).unwrap();
     core.step(2, answer(probes[&2], 6)).unwrap();
     core.step(3, answer(probes[&3].wrapping_add(1), 9)).unwrap();
@@ -388,20 +399,7 @@ fn a_term_probe_keeps_the_highest_fresh_answer_per_voter() {
 /// terms are at least T, and any majority of the others meets it.
 #[test]
 fn a_majority_of_term_reports_fences_a_node_that_lost_its_vote() {
-    let mut disk = disk_with_log(&[1, 2, 3, 4, 5], &[1, 1, 1], 5);
-    disk.crash();
-    disk.lose_hard_state();
-    let mut core = Core::new(config(1), disk.persisted_state(), 1).unwrap();
-    let mut probes = BTreeMap::new();
-    for _ in 0..4 {
-        core.tick();
-        for (to, message) in apply(&mut core, &mut disk).messages {
-            if let Message::TermProbe(probe) = message {
-                probes.insert(to, probe.nonce);
-            }
-        }
-    }
-    let answer = |nonce, term| Message::TermProbeResponse(TermProbeResponse { term, nonce });
+    let (mut core, mut disk, probes) = restart_without_hard_state(&[1, 2, 3, 4, 5]);
     core.step(2, answer(probes[&2], 5)).unwrap();
     core.step(3, answer(probes[&3], 6)).unwrap();
     apply(&mut core, &mut disk);
