@@ -1,7 +1,7 @@
 //! `raftlog bench --output json` (CLI.md): one JSON object with the
 //! documented fields, measured on an embedded 3-node cluster.
 //!
-//! Run alone: `cargo test --release --test cli_bench -- --nocapture`.
+//! Run alone: `cargo test --profile ci --test cli_bench -- --nocapture`.
 
 mod common;
 

@@ -2,7 +2,7 @@
 //! `publish`, `consume`, `status`, the metrics endpoint, then `dump` and
 //! `verify` on the stopped nodes' data dirs (the CLI contract, CLI.md).
 //!
-//! Run alone: `cargo test --release --test cli_cluster -- --nocapture`.
+//! Run alone: `cargo test --profile ci --test cli_cluster -- --nocapture`.
 
 mod common;
 

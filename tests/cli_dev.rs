@@ -2,7 +2,7 @@
 //! cluster, prints copy-paste commands that work, stops on Ctrl-C (SIGINT)
 //! with exit 0, and a second run resumes the same data.
 //!
-//! Run alone: `cargo test --release --test cli_dev -- --nocapture`.
+//! Run alone: `cargo test --profile ci --test cli_dev -- --nocapture`.
 
 mod common;
 

@@ -2,7 +2,7 @@
 //! exactly one `error: ...` line on stderr and no panic text (CLI.md: "Errors
 //! go to stderr as one clear line").
 //!
-//! Run alone: `cargo test --release --test cli_errors -- --nocapture`.
+//! Run alone: `cargo test --profile ci --test cli_errors -- --nocapture`.
 
 mod common;
 

@@ -4,7 +4,7 @@
 //! refused with a clear error and the cluster keeps serving.
 //!
 //! The garbage test derives its datagrams from one printed seed; replay with
-//! `RAFTLOG_GARBAGE_SEED=<seed> cargo test --release --test cluster_bad_clients`.
+//! `RAFTLOG_GARBAGE_SEED=<seed> cargo test --profile ci --test cluster_bad_clients`.
 
 mod common;
 

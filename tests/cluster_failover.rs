@@ -2,7 +2,7 @@
 //! producer id lose and duplicate nothing, followers of the tail see every
 //! record once, and a client restart that replays its input is exactly-once.
 //!
-//! Run alone: `cargo test --release --test cluster_failover -- --nocapture`.
+//! Run alone: `cargo test --profile ci --test cluster_failover -- --nocapture`.
 
 mod common;
 

@@ -4,7 +4,7 @@
 //! vote while its log is short, is refilled by the leader, and ends up
 //! serving exactly what the leader serves, with its repair marker gone.
 //!
-//! Run alone: `cargo test --release --test cluster_repair -- --nocapture`.
+//! Run alone: `cargo test --profile ci --test cluster_repair -- --nocapture`.
 
 mod common;
 

@@ -2,7 +2,7 @@
 //! published anywhere end up, identical and in order, on every node, and
 //! nodes that were down or fell behind the log start catch up.
 //!
-//! Run alone: `cargo test --release --test cluster_replication -- --nocapture`.
+//! Run alone: `cargo test --profile ci --test cluster_replication -- --nocapture`.
 
 mod common;
 

@@ -7,11 +7,11 @@
 //! (`tests/faults/checker.rs` lists the rules) and availability after
 //! every leader loss is reported.
 //!
-//! - CI slice (part of `cargo test --release`): every fault kind once, in an
+//! - CI slice (part of `cargo test --profile ci`): every fault kind once, in an
 //!   order drawn from a fixed seed; about a minute.
-//!   `cargo test --release --test fault_suite -- --nocapture`
+//!   `cargo test --profile ci --test fault_suite -- --nocapture`
 //! - Long randomized run (opt-in):
-//!   `RAFTLOG_FAULT_MINUTES=30 RAFTLOG_FAULT_SEED=42 cargo test --release
+//!   `RAFTLOG_FAULT_MINUTES=30 RAFTLOG_FAULT_SEED=42 cargo test --profile ci
 //!   --test fault_suite -- --ignored --nocapture`
 //!   (`RAFTLOG_FAULT_NODES=5` for five voters; the seed is printed and a
 //!   random one is used when none is given).

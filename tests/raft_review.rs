@@ -346,11 +346,11 @@ fn a_node_that_lost_its_vote_ignores_term_reports_from_before_its_restart() {
     );
 }
 
-/// Answers from this incarnation's probes fence, and a later, lower
-/// answer from the same voter (reordered) does not lower the fence.
-#[test]
-fn a_term_probe_keeps_the_highest_fresh_answer_per_voter() {
-    let mut disk = disk_with_log(&[1, 2, 3], &[1, 1, 1], 5);
+/// Node 1 of `members`, which held entries 1..=3 of term 1 and was in
+/// term 5, restarts with its hard state lost and probes for a few ticks;
+/// returns it with the nonce each voter was asked with.
+fn restart_without_hard_state(members: &[NodeId]) -> (Core, Disk, BTreeMap<NodeId, u64>) {
+    let mut disk = disk_with_log(members, &[1, 1, 1], 5);
     disk.crash();
     disk.lose_hard_state();
     let mut core = Core::new(config(1), disk.persisted_state(), 1).unwrap();
@@ -363,8 +363,19 @@ fn a_term_probe_keeps_the_highest_fresh_answer_per_voter() {
             }
         }
     }
+    (core, disk, probes)
+}
+
+fn answer(nonce: u64, term: Term) -> Message {
+    Message::TermProbeResponse(TermProbeResponse { term, nonce })
+}
+
+/// Answers from this incarnation's probes fence, and a later, lower
+/// answer from the same voter (reordered) does not lower the fence.
+#[test]
+fn a_term_probe_keeps_the_highest_fresh_answer_per_voter() {
+    let (mut core, mut disk, probes) = restart_without_hard_state(&[1, 2, 3]);
     assert_eq!(probes.len(), 2, "both other voters are asked");
-    let answer = |nonce, term| Message::TermProbeResponse(TermProbeResponse { term, nonce });
     core.step(2, answer(probes[&2], 7)).unwrap();
     core.step(2, answer(probes[&2], 6)).unwrap();
     core.step(3, answer(probes[&3].wrapping_add(1), 9)).unwrap();
@@ -388,20 +399,7 @@ fn a_term_probe_keeps_the_highest_fresh_answer_per_voter() {
 /// terms are at least T, and any majority of the others meets it.
 #[test]
 fn a_majority_of_term_reports_fences_a_node_that_lost_its_vote() {
-    let mut disk = disk_with_log(&[1, 2, 3, 4, 5], &[1, 1, 1], 5);
-    disk.crash();
-    disk.lose_hard_state();
-    let mut core = Core::new(config(1), disk.persisted_state(), 1).unwrap();
-    let mut probes = BTreeMap::new();
-    for _ in 0..4 {
-        core.tick();
-        for (to, message) in apply(&mut core, &mut disk).messages {
-            if let Message::TermProbe(probe) = message {
-                probes.insert(to, probe.nonce);
-            }
-        }
-    }
-    let answer = |nonce, term| Message::TermProbeResponse(TermProbeResponse { term, nonce });
+    let (mut core, mut disk, probes) = restart_without_hard_state(&[1, 2, 3, 4, 5]);
     core.step(2, answer(probes[&2], 5)).unwrap();
     core.step(3, answer(probes[&3], 6)).unwrap();
     apply(&mut core, &mut disk);
@@ -681,4 +679,61 @@ fn a_lost_batch_is_resent_after_an_election_timeout_without_new_writes() {
     c.tick_except(election_ticks + 1, &[]);
     assert_eq!(c.core(2).last_index(), last, "resent without new writes");
     assert_eq!(c.core(1).status().replication_probes, 1);
+}
+
+/// Thesis §3.10: a TimeoutNow cannot be recalled. One that was already on
+/// its way when the transfer timed out still makes the target campaign;
+/// the thesis accepts this ("at worst an extra election") and so do etcd
+/// and raft-rs. What must hold: the campaign is an ordinary election, a
+/// leader is elected again, and every entry the old leader committed after
+/// giving up the transfer survives it.
+#[test]
+fn a_timeout_now_delivered_after_the_transfer_timed_out_loses_nothing() {
+    let mut c = Cluster::new(&[1, 2, 3], |cfg| {
+        cfg.pre_vote = true;
+        cfg.check_quorum = true;
+    });
+    c.elect(1);
+    c.core_mut(1).transfer_leadership(3).unwrap();
+    c.drain(1);
+    // The TimeoutNow to node 3 is held back in the network.
+    let mut delayed = Vec::new();
+    for (from, to, message) in std::mem::take(&mut c.outbox) {
+        if matches!(message, Message::TimeoutNow(_)) {
+            delayed.push((from, to, message));
+        } else {
+            c.core_mut(to).step(from, message).unwrap();
+        }
+    }
+    assert_eq!(delayed.len(), 1, "node 3 was caught up: TimeoutNow at once");
+    let election_ticks = c.core(1).config().election_ticks_min;
+    // Node 3 is cut off until the transfer times out.
+    c.tick_except(election_ticks, &[3]);
+    c.propose(1, 3);
+    c.settle_except(&[3]);
+    let committed = c.core(1).commit_index();
+    assert_eq!(committed, c.core(1).last_index());
+    // Node 3 returns, hears from the leader, then the stale TimeoutNow lands.
+    c.tick_except(2, &[]);
+    for (from, to, message) in delayed {
+        c.core_mut(to).step(from, message).unwrap();
+    }
+    c.settle();
+    // Node 3 had not caught up again (its lost batch is resent only after
+    // an election timeout): its campaign fails, but its term deposed the
+    // leader. That is the extra election; the cluster elects again.
+    c.tick_except(4 * election_ticks, &[]);
+    let leader = (1..=3)
+        .find(|&id| c.core(id).role() == Role::Leader)
+        .expect("a leader");
+    assert!(c.core(leader).commit_index() >= committed);
+    for id in 1..=3 {
+        for index in 1..=committed {
+            assert_eq!(
+                c.core(id).term_at(index),
+                c.core(leader).term_at(index),
+                "node {id} index {index}"
+            );
+        }
+    }
 }

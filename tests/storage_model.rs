@@ -4,7 +4,7 @@
 //! must equal the model (storage-format.md, "Recovery" and "Durability").
 //!
 //! One u64 seed drives every case and is printed; replay a failure with
-//! `PROPTEST_RNG_SEED=<seed> cargo test --release --test storage_model`.
+//! `PROPTEST_RNG_SEED=<seed> cargo test --profile ci --test storage_model`.
 //! `PROPTEST_CASES` sets the number of cases (default 64).
 
 use bytes::Bytes;

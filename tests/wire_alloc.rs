@@ -4,7 +4,7 @@
 //!
 //! This binary holds one test so that no other test allocates while a
 //! decode is measured. Random bodies derive from one printed seed; replay
-//! with `PROPTEST_RNG_SEED=<seed> cargo test --release --test wire_alloc`.
+//! with `PROPTEST_RNG_SEED=<seed> cargo test --profile ci --test wire_alloc`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -3,7 +3,7 @@
 //! error (never a panic), and payloads are zero-copy slices of the body.
 //!
 //! One u64 seed drives every randomized test and is printed; replay a failure
-//! with `PROPTEST_RNG_SEED=<seed> cargo test --release --test wire_codec`.
+//! with `PROPTEST_RNG_SEED=<seed> cargo test --profile ci --test wire_codec`.
 //! `WIRE_FUZZ_CASES=<n>` sets the number of random bodies per decoder
 //! (default 10,000).
 

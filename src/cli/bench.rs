@@ -224,17 +224,23 @@ async fn run_publisher(
         if count == 0 {
             break;
         }
+        // With --rate, latency runs from the intended send time, so a
+        // cluster that falls behind shows it (coordinated omission). In
+        // closed loop it runs from when the append is handed to the
+        // connection: `send` first waits for a free slot in the window, and
+        // counting that wait would count the previous append's latency twice.
         let intended = match interval {
             Some(interval) => {
                 let at = started + interval * sent;
                 tokio::time::sleep_until(at.into()).await;
-                at
+                Some(at)
             }
-            None => Instant::now(),
+            None => None,
         };
         sent = sent.saturating_add(1);
         let records = vec![payload.clone(); count as usize];
         let ticket = publisher.send(records).await?;
+        let intended = intended.unwrap_or_else(Instant::now);
         if ticket_tx.send((ticket, intended, count)).await.is_err() {
             break; // the collector failed; its error is reported below
         }

@@ -70,6 +70,15 @@ pub struct Bugs {
     pub heartbeat_prev_is_next_index: bool,
 }
 
+impl Bugs {
+    /// True if any rule is broken on purpose: the core's assertions of the
+    /// rules a mutation breaks stand aside, so that the simulator, not a
+    /// panic, reports the violation the mutation causes.
+    pub fn any(&self) -> bool {
+        *self != Bugs::default()
+    }
+}
+
 /// The default tick is 10 ms; 15..30 ticks is the paper's 150..300 ms.
 pub const ELECTION_TICKS_MIN_DEFAULT: u64 = 15;
 pub const ELECTION_TICKS_MAX_DEFAULT: u64 = 30;

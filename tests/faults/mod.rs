@@ -74,7 +74,7 @@ pub fn run(options: SuiteOptions) {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     eprintln!(
-        "[faults] seed {} ({} nodes); replay: RAFTLOG_FAULT_SEED={} cargo test --release --test fault_suite",
+        "[faults] seed {} ({} nodes); replay: RAFTLOG_FAULT_SEED={} cargo test --profile ci --test fault_suite",
         options.seed, options.nodes, options.seed
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -287,7 +287,7 @@ async fn run_async(options: SuiteOptions) {
         let kept = cluster.keep_files();
         panic!(
             "the fault suite found {} violation(s) with seed {} (node logs kept in {}); \
-             replay: RAFTLOG_FAULT_SEED={} cargo test --release --test fault_suite -- --nocapture",
+             replay: RAFTLOG_FAULT_SEED={} cargo test --profile ci --test fault_suite -- --nocapture",
             report.violations.len(),
             options.seed,
             kept.display(),

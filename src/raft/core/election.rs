@@ -125,6 +125,15 @@ impl Core {
 
     pub(super) fn become_leader(&mut self) {
         debug_assert_eq!(self.role, Role::Candidate);
+        debug_assert_eq!(
+            self.hard_state.voted_for,
+            Some(self.config.id),
+            "a leader voted for itself in its term"
+        );
+        debug_assert!(
+            self.commit_index <= self.log.last_index,
+            "a new leader holds every entry it knows committed (leader completeness)"
+        );
         self.role = Role::Leader;
         self.leader = Some(self.config.id);
         self.votes.clear();
@@ -176,6 +185,10 @@ impl Core {
             || self.config.bugs.double_vote;
         let granted = can_vote && up_to_date;
         if granted {
+            debug_assert!(
+                self.config.bugs.any() || self.hard_state.voted_for.map_or(true, |v| v == from),
+                "at most one vote per term (election safety)"
+            );
             self.hard_state.voted_for = Some(from);
             self.reset_election_timer();
         }

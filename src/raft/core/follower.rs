@@ -112,11 +112,11 @@ impl Core {
                 Some(term) if term == entry.term => continue,
                 Some(_) => {
                     debug_assert!(
-                        entry.index > self.commit_index,
+                        self.config.bugs.any() || entry.index > self.commit_index,
                         "a committed entry is never truncated"
                     );
                     debug_assert!(
-                        entry.index > self.leader_match_ceiling,
+                        self.config.bugs.any() || entry.index > self.leader_match_ceiling,
                         "entries matching this term's leader are never truncated"
                     );
                     self.truncate_from(entry.index);
@@ -167,6 +167,10 @@ impl Core {
             self.log.persisted_index
         };
         let match_index = self.leader_match_ceiling.min(persisted);
+        debug_assert!(
+            self.config.bugs.any() || match_index <= self.log.persisted_index,
+            "only persisted entries are acknowledged"
+        );
         if !always && match_index <= self.acked_index {
             return;
         }
@@ -226,7 +230,7 @@ impl Core {
             // committed (log matching), and discarding them needs no
             // repair. Start over at the leader's log start.
             debug_assert!(
-                self.leader_match_ceiling <= boundary,
+                self.config.bugs.any() || self.leader_match_ceiling <= boundary,
                 "entries matching this term's leader are never discarded"
             );
             self.log.set_start(start.clone());

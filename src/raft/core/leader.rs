@@ -252,6 +252,10 @@ impl Core {
         if !own_term && !self.config.bugs.commit_old_term_by_counting {
             return;
         }
+        debug_assert!(
+            self.config.bugs.any() || self.log.term(candidate) == Some(self.term()),
+            "a leader commits by counting only entries of its own term (§5.4.2)"
+        );
         self.commit_index = candidate;
         self.commit_broadcast_due = true;
         self.on_commit_advanced();

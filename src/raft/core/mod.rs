@@ -529,6 +529,10 @@ impl Core {
             self.hard_state_emitted = self.hard_state;
         }
         ready.messages = std::mem::take(&mut self.messages);
+        debug_assert!(
+            self.commit_index <= self.log.last_index,
+            "the commit index is within the log"
+        );
         if self.commit_index != self.commit_emitted {
             debug_assert!(
                 self.commit_index > self.commit_emitted,
