@@ -1601,6 +1601,35 @@ fn leadership_transfer_catches_a_lagging_target_up_first() {
     assert!(c.core(3).last_index() > last, "the new leader kept a..c");
 }
 
+/// Thesis §3.10: the target is brought up to date "using the normal
+/// replication mechanism" within the transfer's election timeout, also
+/// when the batches last sent to it were lost just before the transfer
+/// (the leader has not given up on them yet; the target's heartbeat
+/// answers say how far it is).
+#[test]
+fn leadership_transfer_catches_up_a_target_whose_last_batches_were_lost() {
+    let mut c = Cluster::new(&[1, 2, 3], |cfg| {
+        cfg.pre_vote = true;
+        cfg.check_quorum = true;
+    });
+    c.elect(1);
+    let term = c.core(1).term();
+    c.cut.insert(3);
+    c.propose(1, &["a", "b", "c"]);
+    c.settle();
+    c.cut.clear();
+    c.core_mut(1).transfer_leadership(3).unwrap();
+    for _ in 0..c.core(1).config().election_ticks_min {
+        if c.core(3).role() == Role::Leader {
+            break;
+        }
+        c.core_mut(1).tick();
+        c.settle();
+    }
+    assert_eq!(c.core(3).role(), Role::Leader, "the transfer completed");
+    assert_eq!(c.core(3).term(), term + 1);
+}
+
 /// Thesis §3.10: a transfer that does not complete within an election
 /// timeout is abandoned, and the leader accepts proposals again.
 #[test]
