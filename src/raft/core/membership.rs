@@ -2,6 +2,8 @@
 
 use std::collections::BTreeSet;
 
+use crate::raft::progress::ReplicationState;
+
 use super::*;
 use crate::types::{Entry, EntryKind, LogIndex, NodeId};
 
@@ -86,13 +88,20 @@ impl Core {
         // keeps running, or a transfer request would keep a leader that
         // lost its quorum in office for another election timeout.
         self.transfer = Some((to, 0));
-        if self
-            .progress
-            .get(&to)
-            .is_some_and(|pr| pr.match_index == self.log.last_index)
-        {
+        let last_index = self.log.last_index;
+        let Some(pr) = self.progress.get_mut(&to) else {
+            return Ok(());
+        };
+        if pr.match_index == last_index {
             let term = self.term();
             self.send(to, Message::TimeoutNow(TimeoutNow { term }));
+        } else if pr.state == ReplicationState::Replicate {
+            // The target must catch up within the transfer's timeout, and a
+            // lost batch is otherwise resent only after an election timeout
+            // (heartbeats refer to the match index and do not reveal it):
+            // resend from its match index now. Deliberate, so not counted
+            // as a fall-back.
+            pr.become_probe();
         }
         Ok(())
     }
