@@ -10,58 +10,15 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use raftlog::raft::*;
 use raftlog::sim::Disk;
-use raftlog::types::{Entry, HardState, LogIndex, LogStart, Membership, NodeId, Term};
+use raftlog::types::{LogIndex, LogStart, NodeId, Term};
 
-fn config(id: NodeId) -> Config {
-    let mut config = Config::new(id);
-    config.election_ticks_min = 10;
-    config.election_ticks_max = 20;
-    config.heartbeat_ticks = 2;
-    config.pre_vote = false;
-    config.check_quorum = false;
-    config
-}
-
-fn voters(ids: &[NodeId]) -> Membership {
-    Membership::with_voters(ids.iter().map(|&id| (id, format!("n{id}"))))
-}
+mod raft_harness;
+use raft_harness::*;
 
 /// A disk holding entries `1..=terms.len()` of the given terms, synced,
 /// with `hard_term` as its current term.
 fn disk_with_log(members: &[NodeId], terms: &[Term], hard_term: Term) -> Disk {
-    let mut disk = Disk::new(LogStart::initial(voters(members)));
-    for (offset, &term) in terms.iter().enumerate() {
-        let index = offset as u64 + 1;
-        disk.append(Entry::data(index, term, payload(index, term)));
-    }
-    disk.sync();
-    disk.hard_state = HardState {
-        term: hard_term,
-        voted_for: None,
-    };
-    disk
-}
-
-/// Every copy of entry (index, term) carries the same bytes, as log
-/// matching requires of a real cluster.
-fn payload(index: LogIndex, term: Term) -> Bytes {
-    Bytes::from(format!("x{index}.{term}"))
-}
-
-fn entries(range: std::ops::RangeInclusive<LogIndex>, term: Term) -> Vec<Entry> {
-    range
-        .map(|index| Entry::data(index, term, payload(index, term)))
-        .collect()
-}
-
-fn append(term: Term, prev: (LogIndex, Term), entries: Vec<Entry>, commit: LogIndex) -> Message {
-    Message::AppendEntries(AppendEntries {
-        term,
-        prev_log_index: prev.0,
-        prev_log_term: prev.1,
-        entries,
-        leader_commit: commit,
-    })
+    core_with_log(1, members, terms, hard_term).1
 }
 
 /// Applies a Ready to `disk` as the driving contract says and returns it.
@@ -107,128 +64,6 @@ fn granted(ready: &Ready) -> bool {
         .any(|(_, m)| matches!(m, Message::RequestVoteResponse(r) if r.granted && !r.pre_vote))
 }
 
-fn vote_request(term: Term, last: (LogIndex, Term)) -> Message {
-    Message::RequestVote(RequestVote {
-        term,
-        last_log_index: last.0,
-        last_log_term: last.1,
-        pre_vote: false,
-        leadership_transfer: false,
-    })
-}
-
-/// A hand-driven cluster: each node's messages wait in its outbox until a
-/// test delivers them, all at once or one by one.
-struct Cluster {
-    cores: BTreeMap<NodeId, Core>,
-    disks: BTreeMap<NodeId, Disk>,
-    /// (from, to, message) in send order.
-    outbox: Vec<(NodeId, NodeId, Message)>,
-}
-
-impl Cluster {
-    fn new(ids: &[NodeId], tweak: impl Fn(&mut Config)) -> Cluster {
-        let mut cores = BTreeMap::new();
-        let mut disks = BTreeMap::new();
-        for &id in ids {
-            let mut config = config(id);
-            tweak(&mut config);
-            let disk = Disk::new(LogStart::initial(voters(ids)));
-            cores.insert(id, Core::new(config, disk.persisted_state(), id).unwrap());
-            disks.insert(id, disk);
-        }
-        Cluster {
-            cores,
-            disks,
-            outbox: Vec::new(),
-        }
-    }
-
-    fn core(&self, id: NodeId) -> &Core {
-        &self.cores[&id]
-    }
-
-    fn core_mut(&mut self, id: NodeId) -> &mut Core {
-        self.cores.get_mut(&id).unwrap()
-    }
-
-    /// Applies node `id`'s Ready (syncing at once) and queues its messages.
-    fn drain(&mut self, id: NodeId) {
-        let core = self.cores.get_mut(&id).unwrap();
-        let disk = self.disks.get_mut(&id).unwrap();
-        for _ in 0..3 {
-            let ready = apply(core, disk);
-            sync(core, disk);
-            for (to, message) in ready.messages {
-                self.outbox.push((id, to, message));
-            }
-        }
-    }
-
-    fn drain_all(&mut self) {
-        let ids: Vec<NodeId> = self.cores.keys().copied().collect();
-        for id in ids {
-            self.drain(id);
-        }
-    }
-
-    /// Delivers every queued message whose link is up, until quiet;
-    /// messages on cut links are dropped.
-    fn settle_except(&mut self, cut: &[NodeId]) {
-        for _ in 0..200 {
-            self.drain_all();
-            if self.outbox.is_empty() {
-                return;
-            }
-            for (from, to, message) in std::mem::take(&mut self.outbox) {
-                if cut.contains(&from) || cut.contains(&to) {
-                    continue;
-                }
-                if let Some(core) = self.cores.get_mut(&to) {
-                    core.step(from, message).unwrap();
-                }
-            }
-        }
-        panic!("cluster did not settle");
-    }
-
-    fn settle(&mut self) {
-        self.settle_except(&[]);
-    }
-
-    /// Ticks only `id` until it campaigns, then settles.
-    fn elect(&mut self, id: NodeId) {
-        for _ in 0..100 {
-            self.core_mut(id).tick();
-            if self.core(id).role() != Role::Follower {
-                break;
-            }
-        }
-        self.settle();
-        assert_eq!(self.core(id).role(), Role::Leader);
-    }
-
-    /// Ticks every node not in `cut` once per round, settling after each.
-    fn tick_except(&mut self, ticks: u64, cut: &[NodeId]) {
-        for _ in 0..ticks {
-            let ids: Vec<NodeId> = self.cores.keys().copied().collect();
-            for id in ids {
-                if !cut.contains(&id) {
-                    self.core_mut(id).tick();
-                }
-            }
-            self.settle_except(cut);
-        }
-    }
-
-    fn propose(&mut self, id: NodeId, count: usize) {
-        let proposals = (0..count)
-            .map(|n| Proposal::data(Bytes::from(format!("p{n}"))))
-            .collect();
-        self.core_mut(id).propose(proposals).unwrap();
-    }
-}
-
 // ---- finding 1: InstallLogStart keeps a matching suffix ----
 
 /// Raft Figure 13 step 6 (and etcd's `restore`): a follower told to start
@@ -241,7 +76,7 @@ fn install_log_start_keeps_the_suffix_that_matches_the_leader() {
     let mut disk = disk_with_log(&[1, 2, 3], &[1; 10], 2);
     let mut core = Core::new(config(2), disk.persisted_state(), 2).unwrap();
     // The leader of term 2 sends 11..=30; the follower persists and acks 30.
-    core.step(1, append(2, (10, 1), entries(11..=30, 2), 10))
+    core.step(1, append(2, (10, 1), &run(11..=30, 2), 10))
         .unwrap();
     apply(&mut core, &mut disk);
     sync(&mut core, &mut disk);
@@ -426,17 +261,12 @@ fn a_majority_of_term_reports_fences_a_node_that_lost_its_vote() {
 fn an_idle_leader_refills_a_follower_that_lost_acknowledged_entries() {
     let mut c = Cluster::new(&[1, 2, 3], |_| {});
     c.elect(1);
-    c.propose(1, 4);
+    c.propose_count(1, 4);
     c.settle();
     let last = c.core(1).last_index();
     assert_eq!(c.core(1).status().peers[0].match_index, last);
     // Node 2 restarts with its log cut after entry 2; nobody writes.
-    let config = c.core(2).config().clone();
-    let disk = c.disks.get_mut(&2).unwrap();
-    disk.crash();
-    disk.damage(3);
-    let restarted = Core::new(config, disk.persisted_state(), 22).unwrap();
-    c.cores.insert(2, restarted);
+    c.restart_damaged(2, 3);
     c.tick_except(10, &[]);
     let follower = c.core(2);
     assert_eq!(follower.last_index(), last, "refilled without new writes");
@@ -455,12 +285,12 @@ fn an_idle_leader_refills_a_follower_that_lost_acknowledged_entries() {
 fn a_heartbeat_that_overtakes_a_batch_is_accepted() {
     let mut c = Cluster::new(&[1, 2, 3], |_| {});
     c.elect(1);
-    c.propose(1, 2);
+    c.propose_count(1, 2);
     c.settle();
     let acked = c.core(1).last_index();
     let probes_before = c.core(1).status().replication_probes;
     // A batch goes out and stays in flight.
-    c.propose(1, 3);
+    c.propose_count(1, 3);
     c.drain(1);
     let batches = std::mem::take(&mut c.outbox);
     assert!(batches
@@ -611,11 +441,11 @@ fn terms_and_indexes_near_u64_max_are_refused_as_malformed() {
     let disk = disk_with_log(&[1, 2, 3], &[1, 1], 1);
     let mut core = Core::new(config(1), disk.persisted_state(), 1).unwrap();
     let hostile = [
-        append(u64::MAX, (2, 1), Vec::new(), 2),
+        append(u64::MAX, (2, 1), &[], 2),
         vote_request(u64::MAX, (2, 1)),
-        append(2, (u64::MAX, 1), Vec::new(), 2),
-        append(2, (u64::MAX - 1, 1), entries(u64::MAX..=u64::MAX, 2), 2),
-        append(2, (2, 1), Vec::new(), u64::MAX),
+        append(2, (u64::MAX, 1), &[], 2),
+        append(2, (u64::MAX - 1, 1), &run(u64::MAX..=u64::MAX, 2), 2),
+        append(2, (2, 1), &[], u64::MAX),
         Message::AppendEntriesResponse(AppendEntriesResponse {
             term: 1,
             repairing: false,
@@ -660,9 +490,9 @@ fn terms_and_indexes_near_u64_max_are_refused_as_malformed() {
 fn a_lost_batch_is_resent_after_an_election_timeout_without_new_writes() {
     let mut c = Cluster::new(&[1, 2, 3], |_| {});
     c.elect(1);
-    c.propose(1, 2);
+    c.propose_count(1, 2);
     c.settle();
-    c.propose(1, 3);
+    c.propose_count(1, 3);
     c.drain(1);
     // The batch to node 2 is lost; node 3 gets its copy.
     let batches = std::mem::take(&mut c.outbox);
@@ -709,7 +539,7 @@ fn a_timeout_now_delivered_after_the_transfer_timed_out_loses_nothing() {
     let election_ticks = c.core(1).config().election_ticks_min;
     // Node 3 is cut off until the transfer times out.
     c.tick_except(election_ticks, &[3]);
-    c.propose(1, 3);
+    c.propose_count(1, 3);
     c.settle_except(&[3]);
     let committed = c.core(1).commit_index();
     assert_eq!(committed, c.core(1).last_index());
