@@ -5,9 +5,9 @@
 //! the leader-churn schedule (leaders cut off right after appending, the
 //! interleavings of Figure 8 in the Raft paper).
 //!
-//! Replay one seed: `RAFTLOG_SIM_SEED=<seed> cargo test --release --test sim_cluster -- --nocapture`
+//! Replay one seed: `RAFTLOG_SIM_SEED=<seed> cargo test --profile ci --test sim_cluster -- --nocapture`
 //! (the seed alone says how many voters and which schedule).
-//! Long run: `RAFTLOG_SIM_SEEDS=100000 cargo test --release --test sim_cluster -- --nocapture`
+//! Long run: `RAFTLOG_SIM_SEEDS=100000 cargo test --profile ci --test sim_cluster -- --nocapture`
 //! (shared among the tests in proportion to their CI share).
 
 use raftlog::sim::{FaultSchedule, Sim, SimOptions};
@@ -60,6 +60,8 @@ fn run_seeds(base: u64, ci_count: u64, voters: usize, schedule: FaultSchedule) {
     });
     let mut committed = 0u64;
     let mut damages = 0u64;
+    let mut mid_ready_crashes = 0u64;
+    let mut stale_syncs = 0u64;
     for seed in base..base + count {
         let options = options_for(seed);
         assert_eq!(
@@ -71,12 +73,14 @@ fn run_seeds(base: u64, ci_count: u64, voters: usize, schedule: FaultSchedule) {
             Ok(report) => {
                 committed += report.committed_entries;
                 damages += report.damages;
+                mid_ready_crashes += report.mid_ready_crashes;
+                stale_syncs += report.stale_syncs;
             }
             Err(failure) => panic!("{failure}"),
         }
     }
     eprintln!(
-        "{count} seeds from {base} with {voters} voters, {schedule:?} faults, passed; {committed} entries committed, {damages} damaged disks repaired"
+        "{count} seeds from {base} with {voters} voters, {schedule:?} faults, passed; {committed} entries committed, {damages} damaged disks repaired, {mid_ready_crashes} crashes mid-Ready, {stale_syncs} stale sync reports"
     );
 }
 

@@ -1,7 +1,15 @@
 //! The simulator's disk: what a node stores, split into synced and
 //! unsynced writes. A crash keeps the hard state and log start (written
-//! durably, as the driving contract requires) and the synced prefix of the
-//! log, and loses every entry written after the last sync.
+//! durably, as the driving contract requires), the synced prefix of the
+//! log and possibly some of the unsynced entries after it (written pages
+//! may reach the platter before any fsync), and loses the rest.
+//!
+//! A sync is asynchronous, as in the node (the driver hands it to a thread
+//! and goes on): [`Disk::begin_sync`] takes a ticket for everything written
+//! so far and [`Disk::finish_sync`] completes it later. A truncation or a
+//! reset in between lowers what the ticket can make durable, and the report
+//! the core gets is the (index, term) the ticket was taken at, which may no
+//! longer be in the log: the core must see that it is stale.
 
 use crate::raft::{LogReadError, LogReader, PersistedState, Repair};
 use crate::types::{Entry, EntryKind, HardState, LogIndex, LogStart, Membership, Term};
@@ -19,6 +27,20 @@ pub struct Disk {
     config_indexes: Vec<LogIndex>,
     /// The durable repair marker that damage leaves (see [`Disk::damage`]).
     pub repair: Option<Repair>,
+    /// The sync in flight, if any (one at a time, as in the driver).
+    sync_in_flight: Option<SyncTicket>,
+}
+
+/// A sync that was started and has not completed.
+#[derive(Clone, Copy, Debug)]
+struct SyncTicket {
+    /// The last entry written when the sync started, and its term.
+    index: LogIndex,
+    term: Term,
+    /// The lowest last index the log had since the sync started: entries
+    /// above it were truncated (or reset away) and written again, and this
+    /// sync does not cover the new ones.
+    low_water: LogIndex,
 }
 
 impl Disk {
@@ -30,6 +52,7 @@ impl Disk {
             synced_count: 0,
             config_indexes: Vec::new(),
             repair: None,
+            sync_in_flight: None,
         }
     }
 
@@ -81,6 +104,7 @@ impl Disk {
         self.entries.truncate(keep);
         self.synced_count = self.synced_count.min(keep);
         self.forget_configs_from(from);
+        self.lower_sync_low_water();
     }
 
     pub fn reset(&mut self, start: LogStart) {
@@ -88,6 +112,14 @@ impl Disk {
         self.config_indexes.clear();
         self.synced_count = 0;
         self.log_start = start;
+        self.lower_sync_low_water();
+    }
+
+    fn lower_sync_low_water(&mut self) {
+        let last = self.last_index();
+        if let Some(ticket) = self.sync_in_flight.as_mut() {
+            ticket.low_water = ticket.low_water.min(last);
+        }
     }
 
     fn forget_configs_from(&mut self, from: LogIndex) {
@@ -95,7 +127,8 @@ impl Disk {
         self.config_indexes.truncate(keep);
     }
 
-    /// Makes every write durable; returns the last entry's (index, term).
+    /// Makes every write durable at once; returns the last entry's (index,
+    /// term).
     pub fn sync(&mut self) -> Option<(LogIndex, Term)> {
         if self.synced_count == self.entries.len() {
             return None;
@@ -104,9 +137,71 @@ impl Disk {
         self.entries.last().map(|e| (e.index, e.term))
     }
 
+    /// Starts a sync of everything written so far; false if one is already
+    /// in flight or nothing is unsynced.
+    pub fn begin_sync(&mut self) -> bool {
+        if self.sync_in_flight.is_some() || self.synced_count == self.entries.len() {
+            return false;
+        }
+        let index = self.last_index();
+        let Some(term) = self.term(index) else {
+            return false;
+        };
+        self.sync_in_flight = Some(SyncTicket {
+            index,
+            term,
+            low_water: index,
+        });
+        true
+    }
+
+    pub fn sync_in_flight(&self) -> bool {
+        self.sync_in_flight.is_some()
+    }
+
+    /// Completes the sync in flight: what it covered and is still in the log
+    /// is durable. Returns the (index, term) the sync was started at, which
+    /// is what the node reports to its core (stale if a truncation or reset
+    /// came in between; the core must notice).
+    pub fn finish_sync(&mut self) -> Option<(LogIndex, Term)> {
+        let ticket = self.sync_in_flight.take()?;
+        let durable_last = ticket.index.min(ticket.low_water);
+        let first = self.log_start.first_index;
+        if let Some(count) = (durable_last + 1).checked_sub(first) {
+            let count = (count as usize).min(self.entries.len());
+            self.synced_count = self.synced_count.max(count);
+        }
+        Some((ticket.index, ticket.term))
+    }
+
+    /// A crash: every unsynced write is lost.
     pub fn crash(&mut self) {
-        self.entries.truncate(self.synced_count);
+        self.crash_keeping(0);
+    }
+
+    /// A crash: the sync in flight never completes, and of the unsynced
+    /// entries only the first `survivors` remain (written pages that
+    /// reached the disk on their own).
+    pub fn crash_keeping(&mut self, survivors: usize) {
+        self.sync_in_flight = None;
+        let keep = self
+            .synced_count
+            .saturating_add(survivors)
+            .min(self.entries.len());
+        self.entries.truncate(keep);
+        self.synced_count = keep;
         self.forget_configs_from(self.last_index() + 1);
+    }
+
+    /// (index, term) of every stored entry from `from` on.
+    pub fn terms_from(&self, from: LogIndex) -> impl Iterator<Item = (LogIndex, Term)> + '_ {
+        let skip = from.saturating_sub(self.log_start.first_index) as usize;
+        self.entries.iter().skip(skip).map(|e| (e.index, e.term))
+    }
+
+    /// Entries written and not yet durable.
+    pub fn unsynced_count(&self) -> usize {
+        self.entries.len() - self.synced_count
     }
 
     /// Storage damage found at open (what `storage::Log::open` does with a
