@@ -567,3 +567,69 @@ fn a_timeout_now_delivered_after_the_transfer_timed_out_loses_nothing() {
         }
     }
 }
+
+// ---- found by the simulator: a stale-leader reply taken as a reject ----
+
+/// A node that hears AppendEntries from a leader of an older term answers
+/// with its own term and `rejected_prev_index: 0`, so the stale leader
+/// steps down. Held in the network, that answer can reach the same node
+/// after it won the answer's term: then it reads as a reject at index 0 in
+/// its own term. Index 0 always matches, so no real reject names it; taken
+/// as one, it set the next index to 0 and the match index to `0 - 1`
+/// (a panic with overflow checks, `u64::MAX` without: the follower counted
+/// as holding everything). Found by the simulator with held-back messages
+/// (seed 13641 of the term-fence mutation run).
+#[test]
+fn a_reply_to_a_stale_leader_that_arrives_once_it_leads_that_term_is_ignored() {
+    let (mut leader, mut disk) = core_with_log(1, &[1, 2, 3], &[], 0);
+    for _ in 0..100 {
+        leader.tick();
+        if leader.role() == Role::Candidate {
+            break;
+        }
+    }
+    let term = leader.term();
+    apply(&mut leader, &mut disk);
+    let grant = Message::RequestVoteResponse(RequestVoteResponse {
+        term,
+        pre_vote: false,
+        granted: true,
+    });
+    leader.step(2, grant).unwrap();
+    assert_eq!(leader.role(), Role::Leader);
+    // Node 3's answer to our AppendEntries of an older term, sent when it
+    // was already in `term`.
+    let stale_reply = Message::AppendEntriesResponse(AppendEntriesResponse {
+        term,
+        repairing: false,
+        outcome: AppendOutcome::Rejected {
+            rejected_prev_index: 0,
+            hint: RejectHint::LogTooShort { last_index: 0 },
+        },
+    });
+    leader.step(3, stale_reply).unwrap();
+    let ready = apply(&mut leader, &mut disk);
+    sync(&mut leader, &mut disk);
+    // Node 3 is replicated to as if the reply had never come: from index 1.
+    let to_3: Vec<&AppendEntries> = ready
+        .messages
+        .iter()
+        .filter_map(|(to, m)| match m {
+            Message::AppendEntries(a) if *to == 3 => Some(a),
+            _ => None,
+        })
+        .collect();
+    assert!(!to_3.is_empty(), "node 3 gets AppendEntries");
+    assert!(to_3.iter().all(|a| a.prev_log_index == 0));
+    leader
+        .step(
+            3,
+            Message::AppendEntriesResponse(AppendEntriesResponse {
+                term,
+                repairing: false,
+                outcome: AppendOutcome::Accepted { match_index: 1 },
+            }),
+        )
+        .unwrap();
+    assert_eq!(leader.commit_index(), 1);
+}

@@ -69,7 +69,16 @@ fn run_seeds(base: u64, ci_count: u64, voters: usize, schedule: FaultSchedule) {
             (voters, schedule),
             "seed {seed} lies outside this test's range"
         );
-        match Sim::new(options).run() {
+        let run =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Sim::new(options).run()));
+        let result = match run {
+            Ok(result) => result,
+            Err(panic) => {
+                eprintln!("seed {seed} panicked; replay: RAFTLOG_SIM_SEED={seed} cargo test --profile ci --test sim_cluster -- --nocapture");
+                std::panic::resume_unwind(panic)
+            }
+        };
+        match result {
             Ok(report) => {
                 committed += report.committed_entries;
                 damages += report.damages;

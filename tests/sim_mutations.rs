@@ -1,12 +1,14 @@
 //! The simulator has teeth: with one Raft rule deliberately broken, it must
-//! find a violation within a bounded number of seeds.
+//! find, within a bounded number of seeds, the specific violation that the
+//! broken rule causes (a liveness failure does not count as catching a
+//! safety bug, nor the other way round).
 //!
 //! Each test prints the first failing seed and its replay command; with
 //! `RAFTLOG_SIM_SEED=<seed>` a test runs that seed alone (and still requires
-//! it to fail).
+//! it to fail the expected way).
 
 use raftlog::raft::Bugs;
-use raftlog::sim::{Sim, SimOptions};
+use raftlog::sim::{Sim, SimOptions, Violation};
 
 /// Seeds tried per mutation before the test gives up.
 const SEEDS_MAX: u64 = 2_000;
@@ -18,9 +20,14 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
 
-/// The first seed in `0..seeds_max` whose run fails (only
-/// RAFTLOG_SIM_SEED when set), with the options `options_for` gives.
-fn first_failing_seed(seeds_max: u64, options_for: impl Fn(u64) -> SimOptions) -> Option<u64> {
+/// The first seed in `0..seeds_max` (only RAFTLOG_SIM_SEED when set) whose
+/// run fails with a violation `expected` accepts, with the options
+/// `options_for` gives; a seed failing any other way fails the test.
+fn first_catch(
+    seeds_max: u64,
+    options_for: impl Fn(u64) -> SimOptions,
+    expected: impl Fn(&Violation) -> bool,
+) -> Option<u64> {
     let seeds = match env_u64("RAFTLOG_SIM_SEED") {
         Some(seed) => seed..seed + 1,
         None => 0..seeds_max,
@@ -28,12 +35,13 @@ fn first_failing_seed(seeds_max: u64, options_for: impl Fn(u64) -> SimOptions) -
     let tried = seeds.clone();
     let found = seeds
         .into_iter()
-        .find(|&seed| match Sim::new(options_for(seed)).run() {
+        .find(|&seed| match run_reporting_panics(options_for(seed)) {
             Ok(_) => false,
-            Err(failure) => {
+            Err(failure) if expected(&failure.violation) => {
                 eprintln!("caught: {failure}");
                 true
             }
+            Err(failure) => panic!("the mutation caused another violation: {failure}"),
         });
     match found {
         Some(seed) => eprintln!(
@@ -43,6 +51,24 @@ fn first_failing_seed(seeds_max: u64, options_for: impl Fn(u64) -> SimOptions) -
         None => eprintln!("no failure in seeds {tried:?}"),
     }
     found
+}
+
+/// Runs one seed; a panic in the core (an assertion or an overflow) is
+/// reported with the seed and its replay command before it propagates.
+fn run_reporting_panics(
+    options: SimOptions,
+) -> Result<raftlog::sim::Report, raftlog::sim::Failure> {
+    let seed = options.seed;
+    let replay = options.replay_args.clone();
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Sim::new(options).run())) {
+        Ok(result) => result,
+        Err(panic) => {
+            eprintln!(
+                "seed {seed} panicked; replay: RAFTLOG_SIM_SEED={seed} cargo test --profile ci {replay} -- --nocapture"
+            );
+            std::panic::resume_unwind(panic)
+        }
+    }
 }
 
 /// The random schedule tuned to crash often and propose rarely.
@@ -67,12 +93,22 @@ fn catches_old_term_commits(voters: usize, test: &str) -> Option<u64> {
         commit_old_term_by_counting: true,
         ..Bugs::default()
     };
-    first_failing_seed(FIGURE_8_SEEDS_MAX, |seed| {
-        let mut options = SimOptions::leader_churn(seed, voters);
-        options.bugs = bugs;
-        options.replay_args = format!("--test sim_mutations {test}");
-        options
-    })
+    first_catch(
+        FIGURE_8_SEEDS_MAX,
+        |seed| {
+            let mut options = SimOptions::leader_churn(seed, voters);
+            options.bugs = bugs;
+            options.replay_args = format!("--test sim_mutations {test}");
+            options
+        },
+        |v| {
+            matches!(
+                v,
+                Violation::LeaderMissesCommittedEntry { .. }
+                    | Violation::CommittedEntryTruncated { .. }
+            )
+        },
+    )
 }
 
 #[test]
@@ -94,7 +130,10 @@ fn simulator_catches_two_votes_in_one_term() {
         ..Bugs::default()
     };
     let options = random_faults(bugs, "simulator_catches_two_votes_in_one_term");
-    assert!(first_failing_seed(SEEDS_MAX, options).is_some());
+    let caught = first_catch(SEEDS_MAX, options, |v| {
+        matches!(v, Violation::TwoLeadersInTerm { .. })
+    });
+    assert!(caught.is_some());
 }
 
 #[test]
@@ -107,7 +146,10 @@ fn simulator_catches_votes_granted_without_the_log_check() {
         bugs,
         "simulator_catches_votes_granted_without_the_log_check",
     );
-    assert!(first_failing_seed(SEEDS_MAX, options).is_some());
+    let caught = first_catch(SEEDS_MAX, options, |v| {
+        matches!(v, Violation::LeaderMissesCommittedEntry { .. })
+    });
+    assert!(caught.is_some());
 }
 
 #[test]
@@ -117,7 +159,29 @@ fn simulator_catches_acknowledging_unpersisted_entries() {
         ..Bugs::default()
     };
     let options = random_faults(bugs, "simulator_catches_acknowledging_unpersisted_entries");
-    assert!(first_failing_seed(SEEDS_MAX, options).is_some());
+    // The crash takes an entry a majority acknowledged: a later leader
+    // lacks it, or a node drops it.
+    let caught = first_catch(SEEDS_MAX, options, |v| {
+        matches!(
+            v,
+            Violation::LeaderMissesCommittedEntry { .. }
+                | Violation::CommittedEntryTruncated { .. }
+                | Violation::AcknowledgedEntryLost { .. }
+        )
+    });
+    assert!(caught.is_some());
+}
+
+/// Damage often, so that a node that helped commit an entry loses it and
+/// then elects a leader without it.
+fn damaging(bugs: Bugs, test: &str) -> impl Fn(u64) -> SimOptions + '_ {
+    move |seed| {
+        let mut options = SimOptions::new(seed, 3);
+        options.bugs = bugs;
+        options.damage_per_mille = 20;
+        options.replay_args = format!("--test sim_mutations {test}");
+        options
+    }
 }
 
 #[test]
@@ -126,15 +190,82 @@ fn simulator_catches_votes_from_a_damaged_log() {
         vote_while_repairing: true,
         ..Bugs::default()
     };
-    let test = "simulator_catches_votes_from_a_damaged_log";
-    let options = |seed| {
-        let mut options = SimOptions::new(seed, 3);
-        options.bugs = bugs;
-        // Damage often, so that a node that helped commit an entry loses it
-        // and then elects a leader without it.
-        options.damage_per_mille = 20;
-        options.replay_args = format!("--test sim_mutations {test}");
-        options
+    let options = damaging(bugs, "simulator_catches_votes_from_a_damaged_log");
+    let caught = first_catch(SEEDS_MAX, options, |v| {
+        matches!(v, Violation::LeaderMissesCommittedEntry { .. })
+    });
+    assert!(caught.is_some());
+}
+
+/// Review finding 1: an InstallLogStart that arrives after the batches it
+/// overtook in the leader's plan drops entries the follower acknowledged.
+#[test]
+fn simulator_catches_install_log_start_dropping_a_matching_suffix() {
+    let bugs = Bugs {
+        install_log_start_drops_matching_suffix: true,
+        ..Bugs::default()
     };
-    assert!(first_failing_seed(SEEDS_MAX, options).is_some());
+    let test = "simulator_catches_install_log_start_dropping_a_matching_suffix";
+    let caught = first_catch(
+        SEEDS_MAX,
+        |seed| {
+            let mut options = SimOptions::new(seed, 3);
+            options.bugs = bugs;
+            options.replay_args = format!("--test sim_mutations {test}");
+            options
+        },
+        |v| matches!(v, Violation::CommittedEntryTruncated { .. }),
+    );
+    assert!(caught.is_some());
+}
+
+// Review finding 2 (a fence built on stale or lowered term reports) has no
+// simulator mutation test: it needs two reports held back past a restart
+// (from both other voters of three) to land in one fence, and 30,000 seeds
+// of heavy hard-state loss with held-back messages never produced that.
+// The scripted tests in tests/raft_review.rs build the interleaving.
+
+/// Review finding 3: an idle leader ignores a reject at exactly a
+/// follower's match index, so it never refills a follower that restarted
+/// with a damaged log.
+#[test]
+fn simulator_catches_an_idle_leader_that_never_refills_a_follower() {
+    let bugs = Bugs {
+        reject_at_match_index_is_stale: true,
+        ..Bugs::default()
+    };
+    let test = "simulator_catches_an_idle_leader_that_never_refills_a_follower";
+    let caught = first_catch(
+        SEEDS_MAX,
+        |seed| {
+            let mut options = SimOptions::new(seed, 3);
+            options.bugs = bugs;
+            options.replay_args = format!("--test sim_mutations {test}");
+            options
+        },
+        |v| matches!(v, Violation::FollowerNotCaughtUp { .. }),
+    );
+    assert!(caught.is_some());
+}
+
+/// Review finding 4: heartbeats that carry what was sent rather than what
+/// was acknowledged overtake their batches and flip followers to Probe.
+#[test]
+fn simulator_catches_heartbeats_that_overtake_their_batches() {
+    let bugs = Bugs {
+        heartbeat_prev_is_next_index: true,
+        ..Bugs::default()
+    };
+    let test = "simulator_catches_heartbeats_that_overtake_their_batches";
+    let caught = first_catch(
+        SEEDS_MAX,
+        |seed| {
+            let mut options = SimOptions::new(seed, 3);
+            options.bugs = bugs;
+            options.replay_args = format!("--test sim_mutations {test}");
+            options
+        },
+        |v| matches!(v, Violation::NeedlessProbe { .. }),
+    );
+    assert!(caught.is_some());
 }

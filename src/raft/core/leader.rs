@@ -183,6 +183,13 @@ impl Core {
         let Some(pr) = self.progress.get(&from) else {
             return;
         };
+        // Index 0 always matches, so no reject of ours names it: this is a
+        // node's answer to us as a stale leader of an earlier term (it
+        // carries the node's term and index 0), delivered once we lead that
+        // term. Taken as a reject it would move next_index to 0.
+        if rejected == 0 {
+            return;
+        }
         let stale = match pr.state {
             // A reject at the match index itself is news: the follower
             // lost entries it acknowledged (storage damage) and must be
@@ -191,14 +198,14 @@ impl Core {
                 rejected <= pr.match_index
             }
             ReplicationState::Replicate => rejected < pr.match_index,
-            ReplicationState::Probe => rejected + 1 != pr.next_index,
+            ReplicationState::Probe => rejected.checked_add(1) != Some(pr.next_index),
             ReplicationState::LogStart => true,
         };
         if stale {
             return;
         }
         let next = match hint {
-            RejectHint::LogTooShort { last_index } => (last_index + 1).min(rejected),
+            RejectHint::LogTooShort { last_index } => last_index.saturating_add(1).min(rejected),
             RejectHint::ConflictingTerm { term, first_index } => {
                 match self.log.last_index_of_term(term, rejected) {
                     Some(last_of_term) => (last_of_term + 1).min(rejected),
@@ -206,6 +213,8 @@ impl Core {
                 }
             }
         };
+        // Indexes start at 1 (a hint of 0 from a confused peer included).
+        let next = next.max(1);
         if let Some(pr) = self.progress.get_mut(&from) {
             if next <= pr.match_index {
                 // The follower no longer holds entries it acknowledged: its
