@@ -172,6 +172,16 @@ fn simulator_catches_acknowledging_unpersisted_entries() {
     assert!(caught.is_some());
 }
 
+/// The default schedule (3 voters, random faults) with one mutation.
+fn default_faults(bugs: Bugs, test: &str) -> impl Fn(u64) -> SimOptions + '_ {
+    move |seed| {
+        let mut options = SimOptions::new(seed, 3);
+        options.bugs = bugs;
+        options.replay_args = format!("--test sim_mutations {test}");
+        options
+    }
+}
+
 /// Damage often, so that a node that helped commit an entry loses it and
 /// then elects a leader without it.
 fn damaging(bugs: Bugs, test: &str) -> impl Fn(u64) -> SimOptions + '_ {
@@ -206,16 +216,9 @@ fn simulator_catches_install_log_start_dropping_a_matching_suffix() {
         ..Bugs::default()
     };
     let test = "simulator_catches_install_log_start_dropping_a_matching_suffix";
-    let caught = first_catch(
-        SEEDS_MAX,
-        |seed| {
-            let mut options = SimOptions::new(seed, 3);
-            options.bugs = bugs;
-            options.replay_args = format!("--test sim_mutations {test}");
-            options
-        },
-        |v| matches!(v, Violation::CommittedEntryTruncated { .. }),
-    );
+    let caught = first_catch(SEEDS_MAX, default_faults(bugs, test), |v| {
+        matches!(v, Violation::CommittedEntryTruncated { .. })
+    });
     assert!(caught.is_some());
 }
 
@@ -235,16 +238,9 @@ fn simulator_catches_an_idle_leader_that_never_refills_a_follower() {
         ..Bugs::default()
     };
     let test = "simulator_catches_an_idle_leader_that_never_refills_a_follower";
-    let caught = first_catch(
-        SEEDS_MAX,
-        |seed| {
-            let mut options = SimOptions::new(seed, 3);
-            options.bugs = bugs;
-            options.replay_args = format!("--test sim_mutations {test}");
-            options
-        },
-        |v| matches!(v, Violation::FollowerNotCaughtUp { .. }),
-    );
+    let caught = first_catch(SEEDS_MAX, default_faults(bugs, test), |v| {
+        matches!(v, Violation::FollowerNotCaughtUp { .. })
+    });
     assert!(caught.is_some());
 }
 
@@ -257,15 +253,8 @@ fn simulator_catches_heartbeats_that_overtake_their_batches() {
         ..Bugs::default()
     };
     let test = "simulator_catches_heartbeats_that_overtake_their_batches";
-    let caught = first_catch(
-        SEEDS_MAX,
-        |seed| {
-            let mut options = SimOptions::new(seed, 3);
-            options.bugs = bugs;
-            options.replay_args = format!("--test sim_mutations {test}");
-            options
-        },
-        |v| matches!(v, Violation::NeedlessProbe { .. }),
-    );
+    let caught = first_catch(SEEDS_MAX, default_faults(bugs, test), |v| {
+        matches!(v, Violation::NeedlessProbe { .. })
+    });
     assert!(caught.is_some());
 }
