@@ -29,7 +29,10 @@ pub struct ServeFile {
     pub segment_bytes: Option<u64>,
     pub retention_bytes: Option<u64>,
     pub retention_ms: Option<u64>,
+    /// Accepted for compatibility; client certificates are required unless
+    /// `allow_anonymous_clients` is set.
     pub require_client_cert: Option<bool>,
+    pub allow_anonymous_clients: Option<bool>,
     pub join: Option<bool>,
     pub max_record_bytes: Option<u64>,
     pub producer_expiry_ms: Option<u64>,
@@ -110,6 +113,18 @@ pub fn serve_config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
         Some(text) => Some(resolve_addr("metrics-listen", &text)?),
         None => None,
     };
+    // `--require-client-cert` is the default now; asking for it and for
+    // anonymous clients at once is a contradiction worth refusing.
+    let require_client_cert = args.require_client_cert || file.require_client_cert == Some(true);
+    let allow_anonymous_clients =
+        args.allow_anonymous_clients || file.allow_anonymous_clients.unwrap_or(false);
+    if require_client_cert && allow_anonymous_clients {
+        return Err(ConfigError::Invalid {
+            option: "allow-anonymous-clients",
+            reason: "contradicts --require-client-cert (which is the default)".into(),
+        }
+        .into());
+    }
     let config = ServerConfig {
         id,
         listen,
@@ -143,7 +158,7 @@ pub fn serve_config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
             .retention_ms
             .or(file.retention_ms)
             .map(Duration::from_millis),
-        require_client_cert: args.require_client_cert || file.require_client_cert.unwrap_or(false),
+        allow_anonymous_clients,
         join: args.join || file.join.unwrap_or(false),
         record_bytes_max: args
             .max_record_bytes

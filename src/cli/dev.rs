@@ -48,7 +48,7 @@ pub fn local_node_config(
         segment_bytes: defaults::SEGMENT_BYTES_DEFAULT,
         retention_bytes: None,
         retention: None,
-        require_client_cert: false,
+        allow_anonymous_clients: false,
         join: false,
         record_bytes_max: defaults::RECORD_BYTES_MAX_DEFAULT,
         producer_expiry: defaults::PRODUCER_EXPIRY_DEFAULT,
@@ -83,6 +83,11 @@ pub async fn start_local_cluster(
             .collect();
         crate::net::certs::generate(&tls_dir, &hosts)
             .with_context(|| format!("cannot write certificates to {}", tls_dir.display()))?;
+    } else {
+        // A directory from before client roles: add the client and admin
+        // identities the CLI now presents.
+        crate::net::certs::ensure_identities(&tls_dir)
+            .with_context(|| format!("cannot add identities to {}", tls_dir.display()))?;
     }
     let mut nodes = Vec::new();
     for &id in addrs.keys() {

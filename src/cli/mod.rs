@@ -118,19 +118,65 @@ fn client_config(cluster: &args::ClusterArgs) -> crate::client::ClientConfig {
 }
 
 fn run_certs(args: args::CertsArgs) -> anyhow::Result<()> {
-    let nodes: Vec<(crate::types::NodeId, String)> = args
-        .nodes
-        .iter()
-        .map(|node| (node.id, node.addr.clone()))
-        .collect();
-    crate::net::certs::generate(&args.out, &nodes)
-        .with_context(|| format!("cannot write certificates to {}", args.out.display()))?;
-    eprintln!(
-        "wrote a cluster CA, {} node certificate(s) and a client certificate to {}",
-        nodes.len(),
-        args.out.display()
-    );
-    Ok(())
+    use crate::net::certs::{self, Role};
+    match args.action {
+        Some(args::CertsAction::AddNode { ca_dir, node, out }) => {
+            let written = match &out {
+                Some(out) => {
+                    certs::add_node_to(&ca_dir, node.id, &node.addr, out)?;
+                    out.clone()
+                }
+                None => {
+                    certs::add_node(&ca_dir, node.id, &node.addr)?;
+                    certs::node_bundle_dir(&ca_dir, node.id)
+                }
+            };
+            eprintln!(
+                "wrote a certificate for node {} ({}) signed by {}; copy {} to that node and start it with --tls-dir pointing there",
+                node.id,
+                node.addr,
+                certs::ca_cert_path(&ca_dir).display(),
+                written.display()
+            );
+            Ok(())
+        }
+        Some(args::CertsAction::Client {
+            ca_dir,
+            name,
+            admin,
+            out,
+        }) => {
+            let role = if admin { Role::Admin } else { Role::Client };
+            let out = out.unwrap_or_else(|| ca_dir.join("clients").join(&name));
+            certs::issue_client(&ca_dir, &name, role, &out)?;
+            let (cert, _) = certs::identity_paths(&out, role);
+            eprintln!(
+                "wrote the {role} identity {name:?} to {} (use --tls-dir {})",
+                cert.display(),
+                out.display()
+            );
+            Ok(())
+        }
+        None => {
+            // clap requires both without a subcommand.
+            let out = args
+                .out
+                .context("missing --out (the directory to write the certificates into)")?;
+            let nodes: Vec<(crate::types::NodeId, String)> = args
+                .nodes
+                .iter()
+                .map(|node| (node.id, node.addr.clone()))
+                .collect();
+            certs::generate(&out, &nodes)
+                .with_context(|| format!("cannot write certificates to {}", out.display()))?;
+            eprintln!(
+                "wrote a cluster CA, {} node certificate(s) with a bundle node-ID/ each, a client and an admin identity to {}",
+                nodes.len(),
+                out.display()
+            );
+            Ok(())
+        }
+    }
 }
 
 /// Times `serve` restarts a node that stopped on storage damage it found

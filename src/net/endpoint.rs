@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::net::certs::{self, node_identity_name};
+use crate::net::certs::{self, node_identity_name, Role};
 use crate::net::tls::{self, ClientTls, NodeTls, TlsError, ALPN_CLIENT, ALPN_PEER};
 use crate::net::transport::lan_transport_config;
 use crate::net::{close_code, NetStats};
@@ -125,6 +125,29 @@ pub struct ClientIdentity {
     pub dns_names: Vec<String>,
     /// Set when the client holds a node certificate.
     pub node_id: Option<NodeId>,
+    /// What the holder may do: [`Role::Node`] for a node certificate
+    /// (whatever else it says, a node is never admin), else the role its
+    /// `raftlog:role=` URI names, [`Role::Client`] when it names none.
+    pub role: Role,
+}
+
+impl ClientIdentity {
+    /// Reads the identity of a CA-verified certificate.
+    pub fn of_certificate(cert_der: &[u8]) -> Result<ClientIdentity, certs::CertError> {
+        let dns_names = certs::dns_names_of_certificate(cert_der)?;
+        let node_id = certs::node_id_of_certificate(cert_der)?;
+        let named = certs::role_of_certificate(cert_der)?;
+        let role = match (node_id, named) {
+            (Some(_), _) | (None, Some(Role::Node)) => Role::Node,
+            (None, Some(role)) => role,
+            (None, None) => Role::Client,
+        };
+        Ok(ClientIdentity {
+            dns_names,
+            node_id,
+            role,
+        })
+    }
 }
 
 /// An accepted, verified inbound connection.
@@ -385,20 +408,15 @@ fn classify(connection: quinn::Connection, stats: &NetStats) -> Option<Incoming>
         Some(ALPN_CLIENT) => {
             let client_identity = match certificate {
                 None => None,
-                Some(cert) => {
-                    let dns_names = certs::dns_names_of_certificate(&cert);
-                    let node_id = certs::node_id_of_certificate(&cert);
-                    match (dns_names, node_id) {
-                        (Ok(dns_names), Ok(node_id)) => Some(ClientIdentity { dns_names, node_id }),
-                        (Err(err), _) | (_, Err(err)) => {
-                            NetStats::bump(&stats.connections_refused_other);
-                            warn!(%remote, error = %err, "refusing client: certificate cannot be parsed");
-                            connection
-                                .close(close_code::BAD_CERTIFICATE, b"unparseable certificate");
-                            return None;
-                        }
+                Some(cert) => match ClientIdentity::of_certificate(&cert) {
+                    Ok(identity) => Some(identity),
+                    Err(err) => {
+                        NetStats::bump(&stats.connections_refused_other);
+                        warn!(%remote, error = %err, "refusing client: certificate cannot be parsed");
+                        connection.close(close_code::BAD_CERTIFICATE, b"unparseable certificate");
+                        return None;
                     }
-                }
+                },
             };
             NetStats::bump(&stats.clients_accepted);
             debug!(%remote, ?client_identity, "client connected");

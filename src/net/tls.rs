@@ -25,7 +25,7 @@ use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::net::certs::{self, CertError};
+use crate::net::certs::{self, CertError, Role};
 use crate::types::NodeId;
 
 /// ALPN of the peer (node to node) protocol.
@@ -216,28 +216,32 @@ pub struct ClientTls {
 }
 
 impl ClientTls {
-    /// Loads `ca.pem` (required) and `client.pem` + `client.key` (both or
-    /// neither) from `tls_dir`.
+    /// Loads `ca.pem` (required) and the client pair `client.pem` +
+    /// `client.key` (both or neither) from `tls_dir`; see [`Self::load_as`].
     pub fn load(tls_dir: &Path) -> Result<ClientTls, TlsError> {
+        Self::load_as(tls_dir, Role::Client)
+    }
+
+    /// Loads `ca.pem` (required) and the pair of `role` from `tls_dir`:
+    /// `admin.pem`/`admin.key` for [`Role::Admin`], `client.pem`/`client.key`
+    /// otherwise. When neither file of that pair exists the other pair is
+    /// presented instead, when it exists (a directory holding only an admin
+    /// identity still publishes; the node then says why an admin request
+    /// was refused), else none. Half a pair is an error.
+    pub fn load_as(tls_dir: &Path, role: Role) -> Result<ClientTls, TlsError> {
         let roots = Arc::new(load_roots(&certs::ca_cert_path(tls_dir))?);
-        let cert_path = certs::client_cert_path(tls_dir);
-        let key_path = certs::client_key_path(tls_dir);
-        let pair = match (cert_path.exists(), key_path.exists()) {
-            (true, true) => Some((load_certs(&cert_path)?, load_key(&key_path)?)),
-            (false, false) => None,
-            (true, false) => {
-                return Err(TlsError::IncompleteClientPair {
-                    present: cert_path,
-                    missing: key_path,
-                })
-            }
-            (false, true) => {
-                return Err(TlsError::IncompleteClientPair {
-                    present: key_path,
-                    missing: cert_path,
-                })
-            }
+        let other = match role {
+            Role::Admin => Role::Client,
+            Role::Client | Role::Node => Role::Admin,
         };
+        let mut pair = None;
+        for candidate in [role, other] {
+            let (cert_path, key_path) = certs::identity_paths(tls_dir, candidate);
+            pair = load_pair(cert_path, key_path)?;
+            if pair.is_some() {
+                break;
+            }
+        }
         Self::from_parts(roots, pair)
     }
 
@@ -248,10 +252,7 @@ impl ClientTls {
         Self::from_parts(roots, None)
     }
 
-    fn from_parts(
-        roots: Arc<RootCertStore>,
-        pair: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
-    ) -> Result<ClientTls, TlsError> {
+    fn from_parts(roots: Arc<RootCertStore>, pair: Option<Pair>) -> Result<ClientTls, TlsError> {
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|source| TlsError::Config {
@@ -326,6 +327,24 @@ fn read_pem_file(path: &Path) -> Result<Vec<u8>, TlsError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// A certificate chain and key, both or neither present.
+type Pair = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+fn load_pair(cert_path: PathBuf, key_path: PathBuf) -> Result<Option<Pair>, TlsError> {
+    match (cert_path.exists(), key_path.exists()) {
+        (true, true) => Ok(Some((load_certs(&cert_path)?, load_key(&key_path)?))),
+        (false, false) => Ok(None),
+        (true, false) => Err(TlsError::IncompleteClientPair {
+            present: cert_path,
+            missing: key_path,
+        }),
+        (false, true) => Err(TlsError::IncompleteClientPair {
+            present: key_path,
+            missing: cert_path,
+        }),
+    }
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {

@@ -56,6 +56,12 @@ pub struct Metrics {
     pub replication_probes: Counter,
     pub rejected_frames: Family<RejectLabels, Counter<u64, AtomicU64>>,
     pub fsync_seconds: Histogram,
+    /// Client requests refused because the caller's certificate (or its
+    /// lack of one) does not allow them.
+    pub permission_denied: Counter,
+    /// Peer messages dropped before the core because their sender is not a
+    /// member of this node's current configuration.
+    pub peer_frames_dropped_non_member: Counter,
 }
 
 impl Default for Metrics {
@@ -81,6 +87,8 @@ impl Metrics {
             replication_probes: Counter::default(),
             rejected_frames: Family::default(),
             fsync_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            permission_denied: Counter::default(),
+            peer_frames_dropped_non_member: Counter::default(),
         }
     }
 
@@ -127,6 +135,16 @@ impl Metrics {
             "appended_bytes",
             "Payload bytes appended to this node's log",
             self.appended_bytes.clone(),
+        );
+        registry.register(
+            "client_requests_denied",
+            "Client requests refused with PermissionDenied (no certificate, or not the admin role for an admin request)",
+            self.permission_denied.clone(),
+        );
+        registry.register(
+            "peer_frames_dropped_non_member",
+            "Peer messages dropped before the consensus core because the sending node is not a member of this node's current configuration",
+            self.peer_frames_dropped_non_member.clone(),
         );
         registry.register(
             "elections",

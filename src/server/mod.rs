@@ -254,7 +254,11 @@ impl Node {
         );
 
         let metrics = Metrics::new();
-        let tls = net::tls::NodeTls::load(&config.tls_dir, config.id, config.require_client_cert)
+        // The handshake lets certificate-less clients in (a presented one is
+        // still verified against the CA): `clients::authorize` refuses their
+        // requests with a typed PermissionDenied, which says what is missing,
+        // instead of a bare TLS alert.
+        let tls = net::tls::NodeTls::load(&config.tls_dir, config.id, false)
             .map_err(|error| ServerError::Net(error.to_string()))?;
         let (endpoint, incoming) = net::Endpoint::bind(config.listen, &tls)
             .map_err(|error| ServerError::Net(error.to_string()))?;
@@ -299,6 +303,7 @@ impl Node {
             log: shared_log.clone(),
             commit: commit_rx,
             metrics: metrics.clone(),
+            allow_anonymous_clients: config.allow_anonymous_clients,
         };
         background.push(tokio::spawn(accept_loop(incoming, links.clone(), context)));
         if let Some(addr) = config.metrics_listen {
@@ -363,8 +368,15 @@ async fn accept_loop(
                 }
                 links.accept_inbound(node_id, connection)
             }
-            net::Incoming::Client { connection, .. } => {
-                tokio::spawn(clients::serve_connection(connection, context.clone()));
+            net::Incoming::Client {
+                connection,
+                client_identity,
+            } => {
+                tokio::spawn(clients::serve_connection(
+                    connection,
+                    client_identity,
+                    context.clone(),
+                ));
             }
         }
     }
