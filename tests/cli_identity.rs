@@ -507,3 +507,191 @@ fn certs_add_node_and_admin_add_node_grow_a_running_cluster_to_five_nodes() {
     }
     cluster.stop_all();
 }
+
+/// Replaces node `id`'s pair in the cluster's TLS directory with a new one
+/// issued by the CA for `host` (via `certs add-node --out`).
+fn rotate_node_certificate(cluster: &ServeCluster, id: u64, host: &str, scratch: &str) {
+    let out = cluster.dir.path().join(scratch);
+    run(
+        &[
+            "certs",
+            "add-node",
+            "--ca-dir",
+            &cluster.tls_dir.display().to_string(),
+            "--node",
+            &format!("{id}={host}"),
+            "--out",
+            &out.display().to_string(),
+        ],
+        b"",
+        RUN_WAIT,
+    )
+    .assert_success("certs add-node (rotation)");
+    for ext in ["pem", "key"] {
+        let name = format!("node-{id}.{ext}");
+        // Written beside and renamed over, as an operator's deploy would.
+        let staged = cluster.tls_dir.join(format!("{name}.new"));
+        std::fs::copy(out.join(&name), &staged).expect("stage rotated file");
+        std::fs::rename(&staged, cluster.tls_dir.join(&name)).expect("rotate file");
+    }
+}
+
+fn wait_log(cluster: &ServeCluster, id: u64, needle: &str, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cluster.log(id).matches(needle).count() < count {
+        assert!(
+            Instant::now() < deadline,
+            "node {id} never logged {needle:?}:\n{}",
+            cluster.log(id)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect metrics");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("request");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+}
+
+/// The certificate node `addr` presents to a new client connection now.
+fn served_certificate(runtime: &tokio::runtime::Runtime, addr: &str, tls_dir: &Path) -> Vec<u8> {
+    let tls = raftlog::net::ClientTls::load(tls_dir).expect("client TLS");
+    runtime.block_on(async {
+        let connection = tokio::time::timeout(
+            Duration::from_secs(10),
+            raftlog::net::connect_client(addr, &tls),
+        )
+        .await
+        .expect("connect in time")
+        .expect("connect");
+        let served = raftlog::net::tls::peer_certificate(&connection).expect("a certificate");
+        connection.close(0u32.into(), b"done");
+        served.to_vec()
+    })
+}
+
+fn pem_certificate(path: &Path) -> Vec<u8> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::from_pem_file(path)
+        .expect("certificate file")
+        .to_vec()
+}
+
+/// Issue 12: SIGHUP re-reads the TLS files without a restart. A SIGHUP
+/// with a broken `node-1.pem` keeps the certificate in use (and the node
+/// logs why); after a new certificate for node 1 is put in place and
+/// another SIGHUP, new connections get the new one, a peer that reconnects
+/// links up again, every record published before and after is served by
+/// node 1, and `raftlog_certificate_expiry_seconds` reports the new
+/// certificate's expiry.
+#[test]
+fn sighup_with_a_rotated_node_certificate_keeps_the_cluster_working() {
+    let mut cluster = ServeCluster::prepare(3, &[]);
+    let metrics_addr = format!("127.0.0.1:{}", common::free_tcp_port());
+    cluster.spawn(1, &["--metrics-listen", &metrics_addr]);
+    cluster.spawn(2, &[]);
+    cluster.spawn(3, &[]);
+    cluster.wait_leader(LEADER_WAIT);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let tls = cluster.tls_dir.display().to_string();
+    let node_1 = cluster.addrs[0].1.clone();
+    let old = pem_certificate(&cluster.tls_dir.join("node-1.pem"));
+    assert_eq!(served_certificate(&runtime, &node_1, &cluster.tls_dir), old);
+    let before = cluster.client(&["publish"], b"before-1\nbefore-2\n", RUN_WAIT);
+    before.assert_success("publish before the rotation");
+
+    // A broken file: the node keeps what it has and says why.
+    std::fs::write(cluster.tls_dir.join("node-1.pem"), "not a certificate").expect("break");
+    cluster.signal(1, libc::SIGHUP);
+    wait_log(&cluster, 1, "keeping the ones in use", 1);
+    assert_eq!(
+        served_certificate(&runtime, &node_1, &cluster.tls_dir),
+        old,
+        "a broken file replaced the certificate in use"
+    );
+
+    // Certificates carry whole seconds: make the new one's expiry differ.
+    std::thread::sleep(Duration::from_millis(1100));
+    rotate_node_certificate(&cluster, 1, "127.0.0.1", "rotated");
+    let new = pem_certificate(&cluster.tls_dir.join("node-1.pem"));
+    assert_ne!(new, old);
+    cluster.signal(1, libc::SIGHUP);
+    wait_log(&cluster, 1, "reloaded the TLS files", 1);
+    assert_eq!(
+        served_certificate(&runtime, &node_1, &cluster.tls_dir),
+        new,
+        "new connections get the rotated certificate"
+    );
+
+    // A peer that reconnects after the rotation links up with node 1 again.
+    let status = cluster.stop(2, libc::SIGTERM);
+    assert!(status.success(), "node 2 exited {status}");
+    cluster.spawn(2, &[]);
+    let after = cluster.client(&["publish"], b"after-1\nafter-2\n", RUN_WAIT);
+    after.assert_success("publish after the rotation");
+    wait_status(&cluster, "three reachable nodes", LEADER_WAIT, |status| {
+        let nodes = status["nodes"].as_array().cloned().unwrap_or_default();
+        nodes.len() == 3 && nodes.iter().all(|node| node["reachable"] == true)
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let consumed = run(
+            &[
+                "consume",
+                "--from",
+                "start",
+                "--cluster",
+                &node_1,
+                "--tls-dir",
+                &tls,
+            ],
+            b"",
+            RUN_WAIT,
+        );
+        if consumed.status.success() && consumed.stdout == "before-1\nbefore-2\nafter-1\nafter-2\n"
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 1 does not serve every record: {consumed:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let metrics = scrape(&metrics_addr);
+    let line = metrics
+        .lines()
+        .find(|line| line.starts_with("raftlog_certificate_expiry_seconds{cert=\"node\"}"))
+        .unwrap_or_else(|| panic!("no node certificate expiry in:\n{metrics}"));
+    let seconds: i64 = line
+        .rsplit(' ')
+        .next()
+        .and_then(|value| value.parse().ok())
+        .expect("a number");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let new_not_after = raftlog::net::certs::not_after_unix(&new).expect("not after");
+    let old_not_after = raftlog::net::certs::not_after_unix(&old).expect("not after");
+    assert!(new_not_after > old_not_after);
+    assert!(
+        (now + seconds - new_not_after).abs() <= 2,
+        "the metric reports the rotated certificate: {line} (now {now}, new notAfter {new_not_after}, old {old_not_after})"
+    );
+    assert!(metrics.contains("raftlog_certificate_expiry_seconds{cert=\"ca\"}"));
+    cluster.stop_all();
+}

@@ -188,30 +188,45 @@ async fn serve(config: crate::server::config::ServerConfig) -> anyhow::Result<()
     use crate::server::{driver::DriverError, ServerError};
     let id = config.id;
     let mut restarts = 0;
+    // Registered before the node starts, so a SIGHUP never finds the
+    // default action (which would end the process).
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot watch SIGHUP")?;
+    let stop = dev::wait_for_stop_signal();
+    tokio::pin!(stop);
     loop {
         let mut node = crate::server::Node::start(config.clone())
             .await
             .with_context(|| format!("cannot start node {id}"))?;
-        tokio::select! {
-            stopped = node.wait() => {
-                match stopped {
-                    Err(ServerError::Driver(DriverError::Damaged { index, .. }))
-                        if restarts < DAMAGE_RESTARTS_MAX =>
-                    {
-                        // The damage is in the repair marker: a restart cuts
-                        // the log there and the node repairs from its peers.
-                        restarts += 1;
-                        tracing::warn!(id, index, "restarting to repair storage damage");
-                        node.abort();
-                        continue;
-                    }
-                    stopped => {
-                        stopped.with_context(|| format!("node {id} stopped"))?;
-                        anyhow::bail!("node {id} stopped unexpectedly");
-                    }
+        let stopped = loop {
+            tokio::select! {
+                _ = hangup.recv() => match node.reload_tls() {
+                    Ok(()) => tracing::info!(id, tls_dir = %config.tls_dir.display(), "SIGHUP: reloaded the TLS files; new connections use them"),
+                    Err(error) => tracing::error!(id, tls_dir = %config.tls_dir.display(), %error, "SIGHUP: the TLS files do not load; keeping the ones in use"),
+                },
+                stopped = node.wait() => break Some(stopped),
+                signal = &mut stop => {
+                    signal?;
+                    break None;
                 }
             }
-            signal = dev::wait_for_stop_signal() => signal?,
+        };
+        match stopped {
+            Some(Err(ServerError::Driver(DriverError::Damaged { index, .. })))
+                if restarts < DAMAGE_RESTARTS_MAX =>
+            {
+                // The damage is in the repair marker: a restart cuts
+                // the log there and the node repairs from its peers.
+                restarts += 1;
+                tracing::warn!(id, index, "restarting to repair storage damage");
+                node.abort();
+                continue;
+            }
+            Some(stopped) => {
+                stopped.with_context(|| format!("node {id} stopped"))?;
+                anyhow::bail!("node {id} stopped unexpectedly");
+            }
+            None => {}
         }
         tracing::info!(id, "stopping");
         return node

@@ -406,16 +406,13 @@ pub fn role_of_certificate(cert_der: &[u8]) -> Result<Option<Role>, CertError> {
     }
 }
 
-/// The seconds from now until a DER certificate's `notAfter` (negative
-/// once it has expired).
-pub fn seconds_until_expiry(cert_der: &[u8]) -> Result<i64, CertError> {
+/// A DER certificate's `notAfter` as Unix seconds.
+pub fn not_after_unix(cert_der: &[u8]) -> Result<i64, CertError> {
     let (_, cert) =
         x509_parser::parse_x509_certificate(cert_der).map_err(|err| CertError::Parse {
             detail: err.to_string(),
         })?;
-    let not_after = cert.validity().not_after.timestamp();
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    Ok(not_after.saturating_sub(now))
+    Ok(cert.validity().not_after.timestamp())
 }
 
 /// The DNS names among a DER certificate's subject alternative names.

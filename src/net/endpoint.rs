@@ -90,6 +90,8 @@ pub enum NetError {
     },
     #[error("no address given")]
     NoAddresses,
+    #[error("the TLS files loaded are for node {loaded}, this endpoint is node {ours}")]
+    ReloadOtherNode { ours: NodeId, loaded: NodeId },
     #[error("none of {count} addresses answered; last: {last}")]
     AllAddressesFailed { count: usize, last: Box<NetError> },
 }
@@ -160,7 +162,8 @@ pub enum Incoming {
         connection: quinn::Connection,
     },
     /// A client; `client_identity` is `None` when it presented no certificate
-    /// (only possible without `require_client_cert`).
+    /// (the handshake allows that unless `require_client_cert`; the node
+    /// then decides per request, see `server::clients::authorize`).
     Client {
         connection: quinn::Connection,
         client_identity: Option<ClientIdentity>,
@@ -192,7 +195,8 @@ impl Drop for IncomingConnections {
 pub struct Endpoint {
     endpoint: quinn::Endpoint,
     node_id: NodeId,
-    peer_client_config: quinn::ClientConfig,
+    /// Replaced by [`Endpoint::reload_tls`]; every dial clones the current one.
+    peer_client_config: Arc<std::sync::RwLock<quinn::ClientConfig>>,
     stats: Arc<NetStats>,
 }
 
@@ -216,7 +220,7 @@ impl Endpoint {
         let endpoint = Endpoint {
             endpoint,
             node_id: tls.node_id(),
-            peer_client_config,
+            peer_client_config: Arc::new(std::sync::RwLock::new(peer_client_config)),
             stats,
         };
         Ok((
@@ -231,6 +235,36 @@ impl Endpoint {
     /// The id this endpoint's certificate names.
     pub fn node_id(&self) -> NodeId {
         self.node_id
+    }
+
+    /// Serves and dials with `tls` from now on (certificate rotation):
+    /// connections accepted or dialed later use it; open connections keep
+    /// the certificates they were made with. `tls` must be for our node id.
+    pub fn reload_tls(&self, tls: &NodeTls) -> Result<(), NetError> {
+        if tls.node_id() != self.node_id {
+            return Err(NetError::ReloadOtherNode {
+                ours: self.node_id,
+                loaded: tls.node_id(),
+            });
+        }
+        let transport = lan_transport_config();
+        let server_config = tls.quinn_server_config(transport.clone())?;
+        let peer_client_config = tls.quinn_peer_client_config(transport)?;
+        self.endpoint.set_server_config(Some(server_config));
+        // A writer that panicked left a whole config behind (one assignment).
+        let mut current = self
+            .peer_client_config
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *current = peer_client_config;
+        Ok(())
+    }
+
+    fn peer_client_config(&self) -> quinn::ClientConfig {
+        self.peer_client_config
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr, NetError> {
@@ -257,13 +291,7 @@ impl Endpoint {
         addr: SocketAddr,
     ) -> Result<quinn::Connection, NetError> {
         let server_name = node_identity_name(node_id);
-        let result = dial(
-            &self.endpoint,
-            self.peer_client_config.clone(),
-            addr,
-            server_name,
-        )
-        .await;
+        let result = dial(&self.endpoint, self.peer_client_config(), addr, server_name).await;
         match &result {
             Ok(_) => NetStats::bump(&self.stats.peer_dials_succeeded),
             Err(err) => {

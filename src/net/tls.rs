@@ -68,6 +68,13 @@ pub enum TlsError {
         expected: NodeId,
         found: Option<NodeId>,
     },
+    #[error("{path} is not a valid certificate of the CA in {ca}: {source}")]
+    NotSignedByCa {
+        path: PathBuf,
+        ca: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
     #[error("{present} exists but {missing} does not: the client pair must be complete")]
     IncompleteClientPair { present: PathBuf, missing: PathBuf },
     #[error("{path}: not usable as a trust anchor: {source}")]
@@ -102,6 +109,9 @@ pub struct NodeTls {
     require_client_cert: bool,
     server: Arc<rustls::ServerConfig>,
     peer_client: Arc<rustls::ClientConfig>,
+    /// The node's own certificate and the CA's, for their expiry dates.
+    node_certificate: (PathBuf, CertificateDer<'static>),
+    ca_certificate: (PathBuf, CertificateDer<'static>),
 }
 
 impl NodeTls {
@@ -113,14 +123,25 @@ impl NodeTls {
         require_client_cert: bool,
     ) -> Result<NodeTls, TlsError> {
         let ca_path = certs::ca_cert_path(tls_dir);
-        let roots = Arc::new(load_roots(&ca_path)?);
+        let ca_chain = load_certs(&ca_path)?;
+        let roots = Arc::new(roots_of(&ca_path, ca_chain.clone())?);
+        let ca_certificate =
+            ca_chain
+                .into_iter()
+                .next()
+                .ok_or_else(|| TlsError::NoCertificate {
+                    path: ca_path.clone(),
+                })?;
         let cert_path = certs::node_cert_path(tls_dir, node_id);
         let chain = load_certs(&cert_path)?;
-        let leaf = chain.first().ok_or_else(|| TlsError::NoCertificate {
-            path: cert_path.clone(),
-        })?;
+        let leaf = chain
+            .first()
+            .cloned()
+            .ok_or_else(|| TlsError::NoCertificate {
+                path: cert_path.clone(),
+            })?;
         let found =
-            certs::node_id_of_certificate(leaf).map_err(|source| TlsError::BadCertificate {
+            certs::node_id_of_certificate(&leaf).map_err(|source| TlsError::BadCertificate {
                 path: cert_path.clone(),
                 source,
             })?;
@@ -145,6 +166,19 @@ impl NodeTls {
         }
         .build()
         .map_err(|source| TlsError::Verifier { source })?;
+        // A node certificate of another CA would load, and then every peer
+        // would refuse it: refuse it here, so a reload keeps the old one.
+        verifier
+            .verify_client_cert(
+                &leaf,
+                chain.get(1..).unwrap_or(&[]),
+                rustls_pki_types::UnixTime::now(),
+            )
+            .map_err(|source| TlsError::NotSignedByCa {
+                path: cert_path.clone(),
+                ca: ca_path.clone(),
+                source,
+            })?;
         let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|source| TlsError::Config {
@@ -178,7 +212,27 @@ impl NodeTls {
             require_client_cert,
             server: Arc::new(server),
             peer_client: Arc::new(peer_client),
+            node_certificate: (cert_path, leaf),
+            ca_certificate: (ca_path, ca_certificate),
         })
+    }
+
+    /// The certificates in use, labelled `node` and `ca`, with their
+    /// `notAfter` as Unix seconds (for the expiry metric).
+    pub fn certificate_not_after(&self) -> Result<Vec<(&'static str, i64)>, TlsError> {
+        let mut dates = Vec::new();
+        for (label, (path, der)) in [
+            ("node", &self.node_certificate),
+            ("ca", &self.ca_certificate),
+        ] {
+            let not_after =
+                certs::not_after_unix(der).map_err(|source| TlsError::BadCertificate {
+                    path: path.clone(),
+                    source,
+                })?;
+            dates.push((label, not_after));
+        }
+        Ok(dates)
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -372,8 +426,12 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 }
 
 fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    roots_of(path, load_certs(path)?)
+}
+
+fn roots_of(path: &Path, chain: Vec<CertificateDer<'static>>) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
-    for cert in load_certs(path)? {
+    for cert in chain {
         roots.add(cert).map_err(|source| TlsError::BadCa {
             path: path.to_path_buf(),
             source,

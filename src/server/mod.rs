@@ -59,6 +59,7 @@ pub enum ServerError {
 /// A running node. Dropping it does not stop it; call [`NodeHandle::shutdown`].
 pub struct NodeHandle {
     id: NodeId,
+    tls_dir: std::path::PathBuf,
     local_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     driver: JoinHandle<Result<(), DriverError>>,
@@ -80,6 +81,24 @@ impl NodeHandle {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Re-reads the TLS files (`ca.pem`, `node-<id>.pem`, `node-<id>.key`)
+    /// and serves and dials with them from now on (what SIGHUP does). When
+    /// they do not load, or the certificate is not a valid one of that CA
+    /// for this node id, nothing changes and the error says why.
+    /// Connections already open keep their certificates.
+    pub fn reload_tls(&self) -> Result<(), ServerError> {
+        let tls = net::tls::NodeTls::load(&self.tls_dir, self.id, false)
+            .map_err(|error| ServerError::Net(error.to_string()))?;
+        let dates = tls
+            .certificate_not_after()
+            .map_err(|error| ServerError::Net(error.to_string()))?;
+        self.endpoint
+            .reload_tls(&tls)
+            .map_err(|error| ServerError::Net(error.to_string()))?;
+        self.metrics.set_certificates(&dates);
+        Ok(())
     }
 
     /// True once the node stopped on its own (a storage failure).
@@ -260,6 +279,10 @@ impl Node {
         // instead of a bare TLS alert.
         let tls = net::tls::NodeTls::load(&config.tls_dir, config.id, false)
             .map_err(|error| ServerError::Net(error.to_string()))?;
+        metrics.set_certificates(
+            &tls.certificate_not_after()
+                .map_err(|error| ServerError::Net(error.to_string()))?,
+        );
         let (endpoint, incoming) = net::Endpoint::bind(config.listen, &tls)
             .map_err(|error| ServerError::Net(error.to_string()))?;
         let local_addr = endpoint
@@ -332,6 +355,7 @@ impl Node {
         }));
         Ok(NodeHandle {
             id: config.id,
+            tls_dir: config.tls_dir.clone(),
             local_addr,
             shutdown: shutdown_tx,
             driver,
