@@ -760,4 +760,133 @@ mod tests {
             Err(CertError::InvalidNodeId { node_id: 0 })
         ));
     }
+
+    fn der(path: &Path) -> Vec<u8> {
+        use rustls_pki_types::pem::PemObject;
+        rustls_pki_types::CertificateDer::from_pem_file(path)
+            .expect("certificate")
+            .to_vec()
+    }
+
+    fn files_in(dir: &Path) -> BTreeSet<String> {
+        fs::read_dir(dir)
+            .expect("dir")
+            .map(|entry| {
+                entry
+                    .expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect()
+    }
+
+    /// Issue 12: each certificate carries its role; the node bundles hold
+    /// the CA certificate and that node's pair only (never ca.key or
+    /// another node's key); issued clients and nodes verify as the same CA.
+    #[test]
+    fn certificates_carry_their_role_and_bundles_hold_only_their_node() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tls = dir.path();
+        generate(tls, &[(1, "127.0.0.1".into()), (2, "db-2.lan".into())]).expect("generate");
+        assert_eq!(
+            role_of_certificate(&der(&client_cert_path(tls))).ok(),
+            Some(Some(Role::Client))
+        );
+        assert_eq!(
+            role_of_certificate(&der(&admin_cert_path(tls))).ok(),
+            Some(Some(Role::Admin))
+        );
+        assert_eq!(
+            role_of_certificate(&der(&node_cert_path(tls, 1))).ok(),
+            Some(Some(Role::Node))
+        );
+        assert_eq!(
+            node_id_of_certificate(&der(&admin_cert_path(tls))).ok(),
+            Some(None)
+        );
+        for id in [1, 2] {
+            let bundle = node_bundle_dir(tls, id);
+            let expected: BTreeSet<String> = [
+                "ca.pem".to_string(),
+                format!("node-{id}.pem"),
+                format!("node-{id}.key"),
+            ]
+            .into_iter()
+            .collect();
+            assert_eq!(files_in(&bundle), expected);
+            assert_eq!(
+                fs::read(node_key_path(&bundle, id)).expect("key"),
+                fs::read(node_key_path(tls, id)).expect("key")
+            );
+        }
+
+        add_node(tls, 3, "127.0.0.1").expect("add node 3");
+        assert_eq!(files_in(&node_bundle_dir(tls, 3)).len(), 3);
+        let out = dir.path().join("node-4-out");
+        add_node_to(tls, 4, "127.0.0.1", &out).expect("add node 4 elsewhere");
+        assert_eq!(
+            files_in(&out),
+            ["ca.pem", "node-4.pem", "node-4.key"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        );
+        assert!(
+            !node_cert_path(tls, 4).exists(),
+            "--out writes nothing to the CA dir"
+        );
+        assert!(matches!(
+            add_node_to(tls, 4, "127.0.0.1", &out),
+            Err(CertError::AlreadyExists { .. })
+        ));
+
+        let alice = dir.path().join("alice");
+        issue_client(tls, "alice", Role::Client, &alice).expect("alice");
+        issue_client(tls, "alice", Role::Admin, &alice).expect("alice as admin too");
+        assert_eq!(
+            role_of_certificate(&der(&admin_cert_path(&alice))).ok(),
+            Some(Some(Role::Admin))
+        );
+        assert!(matches!(
+            issue_client(tls, "alice", Role::Client, &alice),
+            Err(CertError::AlreadyExists { .. })
+        ));
+        assert!(matches!(
+            issue_client(tls, "Alice!", Role::Client, &dir.path().join("x")),
+            Err(CertError::InvalidClientName { .. })
+        ));
+        // A directory of another CA is not mixed with ours.
+        let other = tempfile::tempdir().expect("tempdir");
+        generate(other.path(), &[(1, "127.0.0.1".into())]).expect("other CA");
+        let foreign = dir.path().join("foreign");
+        fs::create_dir(&foreign).expect("mkdir");
+        fs::copy(ca_cert_path(other.path()), ca_cert_path(&foreign)).expect("copy");
+        assert!(matches!(
+            issue_client(tls, "bob", Role::Client, &foreign),
+            Err(CertError::ForeignCa { .. })
+        ));
+    }
+
+    #[test]
+    fn ensure_identities_adds_only_missing_pairs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        generate(dir.path(), &[(1, "127.0.0.1".into())]).expect("generate");
+        let client_before = fs::read(client_cert_path(dir.path())).expect("client");
+        fs::remove_file(admin_cert_path(dir.path())).expect("rm");
+        fs::remove_file(admin_key_path(dir.path())).expect("rm");
+        assert_eq!(
+            ensure_identities(dir.path()).expect("ensure"),
+            vec![Role::Admin]
+        );
+        assert_eq!(
+            fs::read(client_cert_path(dir.path())).expect("client"),
+            client_before
+        );
+        assert!(admin_cert_path(dir.path()).exists());
+        assert_eq!(
+            ensure_identities(dir.path()).expect("ensure"),
+            Vec::<Role>::new()
+        );
+    }
 }

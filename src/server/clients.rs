@@ -371,3 +371,75 @@ fn read_records(
     }
     Ok(batch)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::client::AdminRequest;
+
+    fn caller(role: Role, node_id: Option<u64>) -> ClientIdentity {
+        ClientIdentity {
+            dns_names: Vec::new(),
+            node_id,
+            role,
+        }
+    }
+
+    /// Issue 12: admin requests need the admin role whatever the node's
+    /// anonymous setting; the other requests need a certificate unless
+    /// anonymous clients are allowed.
+    #[test]
+    fn admin_requests_need_the_admin_role_and_the_rest_a_certificate_unless_anonymous_is_allowed() {
+        let admin_requests = [
+            ClientRequest::Admin(AdminRequest::AddNode {
+                id: 4,
+                addr: "127.0.0.1:1".into(),
+            }),
+            ClientRequest::Admin(AdminRequest::RemoveNode { id: 2 }),
+            ClientRequest::Admin(AdminRequest::TransferLeader { id: 2 }),
+        ];
+        let other_requests = [
+            ClientRequest::Status,
+            ClientRequest::Consume(crate::wire::client::ConsumeRequest {
+                from: crate::wire::client::ConsumeFrom::Start,
+                follow: false,
+                limit: None,
+            }),
+            ClientRequest::Append(AppendRequest {
+                producer: None,
+                records: vec![Bytes::from_static(b"x")],
+            }),
+        ];
+        let admin = caller(Role::Admin, None);
+        let client = caller(Role::Client, None);
+        let node = caller(Role::Node, Some(1));
+        for allow_anonymous in [false, true] {
+            for request in &admin_requests {
+                assert_eq!(authorize(request, Some(&admin), allow_anonymous), Ok(()));
+                for refused in [Some(&client), Some(&node), None] {
+                    assert!(
+                        matches!(
+                            authorize(request, refused, allow_anonymous),
+                            Err(ErrorResponse::PermissionDenied { .. })
+                        ),
+                        "{request:?} by {refused:?}"
+                    );
+                }
+            }
+            for request in &other_requests {
+                for allowed in [&admin, &client, &node] {
+                    assert_eq!(authorize(request, Some(allowed), allow_anonymous), Ok(()));
+                }
+                let anonymous = authorize(request, None, allow_anonymous);
+                if allow_anonymous {
+                    assert_eq!(anonymous, Ok(()));
+                } else {
+                    assert!(matches!(
+                        anonymous,
+                        Err(ErrorResponse::PermissionDenied { .. })
+                    ));
+                }
+            }
+        }
+    }
+}
