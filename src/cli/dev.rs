@@ -3,6 +3,9 @@
 //! Every node runs in this one process (same code as `serve`, one tokio
 //! runtime), on 127.0.0.1 ports base-port, base-port+1, ... Certificates and
 //! data live under `--dir` and are reused, so a second run resumes the data.
+//! The nodes require client certificates as `serve` does by default; the
+//! printed commands use `--dir`/tls, which holds the client and the admin
+//! identity.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -152,6 +155,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!("{exe} consume {flags} --from start --follow");
     println!("# who leads, and how far each node is:");
     println!("{exe} status {flags}");
+    if cluster.nodes.len() > 1 {
+        println!("# membership changes and transfers present the admin identity (admin.pem):");
+        println!("{exe} admin transfer-leader 2 {flags}");
+    }
     wait_for_stop_signal().await?;
     eprintln!("raftlog dev: stopping");
     tokio::time::timeout(Duration::from_secs(10), cluster.shutdown())
