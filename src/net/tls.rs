@@ -5,14 +5,19 @@
 //! - [`NodeTls`]: the node's server side serves ALPN [`ALPN_PEER`] and
 //!   [`ALPN_CLIENT`] with the node certificate. Client certificates are
 //!   verified against `ca.pem`; they are mandatory in the handshake only with
-//!   `require_client_cert`. Peers must always present a node certificate: the
+//!   `require_client_cert` (the node runtime passes false and refuses
+//!   certificate-less requests itself, with a typed `PermissionDenied`). The
+//!   node certificate must verify against `ca.pem` when loaded, so a reload
+//!   with a certificate of another CA is refused instead of locking the node
+//!   out of its peers. Peers must always present a node certificate: the
 //!   endpoint enforces that per ALPN after the handshake (see
 //!   [`crate::net::endpoint`]). The node's outbound side presents the node
 //!   certificate and verifies the remote against `ca.pem` with the server
 //!   name `node-<id>.raftlog` of the id it expects, so a remote holding
 //!   another id's certificate fails the handshake.
 //! - [`ClientTls`]: verifies the node certificate against `ca.pem` with the
-//!   dialed host as server name, and presents `client.pem` when present.
+//!   dialed host as server name, and presents `client.pem` (or, with
+//!   [`ClientTls::load_as`] and the admin role, `admin.pem`) when present.
 //!
 //! There is no insecure mode: every config verifies against the cluster CA.
 
