@@ -408,6 +408,11 @@ impl Driver {
     ///   our acknowledgements for it (it became our leader while a member);
     /// - anyone while we know no configuration at all (a node started with
     ///   `--join` learns it from the leader that adds it).
+    ///
+    /// Known gap: a node whose log stopped before the entry that added node
+    /// N (it was down meanwhile) does not hear N if N leads when it comes
+    /// back; it rejoins once a node it knows leads. Closing it needs the
+    /// core to say which configuration a leader's messages come from.
     fn admits_peer(&self, from: NodeId) -> bool {
         let membership = self.core.membership();
         membership.addrs.is_empty()
