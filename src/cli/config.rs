@@ -254,4 +254,58 @@ mod tests {
         .unwrap_err();
         assert!(error.to_string().contains("heartbeat"), "{error}");
     }
+
+    /// Issue 12: client certificates are required by default;
+    /// `--allow-anonymous-clients` opts out, `--require-client-cert` is
+    /// accepted and changes nothing, and asking for both is refused.
+    #[test]
+    fn client_certificates_are_required_unless_anonymous_clients_are_allowed() {
+        let base = [
+            "--id",
+            "1",
+            "--listen",
+            "127.0.0.1:1",
+            "--data-dir",
+            "/d",
+            "--tls-dir",
+            "/t",
+        ];
+        let config = serve_config(serve_args(&base)).unwrap();
+        assert!(!config.allow_anonymous_clients);
+        let mut required = base.to_vec();
+        required.push("--require-client-cert");
+        assert!(
+            !serve_config(serve_args(&required))
+                .unwrap()
+                .allow_anonymous_clients
+        );
+        let mut open = base.to_vec();
+        open.push("--allow-anonymous-clients");
+        assert!(
+            serve_config(serve_args(&open))
+                .unwrap()
+                .allow_anonymous_clients
+        );
+        let mut both = required.clone();
+        both.push("--allow-anonymous-clients");
+        let mut argv = vec!["raftlog", "serve"];
+        argv.extend_from_slice(&both);
+        assert!(Cli::try_parse_from(argv).is_err(), "the two flags conflict");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "require_client_cert = true\nallow_anonymous_clients = true\n",
+        )
+        .unwrap();
+        let mut from_file = base.to_vec();
+        let path_text = path.display().to_string();
+        from_file.extend(["--config", &path_text]);
+        let error = serve_config(serve_args(&from_file)).unwrap_err();
+        assert!(
+            error.to_string().contains("allow-anonymous-clients"),
+            "{error}"
+        );
+    }
 }
