@@ -662,9 +662,17 @@ fn a_transfer_flag_from_a_non_voter_does_not_depose_a_live_leader() {
         c.core_mut(id).step(9, flagged.clone()).unwrap();
     }
     c.settle();
-    assert_eq!(c.core(1).role(), Role::Leader, "leader deposed by a stranger");
+    assert_eq!(
+        c.core(1).role(),
+        Role::Leader,
+        "leader deposed by a stranger"
+    );
     for id in [1, 2, 3] {
-        assert_eq!(c.core(id).term(), term, "node {id} took the stranger's term");
+        assert_eq!(
+            c.core(id).term(),
+            term,
+            "node {id} took the stranger's term"
+        );
     }
     // The same request from a voter is a transfer and is honoured.
     c.core_mut(2).step(3, flagged).unwrap();

@@ -117,13 +117,7 @@ impl ClientError {
         match self {
             ClientError::Unreachable { .. } | ClientError::Timeout(_) => true,
             ClientError::Protocol { .. } => true,
-            ClientError::Refused(response) => matches!(
-                response,
-                ErrorResponse::NotLeader { .. }
-                    | ErrorResponse::Unavailable
-                    | ErrorResponse::ShuttingDown
-                    | ErrorResponse::Timeout
-            ),
+            ClientError::Refused(response) => response.is_retryable(),
             _ => false,
         }
     }

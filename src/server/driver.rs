@@ -602,6 +602,11 @@ impl Driver {
                 self.wait_for_commit(first_index, last_index, term, reply);
             }
             Err(ProposeError::NotLeader { .. }) => refuse(reply, self.not_leader()),
+            // Routine, not the caller's fault: the client waits and retries.
+            Err(ProposeError::TransferInProgress { .. }) => {
+                refuse(reply, refused(ErrorResponse::ChangeInProgress))
+            }
+            Err(ProposeError::Backpressure { .. }) => refuse(reply, refused(ErrorResponse::Busy)),
             Err(error) => refuse(reply, invalid(error.to_string())),
         }
     }

@@ -832,6 +832,10 @@ pub enum ErrorResponse {
     /// request needs a client certificate of the cluster CA. Not retryable.
     #[error("permission denied: {reason}")]
     PermissionDenied { reason: String },
+    /// The leader's storage is behind (its unsynced bytes are at their
+    /// limit): the append was not taken; send it again shortly.
+    #[error("the node is busy (its disk is behind); retry shortly")]
+    Busy,
     /// An error code this build does not know (sent by a newer node); its
     /// message is still the node's one-line explanation.
     #[error("error {code} from the node: {message}")]
@@ -867,8 +871,9 @@ pub mod error_codes {
     pub const BELOW_LOG_START: u16 = 14;
     pub const CHANGE_REFUSED: u16 = 15;
     pub const PERMISSION_DENIED: u16 = 16;
+    pub const BUSY: u16 = 17;
     /// Codes below this are known to this build.
-    pub const KNOWN_END: u16 = 17;
+    pub const KNOWN_END: u16 = 18;
 }
 
 impl ErrorResponse {
@@ -892,6 +897,7 @@ impl ErrorResponse {
             ErrorResponse::BelowLogStart { .. } => c::BELOW_LOG_START,
             ErrorResponse::ChangeRefused { .. } => c::CHANGE_REFUSED,
             ErrorResponse::PermissionDenied { .. } => c::PERMISSION_DENIED,
+            ErrorResponse::Busy => c::BUSY,
             ErrorResponse::Unrecognized { code, .. } => *code,
         }
     }
@@ -907,6 +913,7 @@ impl ErrorResponse {
                 | ErrorResponse::Timeout
                 | ErrorResponse::ShuttingDown
                 | ErrorResponse::ChangeInProgress
+                | ErrorResponse::Busy
         )
     }
 
@@ -1009,6 +1016,7 @@ impl ErrorResponse {
             | ErrorResponse::Timeout
             | ErrorResponse::ChangeInProgress
             | ErrorResponse::ShuttingDown
+            | ErrorResponse::Busy
             | ErrorResponse::Unrecognized { .. } => {}
         }
     }
@@ -1056,6 +1064,7 @@ impl ErrorResponse {
                 }
             }
             c::UNAVAILABLE => ErrorResponse::Unavailable,
+            c::BUSY => ErrorResponse::Busy,
             c::RECORD_TOO_LARGE => ErrorResponse::RecordTooLarge {
                 record_bytes: read::u64(body, "RecordTooLarge.record_bytes")?,
                 limit_bytes: read::u64(body, "RecordTooLarge.limit_bytes")?,
