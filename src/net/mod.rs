@@ -92,9 +92,15 @@ net_counters! {
     /// Inbound handshakes that failed (bad certificate, no common ALPN,
     /// timeout, ...).
     handshakes_failed,
-    /// Inbound connection attempts refused because too many handshakes were
-    /// already in progress.
+    /// Inbound connection attempts from non-member addresses refused
+    /// because the client handshake budget was used up.
     handshakes_refused_busy,
+    /// Inbound connection attempts from members' addresses refused because
+    /// the peer handshake budget was used up.
+    peer_handshakes_refused_busy,
+    /// Inbound connection attempts answered with a QUIC Retry to prove
+    /// their source address first.
+    handshakes_retried,
     /// Peer-ALPN connections closed because the certificate names no node.
     peers_refused_not_node,
     /// Peer connections closed because the claimed id differs from the

@@ -261,6 +261,10 @@ impl PeerLinks {
                 }
             }
         }
+        // Their handshakes take the peer budget from now on.
+        self.shared
+            .endpoint
+            .set_peer_addrs(current.values().filter_map(|handle| *handle.addr.borrow()));
     }
 
     /// The peers currently linked and their addresses.
