@@ -122,6 +122,39 @@ fn client_config(cluster: &ServeCluster, ids: &[u64]) -> ClientConfig {
     }
 }
 
+/// Open file descriptors of process `pid`.
+fn fd_count(pid: i32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read /proc/<pid>/fd")
+        .count() as u64
+}
+
+/// Sets process `pid`'s descriptor limit (soft and hard) to `limit`.
+fn set_fd_limit(pid: i32, limit: u64) {
+    let new = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit,
+    };
+    // SAFETY: prlimit reads `new` and writes nothing (old is null).
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", io::Error::last_os_error());
+}
+
+/// Raises this process' soft descriptor limit to its hard limit.
+fn raise_own_fd_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write only `limit`.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        limit.rlim_cur = limit.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+    }
+    limit.rlim_cur
+}
+
 /// `VmRSS` of process `pid`, in KiB.
 fn vm_rss_kib(pid: i32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read proc status");
@@ -527,5 +560,84 @@ async fn a_handshake_flood_at_the_leader_starves_no_peer_link_and_commits_contin
         .filter(|node| node["reachable"] != serde_json::Value::Bool(true))
         .collect();
     assert!(unreachable.is_empty(), "after the flood: {unreachable:?}");
+    nodes.cluster.stop_all();
+}
+
+/// The metrics listener's connection cap (`METRICS_CONNECTIONS_MAX`).
+const METRICS_CONNECTIONS_MAX: u64 = 16;
+
+/// Issue 12: a caller holding 1,000 connections to the leader's metrics
+/// port costs it at most the listener's cap in descriptors. With the
+/// leader's descriptor limit set to what it uses plus 64, it still creates
+/// new segment files (4 MiB segments, 12 MiB published) and commits, its
+/// descriptor count stays within the cap, and it answers a scrape once the
+/// caller lets go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_holding_many_metrics_connections_never_starves_file_creation() {
+    const HELD: usize = 1000;
+    assert!(
+        raise_own_fd_limit() > HELD as u64 + 256,
+        "this test needs descriptors"
+    );
+    let nodes = Nodes::start(3, &["--segment-bytes", "4194304"]);
+    let leader = leader_of(&nodes.cluster);
+    let pid = nodes.cluster.pid(leader).expect("leader runs");
+    let fds_before = fd_count(pid);
+    set_fd_limit(pid, fds_before + 64);
+    let metrics = nodes.metrics[&leader];
+    let mut held = Vec::with_capacity(HELD);
+    for _ in 0..HELD {
+        match tokio::net::TcpStream::connect(metrics).await {
+            Ok(stream) => held.push(stream),
+            // The backlog is full for a moment: the node closes what is over
+            // its cap as fast as it accepts.
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let fds_holding = fd_count(pid);
+    let records: Vec<bytes::Bytes> = (0..768)
+        .map(|n| bytes::Bytes::from(vec![(n % 251) as u8; 16 * 1024]))
+        .collect();
+    let published = within(
+        "publishing 12 MiB while the metrics connections are held",
+        CATCH_UP_WAIT,
+        publish_all(
+            client_config(&nodes.cluster, &[leader]),
+            PublisherOptions::default(),
+            &records,
+            16,
+        ),
+    )
+    .await;
+    let fds_after = fd_count(pid);
+    let segments = std::fs::read_dir(nodes.cluster.data_dir(leader).join("log"))
+        .map(|dir| dir.count())
+        .unwrap_or(0);
+    eprintln!(
+        "[limits] {} metrics connections held: leader descriptors {fds_before} before, \
+         {fds_holding} while held, {fds_after} after publishing (limit {}); files in its log \
+         dir: {segments}",
+        held.len(),
+        fds_before + 64,
+    );
+    assert!(
+        held.len() >= HELD / 2,
+        "only {} connections opened",
+        held.len()
+    );
+    let indexes = published.expect("publishing while the metrics connections are held");
+    assert_eq!(indexes.len(), records.len());
+    assert!(
+        fds_holding <= fds_before + METRICS_CONNECTIONS_MAX + 8,
+        "the leader holds {fds_holding} descriptors (it had {fds_before}; cap {METRICS_CONNECTIONS_MAX})"
+    );
+    drop(held);
+    let last_index = eventually("a scrape once the caller let go", CATCH_UP_WAIT, || {
+        nodes.metric(leader, "raftlog_last_index")
+    })
+    .await;
+    assert!(last_index >= records.len() as i64);
+    let mut nodes = nodes;
     nodes.cluster.stop_all();
 }
