@@ -12,8 +12,9 @@ pub mod config;
 pub mod driver;
 pub mod metrics;
 pub mod producers;
+pub mod resolve;
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -175,11 +176,6 @@ fn open_and_recover(
     }
 }
 
-/// Resolves a member's `HOST:PORT`; `None` when it does not resolve.
-pub fn resolve_peer(addr: &str) -> Option<SocketAddr> {
-    addr.to_socket_addrs().ok()?.next()
-}
-
 pub struct Node;
 
 impl Node {
@@ -278,11 +274,14 @@ impl Node {
         } else {
             &membership.addrs
         };
-        let peer_addrs = known_addrs
-            .iter()
-            .filter(|(&id, _)| id != config.id)
-            .filter_map(|(&id, addr)| resolve_peer(addr).map(|socket| (id, socket)))
-            .collect();
+        let mut peer_addrs = std::collections::BTreeMap::new();
+        for (&id, addr) in known_addrs.iter().filter(|(&id, _)| id != config.id) {
+            // Off the runtime threads and bounded; a name that does not
+            // resolve now is linked by the driver once it does.
+            if let Some(socket) = resolve::resolve_once(addr).await {
+                peer_addrs.insert(id, socket);
+            }
+        }
         links.set_peers(peer_addrs);
 
         let shared_log = Arc::new(RwLock::new(log));
