@@ -651,3 +651,34 @@ fn a_log_holding_producer_sequences_at_the_top_of_u64_is_recovered() {
         }
     );
 }
+
+/// storage-format.md 6.1: the next segment's file may be prepared ahead
+/// (`log/spare.seg.tmp`, allocated and fsynced off the log lock); a roll
+/// turns it into the new segment with a header write, and a spare left
+/// behind by a stop is deleted at open like every `.tmp` file.
+#[test]
+fn a_spare_segment_prepared_ahead_becomes_the_next_segment_and_a_leftover_is_deleted() {
+    use raftlog::storage::SPARE_SEGMENT_FILE_NAME;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut log = Log::open(dir.path(), config()).expect("open").log;
+    let job = log.spare_job().expect("a spare job");
+    assert!(log.spare_job().is_none(), "one spare job at a time");
+    log.install_spare(job.run());
+    let spare = log_file(dir.path(), SPARE_SEGMENT_FILE_NAME);
+    assert!(spare.exists(), "the spare is prepared");
+    let written = entries(1..=40, 1);
+    log.append(&written).expect("append across a roll");
+    log.sync().expect("sync");
+    assert!(!spare.exists(), "the roll used the spare");
+    let job = log.spare_job().expect("a new spare job after the roll");
+    log.install_spare(job.run());
+    assert!(spare.exists());
+    drop(log);
+    let reopened = Log::open(dir.path(), config()).expect("reopen").log;
+    assert!(!spare.exists(), "open deletes a leftover spare");
+    assert_eq!(reopened.last_index(), 40);
+    let read = reopened.entries(1, 40, usize::MAX).expect("read back");
+    let payloads: Vec<_> = read.iter().map(|entry| entry.payload.clone()).collect();
+    let expected: Vec<_> = written.iter().map(|entry| entry.payload.clone()).collect();
+    assert_eq!(payloads, expected);
+}

@@ -143,6 +143,28 @@ pub struct Log {
     next_segment_id: u64,
     /// The repair marker as on disk (`None`: no `REPAIR` file).
     repair: Option<RepairMarker>,
+    /// The next segment's file, prepared ahead off the lock (see
+    /// [`Log::spare_job`]); a roll without one creates the file itself.
+    spare: Option<segment::SpareSegment>,
+    /// A [`SpareJob`] was handed out and not yet installed.
+    spare_requested: bool,
+}
+
+/// Prepares the log's next segment file: run [`SpareJob::run`] on a
+/// blocking thread without holding the log, then give the result to
+/// [`Log::install_spare`].
+#[derive(Debug)]
+pub struct SpareJob {
+    log_dir: PathBuf,
+    segment_bytes: u64,
+    preallocate: bool,
+}
+
+impl SpareJob {
+    /// Allocates and fsyncs a whole segment file (blocking).
+    pub fn run(self) -> Result<segment::SpareSegment, StorageError> {
+        segment::create_spare_segment(&self.log_dir, self.segment_bytes, self.preallocate)
+    }
 }
 
 impl Log {
@@ -231,6 +253,8 @@ impl Log {
             dir_changes_durable: 0,
             next_segment_id: 0,
             repair,
+            spare: None,
+            spare_requested: false,
         };
         if marker_unreadable {
             if let Some(marker) = log.repair {
@@ -649,6 +673,37 @@ impl Log {
         Ok(damage)
     }
 
+    /// A job preparing the next segment file, when none is ready or being
+    /// prepared (`None` for a read-only log). Hand its result to
+    /// [`Log::install_spare`].
+    pub fn spare_job(&mut self) -> Option<SpareJob> {
+        if self.read_only || self.spare.is_some() || self.spare_requested {
+            return None;
+        }
+        self.spare_requested = true;
+        Some(SpareJob {
+            log_dir: self.log_dir.clone(),
+            segment_bytes: self.config.segment_bytes,
+            preallocate: self.config.preallocate,
+        })
+    }
+
+    /// Takes the result of a [`SpareJob`]. A failure is only logged: the
+    /// next roll then creates its file itself, as without a spare, and
+    /// reports the error if it recurs.
+    pub fn install_spare(&mut self, spare: Result<segment::SpareSegment, StorageError>) {
+        self.spare_requested = false;
+        match spare {
+            Ok(spare) if spare.segment_bytes == self.config.segment_bytes => {
+                self.spare = Some(spare);
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "could not prepare the next segment file ahead; the next roll creates it");
+            }
+        }
+    }
+
     fn new_segment_id(&mut self) -> u64 {
         self.next_segment_id += 1;
         self.next_segment_id
@@ -843,13 +898,17 @@ impl Log {
     fn roll(&mut self, first_index: LogIndex) -> Result<(), StorageError> {
         self.seal_last();
         let id = self.new_segment_id();
-        let segment = create_segment(
-            &self.log_dir,
-            first_index,
-            self.config.segment_bytes,
-            self.config.preallocate,
-            id,
-        )?;
+        let segment = match self.spare.take() {
+            // Only a header write and a small sync left to do here.
+            Some(spare) => segment::segment_from_spare(spare, &self.log_dir, first_index, id)?,
+            None => create_segment(
+                &self.log_dir,
+                first_index,
+                self.config.segment_bytes,
+                self.config.preallocate,
+                id,
+            )?,
+        };
         self.segments.push(segment);
         self.dir_changes += 1;
         Ok(())
