@@ -127,7 +127,7 @@ pub struct Driver {
 /// The events the driver waits on.
 pub struct DriverInputs {
     pub requests: mpsc::Receiver<DriverRequest>,
-    pub peer_frames: mpsc::Receiver<(NodeId, Bytes)>,
+    pub peer_frames: crate::net::PeerInbound,
     pub shutdown: watch::Receiver<bool>,
 }
 
