@@ -641,3 +641,155 @@ async fn a_caller_holding_many_metrics_connections_never_starves_file_creation()
     let mut nodes = nodes;
     nodes.cluster.stop_all();
 }
+
+/// A client config for raw consumer streams to the nodes of `tls_dir`:
+/// trusts `ca.pem`, presents `client.pem` when the directory has one, and
+/// advertises small receive windows (16 KiB a stream) so that a stalled
+/// stream costs this process little while the node must hold what it
+/// could not send.
+fn stalled_consumer_config(tls_dir: &std::path::Path) -> quinn::ClientConfig {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(tls_dir.join("ca.pem")).expect("ca.pem") {
+        roots.add(cert.expect("CA certificate")).expect("CA root");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3")
+        .with_root_certificates(roots);
+    let (cert, key) = (tls_dir.join("client.pem"), tls_dir.join("client.key"));
+    let mut tls = if cert.exists() && key.exists() {
+        let chain = CertificateDer::pem_file_iter(&cert)
+            .expect("client.pem")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("client certificate");
+        let key = PrivateKeyDer::from_pem_file(&key).expect("client.key");
+        builder
+            .with_client_auth_cert(chain, key)
+            .expect("client pair")
+    } else {
+        builder.with_no_client_auth()
+    };
+    tls.alpn_protocols = vec![raftlog::net::ALPN_CLIENT.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls))
+        .expect("QUIC client config");
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .stream_receive_window(quinn::VarInt::from_u32(16 * 1024))
+        .receive_window(quinn::VarInt::from_u32(2 * 1024 * 1024))
+        .keep_alive_interval(Some(Duration::from_millis(500)));
+    config.transport_config(Arc::new(transport));
+    config
+}
+
+/// Consumer streams per stalled connection (the node allows 64).
+const STALLED_STREAMS_PER_CONNECTION: usize = 50;
+
+/// Issue 12: consumers that open a stream (from the start of a 24 MiB log,
+/// following) and never read: 1,000 in the full run, 400 by default, 50 to
+/// a connection. The leader's RSS stays under [`NODE_RSS_BOUND_KIB`] (it
+/// holds at most its client buffer budget for them, 64 MiB), and another
+/// consumer still reads the whole log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_that_never_read_cannot_exhaust_a_node_and_others_are_served() {
+    let stalled_count: usize = if full_size() { 1000 } else { 400 };
+    let nodes = Nodes::start(3, &[]);
+    let leader = leader_of(&nodes.cluster);
+    let pid = nodes.cluster.pid(leader).expect("leader runs");
+    let records: Vec<bytes::Bytes> = (0..1536)
+        .map(|n| bytes::Bytes::from(vec![(n % 251) as u8; 16 * 1024]))
+        .collect();
+    within(
+        "publishing 24 MiB",
+        CATCH_UP_WAIT,
+        publish_all(
+            client_config(&nodes.cluster, &[leader]),
+            PublisherOptions::default(),
+            &records,
+            16,
+        ),
+    )
+    .await
+    .expect("publish");
+    let rss_before_kib = vm_rss_kib(pid);
+    let stop_sampler = Arc::new(AtomicBool::new(false));
+    let sampler = spawn_rss_sampler(pid, stop_sampler.clone());
+
+    let config = stalled_consumer_config(&nodes.cluster.tls_dir);
+    let target = node_addr(&nodes.cluster, leader);
+    let request =
+        raftlog::wire::client::ClientRequest::Consume(raftlog::wire::client::ConsumeRequest {
+            from: raftlog::wire::client::ConsumeFrom::Start,
+            follow: true,
+            limit: None,
+        })
+        .encode()
+        .expect("encode a consume request");
+    let mut held = Vec::new();
+    let mut connections = Vec::new();
+    let mut opened = 0usize;
+    while opened < stalled_count {
+        let endpoint =
+            quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("client endpoint");
+        let connection = within(
+            "a stalled consumer's connection",
+            Duration::from_secs(20),
+            endpoint
+                .connect_with(config.clone(), target, "127.0.0.1")
+                .expect("connect"),
+        )
+        .await
+        .expect("handshake");
+        for _ in 0..STALLED_STREAMS_PER_CONNECTION.min(stalled_count - opened) {
+            let (mut send, recv) =
+                within("a stream", Duration::from_secs(20), connection.open_bi())
+                    .await
+                    .expect("open stream");
+            raftlog::net::write_frame(&mut send, request.clone())
+                .await
+                .expect("send the consume request");
+            held.push((send, recv));
+            opened += 1;
+        }
+        connections.push((endpoint, connection));
+    }
+    // Long enough for every stream to have been served up to its window and
+    // for the node's budget to settle (stalled streams are given up after 2 s).
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let rss_stalled_kib = vm_rss_kib(pid);
+    let served = within(
+        "another consumer to read the whole log",
+        Duration::from_secs(60),
+        consume_all(client_config(&nodes.cluster, &[leader])),
+    )
+    .await
+    .expect("the other consumer is served");
+    stop_sampler.store(true, Ordering::Relaxed);
+    let rss_max_kib = sampler.await.expect("sampler");
+    eprintln!(
+        "[limits] {opened} stalled consumers on {} connections at leader {leader}: VmRSS \
+         {rss_before_kib} KiB before, {rss_stalled_kib} KiB after 8 s, {rss_max_kib} KiB at \
+         most (bound {NODE_RSS_BOUND_KIB} KiB); another consumer read {} records",
+        connections.len(),
+        served.len(),
+    );
+    assert_eq!(
+        served.len(),
+        records.len(),
+        "the other consumer read the log"
+    );
+    assert!(
+        rss_max_kib < NODE_RSS_BOUND_KIB,
+        "leader VmRSS reached {rss_max_kib} KiB (bound {NODE_RSS_BOUND_KIB} KiB)"
+    );
+    drop(held);
+    for (endpoint, connection) in connections {
+        connection.close(0u32.into(), b"");
+        endpoint.close(0u32.into(), b"");
+    }
+    let mut nodes = nodes;
+    nodes.cluster.stop_all();
+}

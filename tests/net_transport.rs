@@ -58,7 +58,7 @@ async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> 
 struct TestNode {
     endpoint: Endpoint,
     links: Arc<PeerLinks>,
-    inbound: mpsc::Receiver<(NodeId, Bytes)>,
+    inbound: raftlog::net::PeerInbound,
     clients: mpsc::Receiver<Incoming>,
     router: tokio::task::JoinHandle<()>,
 }
@@ -660,18 +660,20 @@ async fn stream_pair(
 }
 
 /// Writes `raw` on a fresh stream, finishes it, and returns the server's
-/// receive side.
+/// receive side. A bidirectional stream, as clients use: a client
+/// connection is granted no unidirectional ones.
 async fn raw_stream(
     client: &quinn::Connection,
     server: &quinn::Connection,
     raw: &[u8],
 ) -> quinn::RecvStream {
-    let mut send = client.open_uni().await.expect("open");
+    let (mut send, _) = client.open_bi().await.expect("open");
     send.write_all(raw).await.expect("write");
     send.finish().expect("finish");
-    within("accept stream", server.accept_uni())
+    within("accept stream", server.accept_bi())
         .await
         .expect("accept")
+        .1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@
 //! log), the accept loop (peers feed the driver, clients get a task per
 //! connection), and optionally the metrics endpoint.
 
+pub mod budget;
 pub mod clients;
 pub mod config;
 pub mod driver;
@@ -298,6 +299,7 @@ impl Node {
             log: shared_log.clone(),
             commit: commit_rx,
             metrics: metrics.clone(),
+            buffers: budget::ClientBuffers::new(budget::CLIENT_BUFFER_BYTES_MAX),
         };
         background.push(tokio::spawn(accept_loop(incoming, links.clone(), context)));
         if let Some(addr) = config.metrics_listen {
@@ -337,14 +339,23 @@ impl Node {
     }
 }
 
+/// Client connections a node serves at once. Each may make the node buffer
+/// up to its QUIC receive window
+/// ([`net::transport::CLIENT_CONNECTION_RECEIVE_WINDOW_BYTES`], 2 MiB)
+/// below the application, so this also bounds that memory (1 GiB).
+pub const CLIENT_CONNECTIONS_MAX: usize = 512;
+
 /// Hands verified peer connections to the peer links (which feed the
-/// driver) and gives each client connection a task. The endpoint has already
+/// driver) and gives each client connection a task, at most
+/// [`CLIENT_CONNECTIONS_MAX`] at once: one more is closed with
+/// [`net::close_code::CLIENT_CONNECTIONS_FULL`]. The endpoint has already
 /// refused (and counted) connections that failed the handshake.
 async fn accept_loop(
     mut incoming: net::IncomingConnections,
     links: Arc<net::PeerLinks>,
     context: ClientContext,
 ) {
+    let client_connections = Arc::new(tokio::sync::Semaphore::new(CLIENT_CONNECTIONS_MAX));
     while let Some(connection) = incoming.next().await {
         match connection {
             net::Incoming::Peer {
@@ -363,7 +374,19 @@ async fn accept_loop(
                 links.accept_inbound(node_id, connection)
             }
             net::Incoming::Client { connection, .. } => {
-                tokio::spawn(clients::serve_connection(connection, context.clone()));
+                let Ok(permit) = client_connections.clone().try_acquire_owned() else {
+                    tracing::debug!(remote = %connection.remote_address(), "refusing a client: {CLIENT_CONNECTIONS_MAX} client connections are open");
+                    connection.close(
+                        net::close_code::CLIENT_CONNECTIONS_FULL,
+                        b"too many client connections",
+                    );
+                    continue;
+                };
+                let context = context.clone();
+                tokio::spawn(async move {
+                    clients::serve_connection(connection, context).await;
+                    drop(permit);
+                });
             }
         }
     }
