@@ -800,5 +800,17 @@ mod tests {
             })
         );
         assert_eq!(PeerLinksConfig::default().validate(), Ok(()));
+        let config = PeerLinksConfig {
+            inbound_queue_bytes_max: 1024,
+            frame_bytes_max: 1025,
+            ..PeerLinksConfig::default()
+        };
+        assert_eq!(
+            config.validate(),
+            Err(PeerLinksConfigError::InboundBytesBelowFrame {
+                queue_bytes: 1024,
+                frame_bytes: 1025
+            })
+        );
     }
 }
