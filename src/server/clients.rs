@@ -32,6 +32,9 @@ use crate::wire::FRAME_BYTES_MAX;
 pub const APPENDS_PENDING_PER_STREAM_MAX: usize = 4096;
 /// Payload bytes per consume frame, at most (one larger record still goes alone).
 pub const CONSUME_BATCH_BYTES_MAX: usize = 1024 * 1024;
+/// Segment indexes one consume read builds outside the log lock; any more
+/// (a batch never spans that many segments) are built under it.
+const INDEX_JOBS_PER_READ_MAX: usize = 4;
 
 /// What every client task needs.
 #[derive(Clone)]
@@ -398,6 +401,20 @@ fn read_records(
     };
     if next > last {
         return Ok(batch);
+    }
+    // A first read of a segment may rebuild its index (a scan of the whole
+    // segment): done here without holding the log, so appends never wait
+    // for it. A batch spans a segment or two.
+    for _ in 0..INDEX_JOBS_PER_READ_MAX {
+        let job = log
+            .read()
+            .map_err(|_| "the log lock is poisoned".to_string())?
+            .index_job(next, last);
+        let Some(job) = job else { break };
+        let built = job.run();
+        log.read()
+            .map_err(|_| "the log lock is poisoned".to_string())?
+            .install_index(built);
     }
     let entries = {
         let log = log

@@ -50,7 +50,9 @@ pub mod verify;
 
 use std::path::PathBuf;
 
-pub use log::{Log, Opened, RetentionPolicy, SpareJob, SyncDone, SyncRequest};
+pub use log::{
+    IndexBuilt, IndexJob, Log, Opened, RetentionPolicy, SpareJob, SyncDone, SyncRequest,
+};
 pub use meta::{HARD_STATE_FILE_NAMES, LOCK_FILE_NAME, LOG_DIR_NAME, LOG_START_FILE_NAME};
 pub use repair::{DamagedRange, RepairMarker, REPAIR_FILE_NAME};
 /// Helpers for tools that write or inspect segments directly (benches, tests).
