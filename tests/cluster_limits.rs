@@ -793,3 +793,95 @@ async fn consumers_that_never_read_cannot_exhaust_a_node_and_others_are_served()
     let mut nodes = nodes;
     nodes.cluster.stop_all();
 }
+
+/// The node's caps on client connections and on streams per connection
+/// (`CLIENT_CONNECTIONS_MAX`, `CLIENT_STREAMS_PER_CONNECTION_MAX`).
+const CLIENT_CONNECTIONS_MAX: usize = 512;
+const CLIENT_STREAMS_PER_CONNECTION_MAX: usize = 64;
+
+/// Issue 12: a node serves at most 512 client connections: one more is
+/// closed with code 0x107, and once a held one closes a new one is served;
+/// a connection gets stream credit for 64 concurrent streams, the 65th waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_connections_and_streams_per_connection_are_capped() {
+    assert!(
+        raise_own_fd_limit() > CLIENT_CONNECTIONS_MAX as u64 + 256,
+        "this test needs descriptors"
+    );
+    let nodes = Nodes::start(1, &[]);
+    leader_of(&nodes.cluster);
+    let config = stalled_consumer_config(&nodes.cluster.tls_dir);
+    let target = node_addr(&nodes.cluster, 1);
+    // One client endpoint (socket) carries every connection.
+    let endpoint =
+        quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("client endpoint");
+    let connect = || async {
+        within(
+            "a client connection",
+            Duration::from_secs(20),
+            endpoint
+                .connect_with(config.clone(), target, "127.0.0.1")
+                .expect("connect"),
+        )
+        .await
+        .expect("handshake")
+    };
+    let mut held = Vec::with_capacity(CLIENT_CONNECTIONS_MAX);
+    for _ in 0..CLIENT_CONNECTIONS_MAX {
+        held.push(connect().await);
+    }
+    // The node counts a connection once its accept loop took it from the
+    // endpoint, a moment after the handshake.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let over = connect().await;
+    let reason = within(
+        "the connection over the cap to close",
+        Duration::from_secs(10),
+        over.closed(),
+    )
+    .await;
+    match &reason {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code, quinn::VarInt::from_u32(0x107), "{reason}")
+        }
+        other => panic!("expected a close with 0x107, got {other}"),
+    }
+    // Streams: 64 open at once on one connection, the 65th gets no credit.
+    let streams_on = &held[0];
+    let mut streams = Vec::new();
+    for _ in 0..CLIENT_STREAMS_PER_CONNECTION_MAX {
+        streams.push(
+            within("a stream", Duration::from_secs(10), streams_on.open_bi())
+                .await
+                .expect("open a stream"),
+        );
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), streams_on.open_bi())
+            .await
+            .is_err(),
+        "a 65th concurrent stream was granted"
+    );
+    drop(streams);
+    // A closed connection makes room for a new one.
+    held.pop().expect("held").close(0u32.into(), b"");
+    let served = eventually(
+        "a new connection under the cap",
+        Duration::from_secs(20),
+        || async {
+            let connection = connect().await;
+            match tokio::time::timeout(Duration::from_millis(500), connection.closed()).await {
+                Err(_) => Ok(connection),
+                Ok(reason) => Err(format!("closed: {reason}")),
+            }
+        },
+    )
+    .await;
+    drop(served);
+    for connection in held {
+        connection.close(0u32.into(), b"");
+    }
+    endpoint.close(0u32.into(), b"");
+    let mut nodes = nodes;
+    nodes.cluster.stop_all();
+}
