@@ -115,6 +115,72 @@ async fn a_leader_crash_during_a_publish_loses_and_duplicates_nothing() {
     cluster.shutdown().await;
 }
 
+/// Issue 13: leadership moves twice under a running publisher. While a
+/// transfer is under way the leader refuses appends (`ChangeInProgress`),
+/// and under a slow disk it sheds load (`Busy`): both are routine, so the
+/// publisher waits, resends with the same sequences and finishes, and the
+/// log holds every record once, at the indexes it reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_rides_through_two_leadership_transfers() {
+    let cluster = TestCluster::start(3).await;
+    let input = numbered_records("transfers", 6_000);
+    let acked = Arc::new(AtomicUsize::new(0));
+    let publishing = spawn_paced_publisher(
+        cluster.client_config(),
+        0x7a,
+        input.clone(),
+        16,
+        Duration::from_millis(2),
+        acked.clone(),
+    );
+    for (round, wanted) in [(1usize, 1_000usize), (2, 2_500)] {
+        eventually(
+            "records acknowledged before the transfer",
+            CATCH_UP_WAIT,
+            || async {
+                match acked.load(Ordering::SeqCst) {
+                    n if n >= wanted => Ok(n),
+                    n => Err(format!("{n} acknowledged")),
+                }
+            },
+        )
+        .await;
+        let leader = cluster.leader().await;
+        let target = cluster.follower().await;
+        client::admin(
+            &cluster.client_config(),
+            AdminRequest::TransferLeader { id: target },
+        )
+        .await
+        .unwrap_or_else(|error| panic!("transfer {round}: {error}"));
+        eventually("the transfer to take effect", LEADER_WAIT, || async {
+            match cluster.status().await?.leader {
+                Some(id) if id != leader => Ok(()),
+                other => Err(format!("leader {other:?}")),
+            }
+        })
+        .await;
+    }
+    assert!(
+        acked.load(Ordering::SeqCst) < input.len(),
+        "the transfers must happen mid-publish"
+    );
+    let indexes = within("the publisher to finish", CATCH_UP_WAIT, publishing)
+        .await
+        .expect("publisher task")
+        .expect("every record is committed despite the transfers");
+    assert_eq!(indexes.len(), input.len());
+    assert!(
+        indexes.windows(2).all(|pair| pair[0] < pair[1]),
+        "indexes increase in input order"
+    );
+    for id in cluster.ids() {
+        let records = cluster.wait_node_serves(id, &input).await;
+        assert_eq!(indexes_of(&records), indexes, "node {id}");
+    }
+    cluster.shutdown().await;
+}
+
 /// Follows the tail from the start until `count` records arrived.
 fn spawn_tail_follower(config: ClientConfig, count: usize) -> JoinHandle<Vec<Record>> {
     tokio::spawn(async move {

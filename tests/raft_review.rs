@@ -633,3 +633,48 @@ fn a_reply_to_a_stale_leader_that_arrives_once_it_leads_that_term_is_ignored() {
         .unwrap();
     assert_eq!(leader.commit_index(), 1);
 }
+
+// ---- issue 12: a transfer flag only a voter may use ----
+
+/// A RequestVote flagged as a leadership transfer overrides the "a leader
+/// is live" rule, because the current leader sent the target a TimeoutNow.
+/// The leader only transfers to voters, so the flag from anyone else (a
+/// learner, or a certificate holder outside the configuration that got
+/// past the transport) is a campaign like any other and is ignored while
+/// the leader is live; from a voter it still works.
+#[test]
+fn a_transfer_flag_from_a_non_voter_does_not_depose_a_live_leader() {
+    let mut c = Cluster::new(&[1, 2, 3], |cfg| {
+        cfg.pre_vote = true;
+        cfg.check_quorum = true;
+    });
+    c.elect(1);
+    let term = c.core(1).term();
+    let last = (c.core(1).last_index(), term);
+    let flagged = Message::RequestVote(RequestVote {
+        term: term + 5,
+        last_log_index: last.0 + 100,
+        last_log_term: term,
+        pre_vote: false,
+        leadership_transfer: true,
+    });
+    for id in [1, 2, 3] {
+        c.core_mut(id).step(9, flagged.clone()).unwrap();
+    }
+    c.settle();
+    assert_eq!(
+        c.core(1).role(),
+        Role::Leader,
+        "leader deposed by a stranger"
+    );
+    for id in [1, 2, 3] {
+        assert_eq!(
+            c.core(id).term(),
+            term,
+            "node {id} took the stranger's term"
+        );
+    }
+    // The same request from a voter is a transfer and is honoured.
+    c.core_mut(2).step(3, flagged).unwrap();
+    assert_eq!(c.core(2).term(), term + 5);
+}

@@ -275,6 +275,8 @@ fn error_response() -> impl Strategy<Value = ErrorResponse> {
         reason().prop_map(|reason| ErrorResponse::InvalidRequest { reason }),
         Just(ErrorResponse::ChangeInProgress),
         reason().prop_map(|reason| ErrorResponse::ChangeRefused { reason }),
+        reason().prop_map(|reason| ErrorResponse::PermissionDenied { reason }),
+        Just(ErrorResponse::Busy),
         u().prop_map(|id| ErrorResponse::UnknownNode { id }),
         u().prop_map(|id| ErrorResponse::AlreadyMember { id }),
         Just(ErrorResponse::ShuttingDown),
@@ -903,6 +905,8 @@ fn every_error_has_a_distinct_stable_code_and_a_one_line_message() {
             log_start: 5,
         },
         ErrorResponse::ChangeRefused { reason: "r".into() },
+        ErrorResponse::PermissionDenied { reason: "r".into() },
+        ErrorResponse::Busy,
     ] {
         assert!(error.code() < error_codes::KNOWN_END, "{error:?}");
         if let Some(other) = seen.insert(error.code(), format!("{error:?}")) {

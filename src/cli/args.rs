@@ -27,7 +27,7 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Start a local cluster on 127.0.0.1 in the foreground (the embedded default).
     Dev(DevArgs),
-    /// Write a new cluster CA and certificates for nodes and a client.
+    /// Write a new cluster CA and certificates for nodes, a client and an admin; issue more from it.
     Certs(CertsArgs),
     /// Append records read from stdin, one per line; print each committed index.
     Publish(PublishArgs),
@@ -141,7 +141,7 @@ pub struct ClusterArgs {
     /// Addresses of any subset of the cluster's nodes (HOST:PORT, comma separated).
     #[arg(long, value_delimiter = ',', required = true)]
     pub cluster: Vec<String>,
-    /// Directory written by `raftlog certs` (uses ca.pem, and client.pem/client.key if present).
+    /// Directory written by `raftlog certs` (uses ca.pem, and presents client.pem/client.key, or admin.pem/admin.key for `admin`).
     #[arg(long)]
     pub tls_dir: PathBuf,
     /// How long to wait for the cluster to answer a request before giving up.
@@ -166,7 +166,7 @@ pub struct ServeArgs {
     /// Directory holding this node's log and state.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Directory written by `raftlog certs` (uses ca.pem, node-ID.pem, node-ID.key).
+    /// Directory written by `raftlog certs`, or the node's bundle node-ID/ (uses ca.pem, node-ID.pem, node-ID.key; re-read on SIGHUP).
     #[arg(long)]
     pub tls_dir: Option<PathBuf>,
     /// Randomized election timeout range in milliseconds [default: 150..300].
@@ -187,9 +187,12 @@ pub struct ServeArgs {
     /// Drop whole segments whose newest entry is older than this [default: keep everything].
     #[arg(long)]
     pub retention_ms: Option<u64>,
-    /// Refuse clients that do not present a certificate signed by the cluster CA.
+    /// Refuse clients that do not present a certificate signed by the cluster CA (the default; kept for compatibility).
     #[arg(long)]
     pub require_client_cert: bool,
+    /// Serve publish, consume and status to callers without a client certificate (never admin requests).
+    #[arg(long, conflicts_with = "require_client_cert")]
+    pub allow_anonymous_clients: bool,
     /// Join a running cluster: bootstrap nothing and wait for `admin add-node`.
     #[arg(long)]
     pub join: bool,
@@ -218,13 +221,47 @@ pub struct DevArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct CertsArgs {
-    /// Directory to write ca.pem, node-ID.pem/.key and client.pem/.key into.
-    #[arg(long)]
-    pub out: PathBuf,
+    /// Directory to write ca.pem/ca.key, node-ID.pem/.key, the bundles node-ID/, client.pem/.key and admin.pem/.key into.
+    #[arg(long, required = true)]
+    pub out: Option<PathBuf>,
     /// A node as ID=HOST (HOST is an IP or DNS name put in its certificate); repeat for each.
     #[arg(long = "node", required = true)]
     pub nodes: Vec<NodeAddr>,
+    #[command(subcommand)]
+    pub action: Option<CertsAction>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsAction {
+    /// Issue a certificate for a new node from an existing CA (ca.pem, ca.key).
+    AddNode {
+        /// Directory holding the CA (ca.pem, ca.key), as written by `raftlog certs`.
+        #[arg(long)]
+        ca_dir: PathBuf,
+        /// The new node as ID=HOST (HOST is an IP or DNS name put in its certificate).
+        #[arg(long)]
+        node: NodeAddr,
+        /// Write only the node's bundle (ca.pem, node-ID.pem, node-ID.key) here [default: node-ID.pem/.key in --ca-dir and the bundle --ca-dir/node-ID/].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Issue another client identity (or, with --admin, an admin identity) from an existing CA.
+    Client {
+        /// Directory holding the CA (ca.pem, ca.key), as written by `raftlog certs`.
+        #[arg(long)]
+        ca_dir: PathBuf,
+        /// Name of the identity (1-64 characters of [a-z0-9._-]), put in the certificate's subject.
+        #[arg(long)]
+        name: String,
+        /// Give the identity the admin role (writes admin.pem/admin.key instead of client.pem/client.key).
+        #[arg(long)]
+        admin: bool,
+        /// Directory to write ca.pem and the pair into, usable as --tls-dir [default: --ca-dir/clients/NAME].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -29,7 +29,10 @@ pub struct ServeFile {
     pub segment_bytes: Option<u64>,
     pub retention_bytes: Option<u64>,
     pub retention_ms: Option<u64>,
+    /// Accepted for compatibility; client certificates are required unless
+    /// `allow_anonymous_clients` is set.
     pub require_client_cert: Option<bool>,
+    pub allow_anonymous_clients: Option<bool>,
     pub join: Option<bool>,
     pub max_record_bytes: Option<u64>,
     pub producer_expiry_ms: Option<u64>,
@@ -110,6 +113,18 @@ pub fn serve_config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
         Some(text) => Some(resolve_addr("metrics-listen", &text)?),
         None => None,
     };
+    // `--require-client-cert` is the default now; asking for it and for
+    // anonymous clients at once is a contradiction worth refusing.
+    let require_client_cert = args.require_client_cert || file.require_client_cert == Some(true);
+    let allow_anonymous_clients =
+        args.allow_anonymous_clients || file.allow_anonymous_clients.unwrap_or(false);
+    if require_client_cert && allow_anonymous_clients {
+        return Err(ConfigError::Invalid {
+            option: "allow-anonymous-clients",
+            reason: "contradicts --require-client-cert (which is the default)".into(),
+        }
+        .into());
+    }
     let config = ServerConfig {
         id,
         listen,
@@ -143,7 +158,7 @@ pub fn serve_config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
             .retention_ms
             .or(file.retention_ms)
             .map(Duration::from_millis),
-        require_client_cert: args.require_client_cert || file.require_client_cert.unwrap_or(false),
+        allow_anonymous_clients,
         join: args.join || file.join.unwrap_or(false),
         record_bytes_max: args
             .max_record_bytes
@@ -238,5 +253,59 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(error.to_string().contains("heartbeat"), "{error}");
+    }
+
+    /// Issue 12: client certificates are required by default;
+    /// `--allow-anonymous-clients` opts out, `--require-client-cert` is
+    /// accepted and changes nothing, and asking for both is refused.
+    #[test]
+    fn client_certificates_are_required_unless_anonymous_clients_are_allowed() {
+        let base = [
+            "--id",
+            "1",
+            "--listen",
+            "127.0.0.1:1",
+            "--data-dir",
+            "/d",
+            "--tls-dir",
+            "/t",
+        ];
+        let config = serve_config(serve_args(&base)).unwrap();
+        assert!(!config.allow_anonymous_clients);
+        let mut required = base.to_vec();
+        required.push("--require-client-cert");
+        assert!(
+            !serve_config(serve_args(&required))
+                .unwrap()
+                .allow_anonymous_clients
+        );
+        let mut open = base.to_vec();
+        open.push("--allow-anonymous-clients");
+        assert!(
+            serve_config(serve_args(&open))
+                .unwrap()
+                .allow_anonymous_clients
+        );
+        let mut both = required.clone();
+        both.push("--allow-anonymous-clients");
+        let mut argv = vec!["raftlog", "serve"];
+        argv.extend_from_slice(&both);
+        assert!(Cli::try_parse_from(argv).is_err(), "the two flags conflict");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "require_client_cert = true\nallow_anonymous_clients = true\n",
+        )
+        .unwrap();
+        let mut from_file = base.to_vec();
+        let path_text = path.display().to_string();
+        from_file.extend(["--config", &path_text]);
+        let error = serve_config(serve_args(&from_file)).unwrap_err();
+        assert!(
+            error.to_string().contains("allow-anonymous-clients"),
+            "{error}"
+        );
     }
 }

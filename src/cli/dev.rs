@@ -3,6 +3,9 @@
 //! Every node runs in this one process (same code as `serve`, one tokio
 //! runtime), on 127.0.0.1 ports base-port, base-port+1, ... Certificates and
 //! data live under `--dir` and are reused, so a second run resumes the data.
+//! The nodes require client certificates as `serve` does by default; the
+//! printed commands use `--dir`/tls, which holds the client and the admin
+//! identity.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -48,7 +51,7 @@ pub fn local_node_config(
         segment_bytes: defaults::SEGMENT_BYTES_DEFAULT,
         retention_bytes: None,
         retention: None,
-        require_client_cert: false,
+        allow_anonymous_clients: false,
         join: false,
         record_bytes_max: defaults::RECORD_BYTES_MAX_DEFAULT,
         producer_expiry: defaults::PRODUCER_EXPIRY_DEFAULT,
@@ -83,6 +86,11 @@ pub async fn start_local_cluster(
             .collect();
         crate::net::certs::generate(&tls_dir, &hosts)
             .with_context(|| format!("cannot write certificates to {}", tls_dir.display()))?;
+    } else {
+        // A directory from before client roles: add the client and admin
+        // identities the CLI now presents.
+        crate::net::certs::ensure_identities(&tls_dir)
+            .with_context(|| format!("cannot add identities to {}", tls_dir.display()))?;
     }
     let mut nodes = Vec::new();
     for &id in addrs.keys() {
@@ -147,6 +155,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!("{exe} consume {flags} --from start --follow");
     println!("# who leads, and how far each node is:");
     println!("{exe} status {flags}");
+    if cluster.nodes.len() > 1 {
+        println!("# membership changes and transfers present the admin identity (admin.pem):");
+        println!("{exe} admin transfer-leader 2 {flags}");
+    }
     wait_for_stop_signal().await?;
     eprintln!("raftlog dev: stopping");
     tokio::time::timeout(Duration::from_secs(10), cluster.shutdown())

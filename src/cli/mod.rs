@@ -118,19 +118,65 @@ fn client_config(cluster: &args::ClusterArgs) -> crate::client::ClientConfig {
 }
 
 fn run_certs(args: args::CertsArgs) -> anyhow::Result<()> {
-    let nodes: Vec<(crate::types::NodeId, String)> = args
-        .nodes
-        .iter()
-        .map(|node| (node.id, node.addr.clone()))
-        .collect();
-    crate::net::certs::generate(&args.out, &nodes)
-        .with_context(|| format!("cannot write certificates to {}", args.out.display()))?;
-    eprintln!(
-        "wrote a cluster CA, {} node certificate(s) and a client certificate to {}",
-        nodes.len(),
-        args.out.display()
-    );
-    Ok(())
+    use crate::net::certs::{self, Role};
+    match args.action {
+        Some(args::CertsAction::AddNode { ca_dir, node, out }) => {
+            let written = match &out {
+                Some(out) => {
+                    certs::add_node_to(&ca_dir, node.id, &node.addr, out)?;
+                    out.clone()
+                }
+                None => {
+                    certs::add_node(&ca_dir, node.id, &node.addr)?;
+                    certs::node_bundle_dir(&ca_dir, node.id)
+                }
+            };
+            eprintln!(
+                "wrote a certificate for node {} ({}) signed by {}; copy {} to that node and start it with --tls-dir pointing there",
+                node.id,
+                node.addr,
+                certs::ca_cert_path(&ca_dir).display(),
+                written.display()
+            );
+            Ok(())
+        }
+        Some(args::CertsAction::Client {
+            ca_dir,
+            name,
+            admin,
+            out,
+        }) => {
+            let role = if admin { Role::Admin } else { Role::Client };
+            let out = out.unwrap_or_else(|| ca_dir.join("clients").join(&name));
+            certs::issue_client(&ca_dir, &name, role, &out)?;
+            let (cert, _) = certs::identity_paths(&out, role);
+            eprintln!(
+                "wrote the {role} identity {name:?} to {} (use --tls-dir {})",
+                cert.display(),
+                out.display()
+            );
+            Ok(())
+        }
+        None => {
+            // clap requires both without a subcommand.
+            let out = args
+                .out
+                .context("missing --out (the directory to write the certificates into)")?;
+            let nodes: Vec<(crate::types::NodeId, String)> = args
+                .nodes
+                .iter()
+                .map(|node| (node.id, node.addr.clone()))
+                .collect();
+            certs::generate(&out, &nodes)
+                .with_context(|| format!("cannot write certificates to {}", out.display()))?;
+            eprintln!(
+                "wrote a cluster CA, {} node certificate(s) with a bundle node-ID/ each, a client and an admin identity to {}",
+                nodes.len(),
+                out.display()
+            );
+            Ok(())
+        }
+    }
 }
 
 /// Times `serve` restarts a node that stopped on storage damage it found
@@ -142,30 +188,45 @@ async fn serve(config: crate::server::config::ServerConfig) -> anyhow::Result<()
     use crate::server::{driver::DriverError, ServerError};
     let id = config.id;
     let mut restarts = 0;
+    // Registered before the node starts, so a SIGHUP never finds the
+    // default action (which would end the process).
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot watch SIGHUP")?;
+    let stop = dev::wait_for_stop_signal();
+    tokio::pin!(stop);
     loop {
         let mut node = crate::server::Node::start(config.clone())
             .await
             .with_context(|| format!("cannot start node {id}"))?;
-        tokio::select! {
-            stopped = node.wait() => {
-                match stopped {
-                    Err(ServerError::Driver(DriverError::Damaged { index, .. }))
-                        if restarts < DAMAGE_RESTARTS_MAX =>
-                    {
-                        // The damage is in the repair marker: a restart cuts
-                        // the log there and the node repairs from its peers.
-                        restarts += 1;
-                        tracing::warn!(id, index, "restarting to repair storage damage");
-                        node.abort();
-                        continue;
-                    }
-                    stopped => {
-                        stopped.with_context(|| format!("node {id} stopped"))?;
-                        anyhow::bail!("node {id} stopped unexpectedly");
-                    }
+        let stopped = loop {
+            tokio::select! {
+                _ = hangup.recv() => match node.reload_tls() {
+                    Ok(()) => tracing::info!(id, tls_dir = %config.tls_dir.display(), "SIGHUP: reloaded the TLS files; new connections use them"),
+                    Err(error) => tracing::error!(id, tls_dir = %config.tls_dir.display(), %error, "SIGHUP: the TLS files do not load; keeping the ones in use"),
+                },
+                stopped = node.wait() => break Some(stopped),
+                signal = &mut stop => {
+                    signal?;
+                    break None;
                 }
             }
-            signal = dev::wait_for_stop_signal() => signal?,
+        };
+        match stopped {
+            Some(Err(ServerError::Driver(DriverError::Damaged { index, .. })))
+                if restarts < DAMAGE_RESTARTS_MAX =>
+            {
+                // The damage is in the repair marker: a restart cuts
+                // the log there and the node repairs from its peers.
+                restarts += 1;
+                tracing::warn!(id, index, "restarting to repair storage damage");
+                node.abort();
+                continue;
+            }
+            Some(stopped) => {
+                stopped.with_context(|| format!("node {id} stopped"))?;
+                anyhow::bail!("node {id} stopped unexpectedly");
+            }
+            None => {}
         }
         tracing::info!(id, "stopping");
         return node

@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use super::{ClientConfig, ClientError};
 use crate::net;
+use crate::net::certs::Role;
 use crate::wire::client::{ClientRequest, ClientResponse, ErrorResponse};
 
 /// Redirects (or waits for an election) followed for one request before
@@ -37,8 +38,15 @@ impl NodeConnection {
 pub struct Tls(Arc<net::ClientTls>);
 
 impl Tls {
+    /// The client identity (`client.pem`/`client.key`) of the TLS dir.
     pub fn load(config: &ClientConfig) -> Result<Tls, ClientError> {
-        net::ClientTls::load(&config.tls_dir)
+        Self::load_as(config, Role::Client)
+    }
+
+    /// The identity of `role` (`admin.pem`/`admin.key` for admin), see
+    /// [`net::ClientTls::load_as`].
+    pub fn load_as(config: &ClientConfig, role: Role) -> Result<Tls, ClientError> {
+        net::ClientTls::load_as(&config.tls_dir, role)
             .map(|tls| Tls(Arc::new(tls)))
             .map_err(|error| ClientError::Tls(error.to_string()))
     }
@@ -134,11 +142,16 @@ pub async fn round_trip(
 
 /// Sends `request` to the leader, following redirects and waiting out
 /// elections; errors the cluster answers with become `ClientError::Refused`.
+/// Admin requests present the admin identity, the others the client one.
 pub async fn request_leader(
     config: &ClientConfig,
     request: ClientRequest,
 ) -> Result<ClientResponse, ClientError> {
-    let tls = Tls::load(config)?;
+    let role = match request {
+        ClientRequest::Admin(_) => Role::Admin,
+        _ => Role::Client,
+    };
+    let tls = Tls::load_as(config, role)?;
     let (mut position, mut node) = connect_any(config, &tls, 0).await?;
     let mut last_answer = None;
     for _ in 0..REDIRECTS_MAX {

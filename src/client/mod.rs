@@ -73,7 +73,9 @@ pub struct ClientConfig {
     /// Addresses (HOST:PORT) of any subset of the cluster's nodes.
     pub cluster: Vec<String>,
     /// A directory written by `raftlog certs`: `ca.pem`, and `client.pem` /
-    /// `client.key` when the cluster requires client certificates.
+    /// `client.key` (presented by publishers, consumers and status) and
+    /// `admin.pem` / `admin.key` (presented by [`admin`]). Nodes require a
+    /// client certificate unless they run with `--allow-anonymous-clients`.
     pub tls_dir: PathBuf,
     /// How long one request may wait for an answer before it is retried
     /// (appends) or fails (everything else).
@@ -115,13 +117,7 @@ impl ClientError {
         match self {
             ClientError::Unreachable { .. } | ClientError::Timeout(_) => true,
             ClientError::Protocol { .. } => true,
-            ClientError::Refused(response) => matches!(
-                response,
-                ErrorResponse::NotLeader { .. }
-                    | ErrorResponse::Unavailable
-                    | ErrorResponse::ShuttingDown
-                    | ErrorResponse::Timeout
-            ),
+            ClientError::Refused(response) => response.is_retryable(),
             _ => false,
         }
     }
@@ -136,7 +132,9 @@ pub async fn status(config: &ClientConfig) -> Result<ClusterStatus, ClientError>
     }
 }
 
-/// A membership change or leadership transfer; returns the membership after it.
+/// A membership change or leadership transfer; returns the membership after
+/// it. Presents the admin identity (`admin.pem`); nodes answer any other
+/// caller with `PermissionDenied`.
 pub async fn admin(
     config: &ClientConfig,
     request: AdminRequest,

@@ -438,6 +438,17 @@ impl Session {
                     self.back_off().await;
                     Ok(())
                 }
+                // The leader is fine but cannot take appends right now (a
+                // leadership transfer is under way, or its disk is behind):
+                // wait and send the same batches again on a fresh stream of
+                // the same connection (answers on a stream come in order, so
+                // the later batches in flight on this one are resent too; a
+                // transfer ends in a NotLeader that redirects).
+                ErrorResponse::ChangeInProgress | ErrorResponse::Busy => {
+                    self.stream = None;
+                    self.back_off().await;
+                    Ok(())
+                }
                 error => Err(ClientError::Refused(error)),
             },
             other => Err(connection::unexpected(&other)),

@@ -1,4 +1,5 @@
-//! Cluster certificates: a private CA, one certificate per node, one for clients.
+//! Cluster certificates: a private CA, one certificate per node, a client
+//! and an admin identity.
 //!
 //! `raftlog certs` writes a TLS directory with these files:
 //!
@@ -8,8 +9,17 @@
 //! | `ca.key`          | the CA private key, kept so nodes can be added later | 0600 |
 //! | `node-<id>.pem`   | node `<id>`'s certificate, signed by the CA        | 0644 |
 //! | `node-<id>.key`   | its private key (PKCS#8 PEM)                       | 0600 |
-//! | `client.pem`      | the client certificate, signed by the CA           | 0644 |
+//! | `client.pem`      | the client identity (role `client`), signed by the CA | 0644 |
 //! | `client.key`      | its private key                                    | 0600 |
+//! | `admin.pem`       | the admin identity (role `admin`), signed by the CA | 0644 |
+//! | `admin.key`       | its private key                                    | 0600 |
+//! | `node-<id>/`      | node `<id>`'s bundle: `ca.pem`, `node-<id>.pem`, `node-<id>.key` and nothing else, the directory to copy to that node's host | 0700 |
+//!
+//! Roles: every certificate carries one URI subject alternative name
+//! `raftlog:role=<role>` ([`ROLE_URI_PREFIX`], [`Role`]): `node`, `client`
+//! or `admin`. Nodes serve admin requests only to a CA-signed certificate
+//! whose role is `admin` ([`role_of_certificate`]); a CA-signed certificate
+//! without a role URI (issued before roles existed) counts as `client`.
 //!
 //! Identity scheme (what the transport checks, see [`crate::net::tls`]):
 //! - A node certificate carries two subject alternative names: its host (an IP
@@ -20,9 +30,11 @@
 //!   TLS server name, so rustls itself refuses a peer holding another id's
 //!   certificate; inbound, the id is read back from that SAN
 //!   ([`node_id_of_certificate`]). Exactly one such name may appear.
-//! - The client certificate carries the DNS SAN `client.raftlog`
-//!   ([`CLIENT_IDENTITY_NAME`]) and no node name, so it can never pass as a
-//!   node. Its extended key usage is client-auth only.
+//! - Client and admin certificates carry the DNS SAN `client.raftlog`
+//!   ([`CLIENT_IDENTITY_NAME`]) and no node name, so they can never pass as a
+//!   node. Their extended key usage is client-auth only. Their subject
+//!   common name is the name given to `raftlog certs client --name`
+//!   (`client` and `admin` for the pair `raftlog certs` writes), for logs.
 //! - Hosts under the reserved `.raftlog` domain are refused, so a host name
 //!   can never smuggle in a second node identity.
 //!
@@ -46,6 +58,10 @@ use crate::types::NodeId;
 pub const IDENTITY_DOMAIN: &str = "raftlog";
 /// The DNS SAN that names the holder of the client certificate.
 pub const CLIENT_IDENTITY_NAME: &str = "client.raftlog";
+/// The prefix of the URI SAN that names a certificate's role.
+pub const ROLE_URI_PREFIX: &str = "raftlog:role=";
+/// Longest name of a client identity (`certs client --name`).
+pub const CLIENT_NAME_BYTES_MAX: usize = 64;
 /// How long generated certificates stay valid.
 pub const CERT_VALIDITY_DAYS: i64 = 3650;
 /// Longest host name accepted (the DNS limit).
@@ -91,6 +107,53 @@ pub enum CertError {
     },
     #[error("certificate cannot be parsed: {detail}")]
     Parse { detail: String },
+    #[error(
+        "client name {name:?} is invalid: use 1-{CLIENT_NAME_BYTES_MAX} characters of [a-z0-9._-]"
+    )]
+    InvalidClientName { name: String },
+    #[error("{path} differs from the CA certificate being issued from ({ca}); refusing to mix two CAs in one directory")]
+    ForeignCa { path: PathBuf, ca: PathBuf },
+}
+
+/// What a certificate's holder may do, carried in its `raftlog:role=` URI SAN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    /// A cluster node (peer protocol; never admin on the client protocol).
+    Node,
+    /// Publish, consume, status.
+    Client,
+    /// Everything a client may do, and membership changes and transfers.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Node => "node",
+            Role::Client => "client",
+            Role::Admin => "admin",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Role> {
+        match name {
+            "node" => Some(Role::Node),
+            "client" => Some(Role::Client),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
+    /// `raftlog:role=<role>`, the URI SAN put in certificates of this role.
+    pub fn uri(self) -> String {
+        format!("{ROLE_URI_PREFIX}{}", self.as_str())
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// `node-<id>.raftlog`: the identity name a node certificate carries.
@@ -130,11 +193,30 @@ pub fn client_cert_path(tls_dir: &Path) -> PathBuf {
 pub fn client_key_path(tls_dir: &Path) -> PathBuf {
     tls_dir.join("client.key")
 }
+pub fn admin_cert_path(tls_dir: &Path) -> PathBuf {
+    tls_dir.join("admin.pem")
+}
+pub fn admin_key_path(tls_dir: &Path) -> PathBuf {
+    tls_dir.join("admin.key")
+}
+/// `node-<id>/`: the bundle to copy to node `<id>`'s host.
+pub fn node_bundle_dir(tls_dir: &Path, node_id: NodeId) -> PathBuf {
+    tls_dir.join(format!("node-{node_id}"))
+}
+/// The certificate and key file of a client identity of `role` in `tls_dir`
+/// (`admin.pem`/`admin.key` for admin, `client.pem`/`client.key` else).
+pub fn identity_paths(tls_dir: &Path, role: Role) -> (PathBuf, PathBuf) {
+    match role {
+        Role::Admin => (admin_cert_path(tls_dir), admin_key_path(tls_dir)),
+        Role::Client | Role::Node => (client_cert_path(tls_dir), client_key_path(tls_dir)),
+    }
+}
 
-/// Writes a new CA, a certificate for every `(node id, host)` and the client
-/// certificate into `out_dir` (created if missing). Refuses to overwrite an
-/// existing CA: a new CA would lock every running node out of the cluster.
-/// Everything is validated before the first file is written.
+/// Writes a new CA, a certificate for every `(node id, host)` (flat, and in
+/// its bundle `node-<id>/`), and the client and admin identities into
+/// `out_dir` (created if missing). Refuses to overwrite an existing CA: a new
+/// CA would lock every running node out of the cluster. Everything is
+/// validated before the first file is written.
 pub fn generate(out_dir: &Path, nodes: &[(NodeId, String)]) -> Result<(), CertError> {
     if nodes.is_empty() {
         return Err(CertError::NoNodes);
@@ -146,7 +228,9 @@ pub fn generate(out_dir: &Path, nodes: &[(NodeId, String)]) -> Result<(), CertEr
             return Err(CertError::DuplicateNodeId { node_id: *node_id });
         }
     }
-    for path in [ca_cert_path(out_dir), ca_key_path(out_dir)] {
+    let mut taken = vec![ca_cert_path(out_dir), ca_key_path(out_dir)];
+    taken.extend(nodes.iter().map(|(id, _)| node_bundle_dir(out_dir, *id)));
+    for path in taken {
         if path.exists() {
             return Err(CertError::AlreadyExists { path });
         }
@@ -174,28 +258,161 @@ pub fn generate(out_dir: &Path, nodes: &[(NodeId, String)]) -> Result<(), CertEr
 
     for (node_id, host) in nodes {
         write_node(out_dir, &issuer, *node_id, host)?;
+        write_node_bundle(out_dir, &node_bundle_dir(out_dir, *node_id), *node_id)?;
     }
-    write_client(out_dir, &issuer)
+    write_identity(out_dir, &issuer, "client", Role::Client)?;
+    write_identity(out_dir, &issuer, "admin", Role::Admin)
 }
 
 /// Adds a certificate for node `node_id` at `host` to an existing TLS
-/// directory, signed by its `ca.key` (for `admin add-node` workflows).
-/// Refuses to overwrite an existing certificate of that node.
+/// directory, signed by its `ca.key` (for `admin add-node` workflows): the
+/// pair beside the others and the bundle `node-<id>/`. Refuses to overwrite
+/// an existing certificate of that node.
 pub fn add_node(tls_dir: &Path, node_id: NodeId, host: &str) -> Result<(), CertError> {
     host_san(node_id, host)?;
     let cert_path = node_cert_path(tls_dir, node_id);
-    if cert_path.exists() {
-        return Err(CertError::AlreadyExists { path: cert_path });
+    let bundle = node_bundle_dir(tls_dir, node_id);
+    for path in [cert_path, bundle.clone()] {
+        if path.exists() {
+            return Err(CertError::AlreadyExists { path });
+        }
     }
     let issuer = load_issuer(tls_dir)?;
-    write_node(tls_dir, &issuer, node_id, host)
+    write_node(tls_dir, &issuer, node_id, host)?;
+    write_node_bundle(tls_dir, &bundle, node_id)
+}
+
+/// Issues a certificate for node `node_id` at `host` from the CA in
+/// `ca_dir` into the bundle directory `out_dir` only (`ca.pem`,
+/// `node-<id>.pem`, `node-<id>.key`); nothing is written to `ca_dir`.
+pub fn add_node_to(
+    ca_dir: &Path,
+    node_id: NodeId,
+    host: &str,
+    out_dir: &Path,
+) -> Result<(), CertError> {
+    host_san(node_id, host)?;
+    for path in [
+        node_cert_path(out_dir, node_id),
+        node_key_path(out_dir, node_id),
+    ] {
+        if path.exists() {
+            return Err(CertError::AlreadyExists { path });
+        }
+    }
+    let issuer = load_issuer(ca_dir)?;
+    create_private_dir(out_dir)?;
+    copy_ca(ca_dir, out_dir)?;
+    write_node(out_dir, &issuer, node_id, host)
+}
+
+/// Issues another client identity named `name` from the CA in `ca_dir` into
+/// `out_dir` (created if missing): `ca.pem` and `client.pem`/`client.key`,
+/// or `admin.pem`/`admin.key` for `role` admin, so `out_dir` works as a
+/// `--tls-dir`. Refuses to overwrite an existing pair.
+pub fn issue_client(
+    ca_dir: &Path,
+    name: &str,
+    role: Role,
+    out_dir: &Path,
+) -> Result<(), CertError> {
+    validate_client_name(name)?;
+    let (cert_path, key_path) = identity_paths(out_dir, role);
+    for path in [cert_path, key_path] {
+        if path.exists() {
+            return Err(CertError::AlreadyExists { path });
+        }
+    }
+    let issuer = load_issuer(ca_dir)?;
+    create_private_dir(out_dir)?;
+    copy_ca(ca_dir, out_dir)?;
+    write_identity(out_dir, &issuer, name, role)
+}
+
+/// Writes the client and admin pairs into an existing TLS directory (signed
+/// by its CA) when they are missing, leaving present ones alone: for a
+/// directory written before identities had roles (`raftlog dev` reuses its
+/// directory across versions). Returns the roles written.
+pub fn ensure_identities(tls_dir: &Path) -> Result<Vec<Role>, CertError> {
+    let mut written = Vec::new();
+    for (name, role) in [("client", Role::Client), ("admin", Role::Admin)] {
+        let (cert_path, key_path) = identity_paths(tls_dir, role);
+        if cert_path.exists() || key_path.exists() {
+            continue;
+        }
+        let issuer = load_issuer(tls_dir)?;
+        write_identity(tls_dir, &issuer, name, role)?;
+        written.push(role);
+    }
+    Ok(written)
 }
 
 /// Writes `client.pem`/`client.key` into an existing TLS directory signed by
 /// its CA, replacing any previous client pair (clients hold no identity state).
 pub fn regenerate_client(tls_dir: &Path) -> Result<(), CertError> {
     let issuer = load_issuer(tls_dir)?;
-    write_client(tls_dir, &issuer)
+    write_identity(tls_dir, &issuer, "client", Role::Client)
+}
+
+fn validate_client_name(name: &str) -> Result<(), CertError> {
+    let valid = !name.is_empty()
+        && name.len() <= CLIENT_NAME_BYTES_MAX
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+    if valid {
+        Ok(())
+    } else {
+        Err(CertError::InvalidClientName {
+            name: name.to_string(),
+        })
+    }
+}
+
+/// The role named by a DER certificate's `raftlog:role=` URI SAN: `None`
+/// when it carries none (a certificate from before roles, or a foreign
+/// one). Two different roles, or an unknown role name, are refused rather
+/// than guessed at.
+pub fn role_of_certificate(cert_der: &[u8]) -> Result<Option<Role>, CertError> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(cert_der).map_err(|err| CertError::Parse {
+            detail: err.to_string(),
+        })?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|err| CertError::Parse {
+            detail: err.to_string(),
+        })?;
+    let mut roles = BTreeSet::new();
+    if let Some(san) = san {
+        for name in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::URI(uri) = name {
+                if let Some(role_name) = uri.strip_prefix(ROLE_URI_PREFIX) {
+                    let role = Role::from_name(role_name).ok_or_else(|| CertError::Parse {
+                        detail: format!("unknown role {role_name:?} in {uri}"),
+                    })?;
+                    roles.insert(role);
+                }
+            }
+        }
+    }
+    let mut iter = roles.iter();
+    match (iter.next(), iter.next()) {
+        (None, _) => Ok(None),
+        (Some(role), None) => Ok(Some(*role)),
+        (Some(first), Some(second)) => Err(CertError::Parse {
+            detail: format!("certificate names two roles ({first} and {second})"),
+        }),
+    }
+}
+
+/// A DER certificate's `notAfter` as Unix seconds.
+pub fn not_after_unix(cert_der: &[u8]) -> Result<i64, CertError> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(cert_der).map_err(|err| CertError::Parse {
+            detail: err.to_string(),
+        })?;
+    Ok(cert.validity().not_after.timestamp())
 }
 
 /// The DNS names among a DER certificate's subject alternative names.
@@ -251,6 +468,66 @@ fn load_issuer(tls_dir: &Path) -> Result<Issuer<'static, KeyPair>, CertError> {
         path: cert_path,
         source,
     })
+}
+
+/// Copies `ca.pem` of `ca_dir` into `out_dir`; an existing `ca.pem` there
+/// must be the same certificate (the same directory, or a copy of it).
+fn copy_ca(ca_dir: &Path, out_dir: &Path) -> Result<(), CertError> {
+    let source = ca_cert_path(ca_dir);
+    let target = ca_cert_path(out_dir);
+    let ca = read_string(&source)?;
+    if target.exists() {
+        if read_string(&target)? == ca {
+            return Ok(());
+        }
+        return Err(CertError::ForeignCa {
+            path: target,
+            ca: source,
+        });
+    }
+    write_file(&target, ca.as_bytes(), false)
+}
+
+/// Creates `dir` (and its parents); a directory created here is 0700, as it
+/// will hold a private key.
+fn create_private_dir(dir: &Path) -> Result<(), CertError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir).map_err(|source| CertError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes node `node_id`'s bundle `bundle` from the files in `tls_dir`:
+/// `ca.pem` and that node's pair, nothing else.
+fn write_node_bundle(tls_dir: &Path, bundle: &Path, node_id: NodeId) -> Result<(), CertError> {
+    create_private_dir(bundle)?;
+    copy_ca(tls_dir, bundle)?;
+    for (source, target, private) in [
+        (
+            node_cert_path(tls_dir, node_id),
+            node_cert_path(bundle, node_id),
+            false,
+        ),
+        (
+            node_key_path(tls_dir, node_id),
+            node_key_path(bundle, node_id),
+            true,
+        ),
+    ] {
+        let contents = read_string(&source)?;
+        write_file(&target, contents.as_bytes(), private)?;
+    }
+    Ok(())
 }
 
 fn read_string(path: &Path) -> Result<String, CertError> {
@@ -310,7 +587,17 @@ fn write_node(
                 source,
             }
         })?;
-    let sans = vec![host_san(node_id, host)?, SanType::DnsName(identity)];
+    let role = rcgen::string::Ia5String::try_from(Role::Node.uri()).map_err(|source| {
+        CertError::Generate {
+            what: what.clone(),
+            source,
+        }
+    })?;
+    let sans = vec![
+        host_san(node_id, host)?,
+        SanType::DnsName(identity),
+        SanType::URI(role),
+    ];
     let mut params = leaf_params(&format!("raftlog node {node_id}"), sans);
     // A node is a TLS server for clients and peers and a TLS client when it
     // dials peers, so it needs both usages.
@@ -330,22 +617,28 @@ fn write_node(
     write_file(&node_cert_path(dir, node_id), cert.pem().as_bytes(), false)
 }
 
-fn write_client(dir: &Path, issuer: &Issuer<'_, KeyPair>) -> Result<(), CertError> {
-    let what = "client".to_string();
-    let name = rcgen::string::Ia5String::try_from(CLIENT_IDENTITY_NAME).map_err(|source| {
-        CertError::Generate {
-            what: what.clone(),
-            source,
-        }
-    })?;
-    let mut params = leaf_params("raftlog client", vec![SanType::DnsName(name)]);
+/// Writes a client identity `name` of `role` (client or admin) into `dir`.
+fn write_identity(
+    dir: &Path,
+    issuer: &Issuer<'_, KeyPair>,
+    name: &str,
+    role: Role,
+) -> Result<(), CertError> {
+    debug_assert!(role != Role::Node, "node certificates come from write_node");
+    let what = format!("{role} identity {name}");
+    let generate = |source| CertError::Generate {
+        what: what.clone(),
+        source,
+    };
+    let dns = rcgen::string::Ia5String::try_from(CLIENT_IDENTITY_NAME).map_err(generate)?;
+    let uri = rcgen::string::Ia5String::try_from(role.uri()).map_err(generate)?;
+    let mut params = leaf_params(name, vec![SanType::DnsName(dns), SanType::URI(uri)]);
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let key = new_key(&what)?;
-    let cert = params
-        .signed_by(&key, issuer)
-        .map_err(|source| CertError::Generate { what, source })?;
-    write_file(&client_key_path(dir), key.serialize_pem().as_bytes(), true)?;
-    write_file(&client_cert_path(dir), cert.pem().as_bytes(), false)
+    let cert = params.signed_by(&key, issuer).map_err(generate)?;
+    let (cert_path, key_path) = identity_paths(dir, role);
+    write_file(&key_path, key.serialize_pem().as_bytes(), true)?;
+    write_file(&cert_path, cert.pem().as_bytes(), false)
 }
 
 fn new_key(what: &str) -> Result<KeyPair, CertError> {
@@ -466,5 +759,134 @@ mod tests {
             host_san(0, "127.0.0.1"),
             Err(CertError::InvalidNodeId { node_id: 0 })
         ));
+    }
+
+    fn der(path: &Path) -> Vec<u8> {
+        use rustls_pki_types::pem::PemObject;
+        rustls_pki_types::CertificateDer::from_pem_file(path)
+            .expect("certificate")
+            .to_vec()
+    }
+
+    fn files_in(dir: &Path) -> BTreeSet<String> {
+        fs::read_dir(dir)
+            .expect("dir")
+            .map(|entry| {
+                entry
+                    .expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect()
+    }
+
+    /// Issue 12: each certificate carries its role; the node bundles hold
+    /// the CA certificate and that node's pair only (never ca.key or
+    /// another node's key); issued clients and nodes verify as the same CA.
+    #[test]
+    fn certificates_carry_their_role_and_bundles_hold_only_their_node() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tls = dir.path();
+        generate(tls, &[(1, "127.0.0.1".into()), (2, "db-2.lan".into())]).expect("generate");
+        assert_eq!(
+            role_of_certificate(&der(&client_cert_path(tls))).ok(),
+            Some(Some(Role::Client))
+        );
+        assert_eq!(
+            role_of_certificate(&der(&admin_cert_path(tls))).ok(),
+            Some(Some(Role::Admin))
+        );
+        assert_eq!(
+            role_of_certificate(&der(&node_cert_path(tls, 1))).ok(),
+            Some(Some(Role::Node))
+        );
+        assert_eq!(
+            node_id_of_certificate(&der(&admin_cert_path(tls))).ok(),
+            Some(None)
+        );
+        for id in [1, 2] {
+            let bundle = node_bundle_dir(tls, id);
+            let expected: BTreeSet<String> = [
+                "ca.pem".to_string(),
+                format!("node-{id}.pem"),
+                format!("node-{id}.key"),
+            ]
+            .into_iter()
+            .collect();
+            assert_eq!(files_in(&bundle), expected);
+            assert_eq!(
+                fs::read(node_key_path(&bundle, id)).expect("key"),
+                fs::read(node_key_path(tls, id)).expect("key")
+            );
+        }
+
+        add_node(tls, 3, "127.0.0.1").expect("add node 3");
+        assert_eq!(files_in(&node_bundle_dir(tls, 3)).len(), 3);
+        let out = dir.path().join("node-4-out");
+        add_node_to(tls, 4, "127.0.0.1", &out).expect("add node 4 elsewhere");
+        assert_eq!(
+            files_in(&out),
+            ["ca.pem", "node-4.pem", "node-4.key"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        );
+        assert!(
+            !node_cert_path(tls, 4).exists(),
+            "--out writes nothing to the CA dir"
+        );
+        assert!(matches!(
+            add_node_to(tls, 4, "127.0.0.1", &out),
+            Err(CertError::AlreadyExists { .. })
+        ));
+
+        let alice = dir.path().join("alice");
+        issue_client(tls, "alice", Role::Client, &alice).expect("alice");
+        issue_client(tls, "alice", Role::Admin, &alice).expect("alice as admin too");
+        assert_eq!(
+            role_of_certificate(&der(&admin_cert_path(&alice))).ok(),
+            Some(Some(Role::Admin))
+        );
+        assert!(matches!(
+            issue_client(tls, "alice", Role::Client, &alice),
+            Err(CertError::AlreadyExists { .. })
+        ));
+        assert!(matches!(
+            issue_client(tls, "Alice!", Role::Client, &dir.path().join("x")),
+            Err(CertError::InvalidClientName { .. })
+        ));
+        // A directory of another CA is not mixed with ours.
+        let other = tempfile::tempdir().expect("tempdir");
+        generate(other.path(), &[(1, "127.0.0.1".into())]).expect("other CA");
+        let foreign = dir.path().join("foreign");
+        fs::create_dir(&foreign).expect("mkdir");
+        fs::copy(ca_cert_path(other.path()), ca_cert_path(&foreign)).expect("copy");
+        assert!(matches!(
+            issue_client(tls, "bob", Role::Client, &foreign),
+            Err(CertError::ForeignCa { .. })
+        ));
+    }
+
+    #[test]
+    fn ensure_identities_adds_only_missing_pairs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        generate(dir.path(), &[(1, "127.0.0.1".into())]).expect("generate");
+        let client_before = fs::read(client_cert_path(dir.path())).expect("client");
+        fs::remove_file(admin_cert_path(dir.path())).expect("rm");
+        fs::remove_file(admin_key_path(dir.path())).expect("rm");
+        assert_eq!(
+            ensure_identities(dir.path()).expect("ensure"),
+            vec![Role::Admin]
+        );
+        assert_eq!(
+            fs::read(client_cert_path(dir.path())).expect("client"),
+            client_before
+        );
+        assert!(admin_cert_path(dir.path()).exists());
+        assert_eq!(
+            ensure_identities(dir.path()).expect("ensure"),
+            Vec::<Role>::new()
+        );
     }
 }

@@ -40,7 +40,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::net::certs::{self, node_identity_name};
+use crate::net::certs::{self, node_identity_name, Role};
 use crate::net::tls::{self, ClientTls, NodeTls, TlsError, ALPN_CLIENT, ALPN_PEER};
 use crate::net::transport::{
     client_transport_config, lan_transport_config, UNI_STREAMS_CONCURRENT_MAX,
@@ -123,6 +123,8 @@ pub enum NetError {
     },
     #[error("no address given")]
     NoAddresses,
+    #[error("the TLS files loaded are for node {loaded}, this endpoint is node {ours}")]
+    ReloadOtherNode { ours: NodeId, loaded: NodeId },
     #[error("none of {count} addresses answered; last: {last}")]
     AllAddressesFailed { count: usize, last: Box<NetError> },
 }
@@ -158,6 +160,29 @@ pub struct ClientIdentity {
     pub dns_names: Vec<String>,
     /// Set when the client holds a node certificate.
     pub node_id: Option<NodeId>,
+    /// What the holder may do: [`Role::Node`] for a node certificate
+    /// (whatever else it says, a node is never admin), else the role its
+    /// `raftlog:role=` URI names, [`Role::Client`] when it names none.
+    pub role: Role,
+}
+
+impl ClientIdentity {
+    /// Reads the identity of a CA-verified certificate.
+    pub fn of_certificate(cert_der: &[u8]) -> Result<ClientIdentity, certs::CertError> {
+        let dns_names = certs::dns_names_of_certificate(cert_der)?;
+        let node_id = certs::node_id_of_certificate(cert_der)?;
+        let named = certs::role_of_certificate(cert_der)?;
+        let role = match (node_id, named) {
+            (Some(_), _) | (None, Some(Role::Node)) => Role::Node,
+            (None, Some(role)) => role,
+            (None, None) => Role::Client,
+        };
+        Ok(ClientIdentity {
+            dns_names,
+            node_id,
+            role,
+        })
+    }
 }
 
 /// An accepted, verified inbound connection.
@@ -170,7 +195,8 @@ pub enum Incoming {
         connection: quinn::Connection,
     },
     /// A client; `client_identity` is `None` when it presented no certificate
-    /// (only possible without `require_client_cert`).
+    /// (the handshake allows that unless `require_client_cert`; the node
+    /// then decides per request, see `server::clients::authorize`).
     Client {
         connection: quinn::Connection,
         client_identity: Option<ClientIdentity>,
@@ -251,7 +277,8 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 pub struct Endpoint {
     endpoint: quinn::Endpoint,
     node_id: NodeId,
-    peer_client_config: quinn::ClientConfig,
+    /// Replaced by [`Endpoint::reload_tls`]; every dial clones the current one.
+    peer_client_config: Arc<std::sync::RwLock<quinn::ClientConfig>>,
     stats: Arc<NetStats>,
     accept: Arc<AcceptShared>,
 }
@@ -286,7 +313,7 @@ impl Endpoint {
         let endpoint = Endpoint {
             endpoint,
             node_id: tls.node_id(),
-            peer_client_config,
+            peer_client_config: Arc::new(std::sync::RwLock::new(peer_client_config)),
             stats,
             accept,
         };
@@ -321,6 +348,36 @@ impl Endpoint {
         Ok(())
     }
 
+    /// Serves and dials with `tls` from now on (certificate rotation):
+    /// connections accepted or dialed later use it; open connections keep
+    /// the certificates they were made with. `tls` must be for our node id.
+    pub fn reload_tls(&self, tls: &NodeTls) -> Result<(), NetError> {
+        if tls.node_id() != self.node_id {
+            return Err(NetError::ReloadOtherNode {
+                ours: self.node_id,
+                loaded: tls.node_id(),
+            });
+        }
+        // Both server configs (peer and client budgets, 7.1), then the
+        // config we dial peers with.
+        self.set_server_tls(tls)?;
+        let peer_client_config = tls.quinn_peer_client_config(lan_transport_config())?;
+        // A writer that panicked left a whole config behind (one assignment).
+        let mut current = self
+            .peer_client_config
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *current = peer_client_config;
+        Ok(())
+    }
+
+    fn peer_client_config(&self) -> quinn::ClientConfig {
+        self.peer_client_config
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
     pub fn local_addr(&self) -> Result<SocketAddr, NetError> {
         self.endpoint
             .local_addr()
@@ -345,13 +402,7 @@ impl Endpoint {
         addr: SocketAddr,
     ) -> Result<quinn::Connection, NetError> {
         let server_name = node_identity_name(node_id);
-        let result = dial(
-            &self.endpoint,
-            self.peer_client_config.clone(),
-            addr,
-            server_name,
-        )
-        .await;
+        let result = dial(&self.endpoint, self.peer_client_config(), addr, server_name).await;
         match &result {
             Ok(_) => NetStats::bump(&self.stats.peer_dials_succeeded),
             Err(err) => {
@@ -565,20 +616,15 @@ fn classify(connection: quinn::Connection, stats: &NetStats) -> Option<Incoming>
         Some(ALPN_CLIENT) => {
             let client_identity = match certificate {
                 None => None,
-                Some(cert) => {
-                    let dns_names = certs::dns_names_of_certificate(&cert);
-                    let node_id = certs::node_id_of_certificate(&cert);
-                    match (dns_names, node_id) {
-                        (Ok(dns_names), Ok(node_id)) => Some(ClientIdentity { dns_names, node_id }),
-                        (Err(err), _) | (_, Err(err)) => {
-                            NetStats::bump(&stats.connections_refused_other);
-                            warn!(%remote, error = %err, "refusing client: certificate cannot be parsed");
-                            connection
-                                .close(close_code::BAD_CERTIFICATE, b"unparseable certificate");
-                            return None;
-                        }
+                Some(cert) => match ClientIdentity::of_certificate(&cert) {
+                    Ok(identity) => Some(identity),
+                    Err(err) => {
+                        NetStats::bump(&stats.connections_refused_other);
+                        warn!(%remote, error = %err, "refusing client: certificate cannot be parsed");
+                        connection.close(close_code::BAD_CERTIFICATE, b"unparseable certificate");
+                        return None;
                     }
-                }
+                },
             };
             NetStats::bump(&stats.clients_accepted);
             debug!(%remote, ?client_identity, "client connected");

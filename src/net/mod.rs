@@ -4,9 +4,11 @@
 //! tells them apart ([`tls::ALPN_PEER`], [`tls::ALPN_CLIENT`]). This module
 //! moves opaque frames; `wire` gives the bodies their meaning.
 //!
-//! - [`certs`]: the cluster CA and the node/client certificates, and the
-//!   identity scheme (`node-<id>.raftlog`) a node certificate carries.
-//! - [`tls`]: a `--tls-dir` loaded into rustls configs.
+//! - [`certs`]: the cluster CA and the node/client/admin certificates, the
+//!   identity scheme (`node-<id>.raftlog`) a node certificate carries, and
+//!   the role (`raftlog:role=node|client|admin`) every certificate carries.
+//! - [`tls`]: a `--tls-dir` loaded into rustls configs (reloadable on a
+//!   running endpoint, [`Endpoint::reload_tls`]).
 //! - [`transport`]: the quinn transport parameters tuned for a LAN.
 //! - [`frame`]: u32-LE length-prefixed frames on QUIC streams.
 //! - [`endpoint`]: binding, the accept loop that sorts connections into
@@ -15,7 +17,9 @@
 //!   and a replication lane, and one inbound frame queue.
 //!
 //! Invariants: a connection handed to the runtime as a peer carries a CA-
-//! signed certificate naming exactly the node id it is labelled with;
+//! signed certificate naming exactly the node id it is labelled with; a
+//! client connection carries the verified identity (role) of its
+//! certificate, or none, and the runtime authorizes each request by it;
 //! nothing a remote sends can panic this module or make it buffer without a
 //! bound; every refusal is counted in [`NetStats`] and logged.
 

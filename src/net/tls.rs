@@ -5,14 +5,19 @@
 //! - [`NodeTls`]: the node's server side serves ALPN [`ALPN_PEER`] and
 //!   [`ALPN_CLIENT`] with the node certificate. Client certificates are
 //!   verified against `ca.pem`; they are mandatory in the handshake only with
-//!   `require_client_cert`. Peers must always present a node certificate: the
+//!   `require_client_cert` (the node runtime passes false and refuses
+//!   certificate-less requests itself, with a typed `PermissionDenied`). The
+//!   node certificate must verify against `ca.pem` when loaded, so a reload
+//!   with a certificate of another CA is refused instead of locking the node
+//!   out of its peers. Peers must always present a node certificate: the
 //!   endpoint enforces that per ALPN after the handshake (see
 //!   [`crate::net::endpoint`]). The node's outbound side presents the node
 //!   certificate and verifies the remote against `ca.pem` with the server
 //!   name `node-<id>.raftlog` of the id it expects, so a remote holding
 //!   another id's certificate fails the handshake.
 //! - [`ClientTls`]: verifies the node certificate against `ca.pem` with the
-//!   dialed host as server name, and presents `client.pem` when present.
+//!   dialed host as server name, and presents `client.pem` (or, with
+//!   [`ClientTls::load_as`] and the admin role, `admin.pem`) when present.
 //!
 //! There is no insecure mode: every config verifies against the cluster CA.
 
@@ -25,7 +30,7 @@ use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::net::certs::{self, CertError};
+use crate::net::certs::{self, CertError, Role};
 use crate::types::NodeId;
 
 /// ALPN of the peer (node to node) protocol.
@@ -68,6 +73,13 @@ pub enum TlsError {
         expected: NodeId,
         found: Option<NodeId>,
     },
+    #[error("{path} is not a valid certificate of the CA in {ca}: {source}")]
+    NotSignedByCa {
+        path: PathBuf,
+        ca: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
     #[error("{present} exists but {missing} does not: the client pair must be complete")]
     IncompleteClientPair { present: PathBuf, missing: PathBuf },
     #[error("{path}: not usable as a trust anchor: {source}")]
@@ -102,6 +114,9 @@ pub struct NodeTls {
     require_client_cert: bool,
     server: Arc<rustls::ServerConfig>,
     peer_client: Arc<rustls::ClientConfig>,
+    /// The node's own certificate and the CA's, for their expiry dates.
+    node_certificate: (PathBuf, CertificateDer<'static>),
+    ca_certificate: (PathBuf, CertificateDer<'static>),
 }
 
 impl NodeTls {
@@ -113,14 +128,25 @@ impl NodeTls {
         require_client_cert: bool,
     ) -> Result<NodeTls, TlsError> {
         let ca_path = certs::ca_cert_path(tls_dir);
-        let roots = Arc::new(load_roots(&ca_path)?);
+        let ca_chain = load_certs(&ca_path)?;
+        let roots = Arc::new(roots_of(&ca_path, ca_chain.clone())?);
+        let ca_certificate =
+            ca_chain
+                .into_iter()
+                .next()
+                .ok_or_else(|| TlsError::NoCertificate {
+                    path: ca_path.clone(),
+                })?;
         let cert_path = certs::node_cert_path(tls_dir, node_id);
         let chain = load_certs(&cert_path)?;
-        let leaf = chain.first().ok_or_else(|| TlsError::NoCertificate {
-            path: cert_path.clone(),
-        })?;
+        let leaf = chain
+            .first()
+            .cloned()
+            .ok_or_else(|| TlsError::NoCertificate {
+                path: cert_path.clone(),
+            })?;
         let found =
-            certs::node_id_of_certificate(leaf).map_err(|source| TlsError::BadCertificate {
+            certs::node_id_of_certificate(&leaf).map_err(|source| TlsError::BadCertificate {
                 path: cert_path.clone(),
                 source,
             })?;
@@ -145,6 +171,19 @@ impl NodeTls {
         }
         .build()
         .map_err(|source| TlsError::Verifier { source })?;
+        // A node certificate of another CA would load, and then every peer
+        // would refuse it: refuse it here, so a reload keeps the old one.
+        verifier
+            .verify_client_cert(
+                &leaf,
+                chain.get(1..).unwrap_or(&[]),
+                rustls_pki_types::UnixTime::now(),
+            )
+            .map_err(|source| TlsError::NotSignedByCa {
+                path: cert_path.clone(),
+                ca: ca_path.clone(),
+                source,
+            })?;
         let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|source| TlsError::Config {
@@ -178,7 +217,27 @@ impl NodeTls {
             require_client_cert,
             server: Arc::new(server),
             peer_client: Arc::new(peer_client),
+            node_certificate: (cert_path, leaf),
+            ca_certificate: (ca_path, ca_certificate),
         })
+    }
+
+    /// The certificates in use, labelled `node` and `ca`, with their
+    /// `notAfter` as Unix seconds (for the expiry metric).
+    pub fn certificate_not_after(&self) -> Result<Vec<(&'static str, i64)>, TlsError> {
+        let mut dates = Vec::new();
+        for (label, (path, der)) in [
+            ("node", &self.node_certificate),
+            ("ca", &self.ca_certificate),
+        ] {
+            let not_after =
+                certs::not_after_unix(der).map_err(|source| TlsError::BadCertificate {
+                    path: path.clone(),
+                    source,
+                })?;
+            dates.push((label, not_after));
+        }
+        Ok(dates)
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -216,28 +275,32 @@ pub struct ClientTls {
 }
 
 impl ClientTls {
-    /// Loads `ca.pem` (required) and `client.pem` + `client.key` (both or
-    /// neither) from `tls_dir`.
+    /// Loads `ca.pem` (required) and the client pair `client.pem` +
+    /// `client.key` (both or neither) from `tls_dir`; see [`Self::load_as`].
     pub fn load(tls_dir: &Path) -> Result<ClientTls, TlsError> {
+        Self::load_as(tls_dir, Role::Client)
+    }
+
+    /// Loads `ca.pem` (required) and the pair of `role` from `tls_dir`:
+    /// `admin.pem`/`admin.key` for [`Role::Admin`], `client.pem`/`client.key`
+    /// otherwise. When neither file of that pair exists the other pair is
+    /// presented instead, when it exists (a directory holding only an admin
+    /// identity still publishes; the node then says why an admin request
+    /// was refused), else none. Half a pair is an error.
+    pub fn load_as(tls_dir: &Path, role: Role) -> Result<ClientTls, TlsError> {
         let roots = Arc::new(load_roots(&certs::ca_cert_path(tls_dir))?);
-        let cert_path = certs::client_cert_path(tls_dir);
-        let key_path = certs::client_key_path(tls_dir);
-        let pair = match (cert_path.exists(), key_path.exists()) {
-            (true, true) => Some((load_certs(&cert_path)?, load_key(&key_path)?)),
-            (false, false) => None,
-            (true, false) => {
-                return Err(TlsError::IncompleteClientPair {
-                    present: cert_path,
-                    missing: key_path,
-                })
-            }
-            (false, true) => {
-                return Err(TlsError::IncompleteClientPair {
-                    present: key_path,
-                    missing: cert_path,
-                })
-            }
+        let other = match role {
+            Role::Admin => Role::Client,
+            Role::Client | Role::Node => Role::Admin,
         };
+        let mut pair = None;
+        for candidate in [role, other] {
+            let (cert_path, key_path) = certs::identity_paths(tls_dir, candidate);
+            pair = load_pair(cert_path, key_path)?;
+            if pair.is_some() {
+                break;
+            }
+        }
         Self::from_parts(roots, pair)
     }
 
@@ -248,10 +311,7 @@ impl ClientTls {
         Self::from_parts(roots, None)
     }
 
-    fn from_parts(
-        roots: Arc<RootCertStore>,
-        pair: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
-    ) -> Result<ClientTls, TlsError> {
+    fn from_parts(roots: Arc<RootCertStore>, pair: Option<Pair>) -> Result<ClientTls, TlsError> {
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|source| TlsError::Config {
@@ -328,6 +388,24 @@ fn read_pem_file(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
+/// A certificate chain and key, both or neither present.
+type Pair = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+fn load_pair(cert_path: PathBuf, key_path: PathBuf) -> Result<Option<Pair>, TlsError> {
+    match (cert_path.exists(), key_path.exists()) {
+        (true, true) => Ok(Some((load_certs(&cert_path)?, load_key(&key_path)?))),
+        (false, false) => Ok(None),
+        (true, false) => Err(TlsError::IncompleteClientPair {
+            present: cert_path,
+            missing: key_path,
+        }),
+        (false, true) => Err(TlsError::IncompleteClientPair {
+            present: key_path,
+            missing: cert_path,
+        }),
+    }
+}
+
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let bytes = read_pem_file(path)?;
     let chain = CertificateDer::pem_slice_iter(&bytes)
@@ -353,8 +431,12 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 }
 
 fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    roots_of(path, load_certs(path)?)
+}
+
+fn roots_of(path: &Path, chain: Vec<CertificateDer<'static>>) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
-    for cert in load_certs(path)? {
+    for cert in chain {
         roots.add(cert).map_err(|source| TlsError::BadCa {
             path: path.to_path_buf(),
             source,

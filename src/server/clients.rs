@@ -19,6 +19,8 @@ use super::budget::{BufferPermit, ClientBuffers, CLIENT_STALL_TIMEOUT, STREAM_RE
 use super::driver::{Commit, DriverRequest, SharedLog};
 use super::metrics::{FrameSource, Metrics, RejectLabels};
 use crate::net;
+use crate::net::certs::Role;
+use crate::net::ClientIdentity;
 use crate::storage::LOG_INDEX_MAX;
 use crate::types::{EntryKind, LogIndex};
 use crate::wire::client::{
@@ -45,10 +47,47 @@ pub struct ClientContext {
     pub metrics: Metrics,
     /// The bytes buffered for all clients of the node.
     pub buffers: ClientBuffers,
+    /// `--allow-anonymous-clients`: serve publish, consume and status to
+    /// callers without a certificate.
+    pub allow_anonymous_clients: bool,
+}
+
+/// Whether `caller` (its verified certificate, `None` without one) may make
+/// `request`: admin requests need the admin role, always; everything else
+/// needs a certificate of the cluster CA unless anonymous clients are
+/// allowed. The TLS handshake has already checked that a presented
+/// certificate is signed by the cluster CA.
+pub fn authorize(
+    request: &ClientRequest,
+    caller: Option<&ClientIdentity>,
+    allow_anonymous_clients: bool,
+) -> Result<(), ErrorResponse> {
+    let denied = |reason: String| Err(ErrorResponse::PermissionDenied { reason });
+    match (request, caller) {
+        (ClientRequest::Admin(_), Some(identity)) if identity.role == Role::Admin => Ok(()),
+        (ClientRequest::Admin(_), Some(identity)) => denied(format!(
+            "admin requests need the admin identity (admin.pem/admin.key from `raftlog certs`); the certificate presented has role {}",
+            identity.role
+        )),
+        (ClientRequest::Admin(_), None) => denied(
+            "admin requests need the admin identity (admin.pem/admin.key from `raftlog certs`); no certificate was presented".to_string(),
+        ),
+        (_, Some(_)) => Ok(()),
+        (_, None) if allow_anonymous_clients => Ok(()),
+        (_, None) => denied(
+            "this node requires a client certificate of the cluster CA (client.pem/client.key from `raftlog certs` in --tls-dir); none was presented".to_string(),
+        ),
+    }
 }
 
 /// Serves every stream of one client connection until it closes.
-pub async fn serve_connection(connection: quinn::Connection, context: ClientContext) {
+/// `caller` is the verified certificate the client presented, if any.
+pub async fn serve_connection(
+    connection: quinn::Connection,
+    caller: Option<ClientIdentity>,
+    context: ClientContext,
+) {
+    let caller = std::sync::Arc::new(caller);
     loop {
         let (send, recv) = match connection.accept_bi().await {
             Ok(pair) => pair,
@@ -58,8 +97,9 @@ pub async fn serve_connection(connection: quinn::Connection, context: ClientCont
             }
         };
         let context = context.clone();
+        let caller = caller.clone();
         tokio::spawn(async move {
-            serve_stream(send, recv, context).await;
+            serve_stream(send, recv, caller.as_ref().as_ref(), context).await;
         });
     }
 }
@@ -77,6 +117,7 @@ fn shutting_down() -> ClientResponse {
 async fn serve_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
+    caller: Option<&ClientIdentity>,
     context: ClientContext,
 ) {
     let (first, permit) = match read_request(&mut recv, &context).await {
@@ -87,6 +128,15 @@ async fn serve_stream(
             return;
         }
     };
+    // An append stream carries only appends, so the first request decides
+    // for the whole stream.
+    if let Err(error) = authorize(&first, caller, context.allow_anonymous_clients) {
+        context.metrics.permission_denied.inc();
+        debug!(%error, role = ?caller.map(|identity| identity.role), "refused a client request");
+        let _ = write_response(&mut send, &ClientResponse::Error(error)).await;
+        let _ = send.finish();
+        return;
+    }
     match first {
         ClientRequest::Append(append) => serve_appends(send, recv, (append, permit), context).await,
         ClientRequest::Consume(consume) => {
@@ -430,4 +480,76 @@ fn read_records(
         }
     }
     Ok(batch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::client::AdminRequest;
+
+    fn caller(role: Role, node_id: Option<u64>) -> ClientIdentity {
+        ClientIdentity {
+            dns_names: Vec::new(),
+            node_id,
+            role,
+        }
+    }
+
+    /// Issue 12: admin requests need the admin role whatever the node's
+    /// anonymous setting; the other requests need a certificate unless
+    /// anonymous clients are allowed.
+    #[test]
+    fn admin_requests_need_the_admin_role_and_the_rest_a_certificate_unless_anonymous_is_allowed() {
+        let admin_requests = [
+            ClientRequest::Admin(AdminRequest::AddNode {
+                id: 4,
+                addr: "127.0.0.1:1".into(),
+            }),
+            ClientRequest::Admin(AdminRequest::RemoveNode { id: 2 }),
+            ClientRequest::Admin(AdminRequest::TransferLeader { id: 2 }),
+        ];
+        let other_requests = [
+            ClientRequest::Status,
+            ClientRequest::Consume(crate::wire::client::ConsumeRequest {
+                from: crate::wire::client::ConsumeFrom::Start,
+                follow: false,
+                limit: None,
+            }),
+            ClientRequest::Append(AppendRequest {
+                producer: None,
+                records: vec![Bytes::from_static(b"x")],
+            }),
+        ];
+        let admin = caller(Role::Admin, None);
+        let client = caller(Role::Client, None);
+        let node = caller(Role::Node, Some(1));
+        for allow_anonymous in [false, true] {
+            for request in &admin_requests {
+                assert_eq!(authorize(request, Some(&admin), allow_anonymous), Ok(()));
+                for refused in [Some(&client), Some(&node), None] {
+                    assert!(
+                        matches!(
+                            authorize(request, refused, allow_anonymous),
+                            Err(ErrorResponse::PermissionDenied { .. })
+                        ),
+                        "{request:?} by {refused:?}"
+                    );
+                }
+            }
+            for request in &other_requests {
+                for allowed in [&admin, &client, &node] {
+                    assert_eq!(authorize(request, Some(allowed), allow_anonymous), Ok(()));
+                }
+                let anonymous = authorize(request, None, allow_anonymous);
+                if allow_anonymous {
+                    assert_eq!(anonymous, Ok(()));
+                } else {
+                    assert!(matches!(
+                        anonymous,
+                        Err(ErrorResponse::PermissionDenied { .. })
+                    ));
+                }
+            }
+        }
+    }
 }

@@ -32,7 +32,10 @@ pub struct ServerConfig {
     pub segment_bytes: u64,
     pub retention_bytes: Option<u64>,
     pub retention: Option<Duration>,
-    pub require_client_cert: bool,
+    /// Serve publish, consume and status to callers without a client
+    /// certificate (never admin requests). Off by default: every request
+    /// needs a certificate of the cluster CA.
+    pub allow_anonymous_clients: bool,
     pub join: bool,
     pub record_bytes_max: u64,
     pub producer_expiry: Duration,

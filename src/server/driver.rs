@@ -122,7 +122,14 @@ pub struct Driver {
     config_history: BTreeMap<LogIndex, Membership>,
     /// Members' names, resolved off the runtime threads.
     resolver: Resolver,
+    /// Non-members whose dropped frames were logged (once each).
+    non_members_logged: BTreeSet<NodeId>,
 }
+
+/// Non-member node ids remembered for logging once; beyond it drops are
+/// only counted (ids come from CA-signed certificates, so this bounds what
+/// an operator who issued many stray certificates can make us remember).
+pub const NON_MEMBERS_LOGGED_MAX: usize = 1024;
 
 /// The events the driver waits on.
 pub struct DriverInputs {
@@ -289,6 +296,7 @@ impl Driver {
             promoting: BTreeSet::new(),
             config_history,
             resolver: Resolver::new(),
+            non_members_logged: BTreeSet::new(),
         }
     }
 
@@ -395,7 +403,49 @@ impl Driver {
         }
     }
 
+    /// Whether a frame from `from` may reach the core: a node certificate
+    /// proves only which id its holder has, not that the id belongs to the
+    /// cluster, so a node outside the current configuration (never added,
+    /// or removed) must not vote, raise terms, campaign or append. Admitted:
+    /// - every member of the configuration in force (voters of both halves
+    ///   of a joint configuration and learners);
+    /// - the leader we follow, even when it is not a member: a leader that
+    ///   removed itself leads until the new configuration commits and needs
+    ///   our acknowledgements for it (it became our leader while a member);
+    /// - anyone while we know no configuration at all (a node started with
+    ///   `--join` learns it from the leader that adds it).
+    ///
+    /// Known gap: a node whose log stopped before the entry that added node
+    /// N (it was down meanwhile) does not hear N if N leads when it comes
+    /// back; it rejoins once a node it knows leads. Closing it needs the
+    /// core to say which configuration a leader's messages come from.
+    fn admits_peer(&self, from: NodeId) -> bool {
+        let membership = self.core.membership();
+        membership.addrs.is_empty()
+            || membership.addrs.contains_key(&from)
+            || self.core.leader() == Some(from)
+    }
+
+    fn drop_non_member_frame(&mut self, from: NodeId) {
+        self.metrics.peer_frames_dropped_non_member.inc();
+        if self.non_members_logged.contains(&from) {
+            return;
+        }
+        if self.non_members_logged.len() < NON_MEMBERS_LOGGED_MAX {
+            self.non_members_logged.insert(from);
+            warn!(
+                peer = from,
+                membership = %describe_membership(self.core.membership()),
+                "dropping messages from a node that is not a member of the current configuration (logged once per node; counted in raftlog_peer_frames_dropped_non_member)"
+            );
+        }
+    }
+
     fn on_peer_frame(&mut self, from: NodeId, frame: Bytes) {
+        if !self.admits_peer(from) {
+            self.drop_non_member_frame(from);
+            return;
+        }
         let message = match crate::wire::peer::decode_message(frame) {
             Ok(message) => message,
             Err(error) => {
@@ -558,6 +608,11 @@ impl Driver {
                 self.wait_for_commit(first_index, last_index, term, reply);
             }
             Err(ProposeError::NotLeader { .. }) => refuse(reply, self.not_leader()),
+            // Routine, not the caller's fault: the client waits and retries.
+            Err(ProposeError::TransferInProgress { .. }) => {
+                refuse(reply, refused(ErrorResponse::ChangeInProgress))
+            }
+            Err(ProposeError::Backpressure { .. }) => refuse(reply, refused(ErrorResponse::Busy)),
             Err(error) => refuse(reply, invalid(error.to_string())),
         }
     }

@@ -9,9 +9,10 @@
 //! costs the node no more than that many file descriptors (and never the
 //! one a new log segment needs).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
@@ -33,6 +34,12 @@ pub struct PeerLabels {
 pub enum FrameSource {
     Peer,
     Client,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertLabels {
+    /// `node` (the node's own certificate) or `ca` (the cluster CA).
+    pub cert: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -62,6 +69,17 @@ pub struct Metrics {
     pub replication_probes: Counter,
     pub rejected_frames: Family<RejectLabels, Counter<u64, AtomicU64>>,
     pub fsync_seconds: Histogram,
+    /// Client requests refused because the caller's certificate (or its
+    /// lack of one) does not allow them.
+    pub permission_denied: Counter,
+    /// Peer messages dropped before the core because their sender is not a
+    /// member of this node's current configuration.
+    pub peer_frames_dropped_non_member: Counter,
+    /// Seconds until each certificate in use expires, computed from
+    /// `certificate_not_after` whenever the metrics are encoded.
+    pub certificate_expiry_seconds: Family<CertLabels, Gauge>,
+    /// `notAfter` (Unix seconds) of each certificate in use, by label.
+    pub certificate_not_after: Arc<Mutex<BTreeMap<String, i64>>>,
 }
 
 impl Default for Metrics {
@@ -87,6 +105,10 @@ impl Metrics {
             replication_probes: Counter::default(),
             rejected_frames: Family::default(),
             fsync_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            permission_denied: Counter::default(),
+            peer_frames_dropped_non_member: Counter::default(),
+            certificate_expiry_seconds: Family::default(),
+            certificate_not_after: Arc::new(Mutex::new(BTreeMap::new())),
         }
     }
 
@@ -135,6 +157,21 @@ impl Metrics {
             self.appended_bytes.clone(),
         );
         registry.register(
+            "certificate_expiry_seconds",
+            "Seconds until each certificate this node uses expires (cert=node: its own, cert=ca: the cluster CA); negative once expired",
+            self.certificate_expiry_seconds.clone(),
+        );
+        registry.register(
+            "client_requests_denied",
+            "Client requests refused with PermissionDenied (no certificate, or not the admin role for an admin request)",
+            self.permission_denied.clone(),
+        );
+        registry.register(
+            "peer_frames_dropped_non_member",
+            "Peer messages dropped before the consensus core because the sending node is not a member of this node's current configuration",
+            self.peer_frames_dropped_non_member.clone(),
+        );
+        registry.register(
             "elections",
             "Elections this node started",
             self.elections.clone(),
@@ -157,8 +194,45 @@ impl Metrics {
         registry
     }
 
+    /// Records the certificates in use (after a start or a TLS reload):
+    /// `(label, notAfter as Unix seconds)`; labels not listed are dropped.
+    pub fn set_certificates(&self, not_after: &[(&str, i64)]) {
+        let mut dates = self
+            .certificate_not_after
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        dates.clear();
+        for (label, date) in not_after {
+            dates.insert((*label).to_string(), *date);
+        }
+        drop(dates);
+        self.refresh_certificate_expiry();
+    }
+
+    /// Sets `certificate_expiry_seconds` from the dates and the clock now.
+    pub fn refresh_certificate_expiry(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| {
+                i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
+            });
+        self.certificate_expiry_seconds.clear();
+        let dates = self
+            .certificate_not_after
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (label, not_after) in dates.iter() {
+            self.certificate_expiry_seconds
+                .get_or_create(&CertLabels {
+                    cert: label.clone(),
+                })
+                .set(not_after.saturating_sub(now));
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn encode_text(&self) -> String {
+        self.refresh_certificate_expiry();
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry());
@@ -250,6 +324,7 @@ mod tests {
             .get_or_create(&PeerLabels { peer: 2 })
             .set(40);
         metrics.fsync_seconds.observe(0.001);
+        metrics.set_certificates(&[("node", i64::MAX), ("ca", 0)]);
         let text = metrics.encode_text();
         for name in [
             "raftlog_role",
@@ -261,6 +336,9 @@ mod tests {
             "raftlog_appended_records_total 3",
             "raftlog_fsync_seconds_bucket",
             "raftlog_elections_total",
+            "raftlog_certificate_expiry_seconds{cert=\"node\"}",
+            "raftlog_client_requests_denied_total",
+            "raftlog_peer_frames_dropped_non_member_total",
         ] {
             assert!(text.contains(name), "missing {name} in:\n{text}");
         }

@@ -61,6 +61,7 @@ pub enum ServerError {
 /// A running node. Dropping it does not stop it; call [`NodeHandle::shutdown`].
 pub struct NodeHandle {
     id: NodeId,
+    tls_dir: std::path::PathBuf,
     local_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     driver: JoinHandle<Result<(), DriverError>>,
@@ -82,6 +83,24 @@ impl NodeHandle {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Re-reads the TLS files (`ca.pem`, `node-<id>.pem`, `node-<id>.key`)
+    /// and serves and dials with them from now on (what SIGHUP does). When
+    /// they do not load, or the certificate is not a valid one of that CA
+    /// for this node id, nothing changes and the error says why.
+    /// Connections already open keep their certificates.
+    pub fn reload_tls(&self) -> Result<(), ServerError> {
+        let tls = net::tls::NodeTls::load(&self.tls_dir, self.id, false)
+            .map_err(|error| ServerError::Net(error.to_string()))?;
+        let dates = tls
+            .certificate_not_after()
+            .map_err(|error| ServerError::Net(error.to_string()))?;
+        self.endpoint
+            .reload_tls(&tls)
+            .map_err(|error| ServerError::Net(error.to_string()))?;
+        self.metrics.set_certificates(&dates);
+        Ok(())
     }
 
     /// True once the node stopped on its own (a storage failure).
@@ -251,8 +270,16 @@ impl Node {
         );
 
         let metrics = Metrics::new();
-        let tls = net::tls::NodeTls::load(&config.tls_dir, config.id, config.require_client_cert)
+        // The handshake lets certificate-less clients in (a presented one is
+        // still verified against the CA): `clients::authorize` refuses their
+        // requests with a typed PermissionDenied, which says what is missing,
+        // instead of a bare TLS alert.
+        let tls = net::tls::NodeTls::load(&config.tls_dir, config.id, false)
             .map_err(|error| ServerError::Net(error.to_string()))?;
+        metrics.set_certificates(
+            &tls.certificate_not_after()
+                .map_err(|error| ServerError::Net(error.to_string()))?,
+        );
         let (endpoint, incoming) = net::Endpoint::bind(config.listen, &tls)
             .map_err(|error| ServerError::Net(error.to_string()))?;
         let local_addr = endpoint
@@ -300,6 +327,7 @@ impl Node {
             commit: commit_rx,
             metrics: metrics.clone(),
             buffers: budget::ClientBuffers::new(budget::CLIENT_BUFFER_BYTES_MAX),
+            allow_anonymous_clients: config.allow_anonymous_clients,
         };
         background.push(tokio::spawn(accept_loop(incoming, links.clone(), context)));
         if let Some(addr) = config.metrics_listen {
@@ -328,6 +356,7 @@ impl Node {
         }));
         Ok(NodeHandle {
             id: config.id,
+            tls_dir: config.tls_dir.clone(),
             local_addr,
             shutdown: shutdown_tx,
             driver,
@@ -373,7 +402,10 @@ async fn accept_loop(
                 }
                 links.accept_inbound(node_id, connection)
             }
-            net::Incoming::Client { connection, .. } => {
+            net::Incoming::Client {
+                connection,
+                client_identity,
+            } => {
                 let Ok(permit) = client_connections.clone().try_acquire_owned() else {
                     tracing::debug!(remote = %connection.remote_address(), "refusing a client: {CLIENT_CONNECTIONS_MAX} client connections are open");
                     connection.close(
@@ -384,7 +416,7 @@ async fn accept_loop(
                 };
                 let context = context.clone();
                 tokio::spawn(async move {
-                    clients::serve_connection(connection, context).await;
+                    clients::serve_connection(connection, client_identity, context).await;
                     drop(permit);
                 });
             }

@@ -1191,10 +1191,13 @@ impl Sim {
         }
         let start = self.now;
         loop {
-            let target = self
-                .leader_id()
-                .and_then(|id| self.core(id))
-                .map(|core| (core.last_index(), core.term_at(core.last_index())));
+            // Against the leader's membership now: a change that was in
+            // flight may still add or remove a node.
+            let leader = self.leader_id().and_then(|id| self.core(id));
+            let target = leader.map(|core| (core.last_index(), core.term_at(core.last_index())));
+            let members: Vec<NodeId> = leader
+                .map(|core| core.membership().addrs.keys().copied().collect())
+                .unwrap_or_default();
             let behind = target.and_then(|(last, term)| {
                 members.iter().copied().find(|&id| {
                     self.core(id)

@@ -27,7 +27,8 @@ pub const RECORD_BYTES_MAX_DEFAULT: u64 = 1024 * 1024;
 pub const RECORD_BYTES_MAX_LIMIT: u64 = 8 * 1024 * 1024;
 /// Most records one append request may carry.
 pub const RECORDS_PER_APPEND_MAX: usize = 16 * 1024;
-/// Longest free-text reason (`InvalidRequest`, `Internal`, `ChangeRefused`), in bytes.
+/// Longest free-text reason (`InvalidRequest`, `Internal`, `ChangeRefused`,
+/// `PermissionDenied`), in bytes.
 pub const REASON_BYTES_MAX: usize = 1024;
 /// Longest human-readable message in an error frame, in bytes.
 pub const ERROR_MESSAGE_BYTES_MAX: usize = 4096;
@@ -826,6 +827,15 @@ pub enum ErrorResponse {
         requested: LogIndex,
         log_start: LogIndex,
     },
+    /// The caller's certificate does not allow this request: admin requests
+    /// need the admin role, and without `--allow-anonymous-clients` every
+    /// request needs a client certificate of the cluster CA. Not retryable.
+    #[error("permission denied: {reason}")]
+    PermissionDenied { reason: String },
+    /// The leader's storage is behind (its unsynced bytes are at their
+    /// limit): the append was not taken; send it again shortly.
+    #[error("the node is busy (its disk is behind); retry shortly")]
+    Busy,
     /// An error code this build does not know (sent by a newer node); its
     /// message is still the node's one-line explanation.
     #[error("error {code} from the node: {message}")]
@@ -860,8 +870,10 @@ pub mod error_codes {
     pub const UNSUPPORTED_VERSION: u16 = 13;
     pub const BELOW_LOG_START: u16 = 14;
     pub const CHANGE_REFUSED: u16 = 15;
+    pub const PERMISSION_DENIED: u16 = 16;
+    pub const BUSY: u16 = 17;
     /// Codes below this are known to this build.
-    pub const KNOWN_END: u16 = 16;
+    pub const KNOWN_END: u16 = 18;
 }
 
 impl ErrorResponse {
@@ -884,6 +896,8 @@ impl ErrorResponse {
             ErrorResponse::UnsupportedVersion { .. } => c::UNSUPPORTED_VERSION,
             ErrorResponse::BelowLogStart { .. } => c::BELOW_LOG_START,
             ErrorResponse::ChangeRefused { .. } => c::CHANGE_REFUSED,
+            ErrorResponse::PermissionDenied { .. } => c::PERMISSION_DENIED,
+            ErrorResponse::Busy => c::BUSY,
             ErrorResponse::Unrecognized { code, .. } => *code,
         }
     }
@@ -899,6 +913,7 @@ impl ErrorResponse {
                 | ErrorResponse::Timeout
                 | ErrorResponse::ShuttingDown
                 | ErrorResponse::ChangeInProgress
+                | ErrorResponse::Busy
         )
     }
 
@@ -976,7 +991,8 @@ impl ErrorResponse {
             }
             ErrorResponse::InvalidRequest { reason }
             | ErrorResponse::Internal { reason }
-            | ErrorResponse::ChangeRefused { reason } => {
+            | ErrorResponse::ChangeRefused { reason }
+            | ErrorResponse::PermissionDenied { reason } => {
                 put_string_truncated(out, reason, REASON_BYTES_MAX);
             }
             ErrorResponse::UnknownNode { id } | ErrorResponse::AlreadyMember { id } => {
@@ -1000,6 +1016,7 @@ impl ErrorResponse {
             | ErrorResponse::Timeout
             | ErrorResponse::ChangeInProgress
             | ErrorResponse::ShuttingDown
+            | ErrorResponse::Busy
             | ErrorResponse::Unrecognized { .. } => {}
         }
     }
@@ -1047,6 +1064,7 @@ impl ErrorResponse {
                 }
             }
             c::UNAVAILABLE => ErrorResponse::Unavailable,
+            c::BUSY => ErrorResponse::Busy,
             c::RECORD_TOO_LARGE => ErrorResponse::RecordTooLarge {
                 record_bytes: read::u64(body, "RecordTooLarge.record_bytes")?,
                 limit_bytes: read::u64(body, "RecordTooLarge.limit_bytes")?,
@@ -1081,6 +1099,9 @@ impl ErrorResponse {
             },
             c::CHANGE_REFUSED => ErrorResponse::ChangeRefused {
                 reason: read::string(body, REASON_BYTES_MAX, "ChangeRefused.reason")?,
+            },
+            c::PERMISSION_DENIED => ErrorResponse::PermissionDenied {
+                reason: read::string(body, REASON_BYTES_MAX, "PermissionDenied.reason")?,
             },
             c::BELOW_LOG_START => ErrorResponse::BelowLogStart {
                 requested: read::u64(body, "BelowLogStart.requested")?,

@@ -393,6 +393,14 @@ impl ServeCluster {
         );
     }
 
+    /// Sends `signal` to node `id` without waiting (e.g. SIGHUP).
+    pub fn signal(&self, id: u64, signal: i32) {
+        self.processes
+            .get(&id)
+            .expect("running node")
+            .signal(signal);
+    }
+
     /// Sends `signal` to node `id` and waits (bounded) for its exit status.
     pub fn stop(&mut self, id: u64, signal: i32) -> ExitStatus {
         let mut process = self.processes.remove(&id).expect("running node");

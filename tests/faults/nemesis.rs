@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use raftlog::client::{self, ClusterStatus};
 use raftlog::raft::SplitMix64;
+use raftlog::types::LogIndex;
 use raftlog::wire::client::NodeRole;
 
 use super::cluster::Cluster;
@@ -202,6 +203,19 @@ impl Nemesis<'_> {
             };
         }
         last
+    }
+
+    /// The log start of the leader itself (a follower's retention runs on
+    /// its own and may be ahead of the leader's; only the leader's decides
+    /// whether a follower behind it needs a reset).
+    async fn leader_log_start(&self) -> Option<LogIndex> {
+        let status = self.status().await.ok()?;
+        let leader = status.leader?;
+        let config = self.cluster.client_config(&[leader]);
+        match tokio::time::timeout(Duration::from_secs(5), client::status(&config)).await {
+            Ok(Ok(own)) if own.leader == Some(leader) => Some(own.log_start),
+            _ => None,
+        }
     }
 
     /// The leader, once the running members agree there is one.
@@ -649,9 +663,16 @@ impl Nemesis<'_> {
         victim: NodeId,
         status: ClusterStatus,
     ) -> Result<(), String> {
-        // The leader's last index bounds what the follower has.
-        let victim_last = status.last_index;
         self.cluster.kill(victim);
+        // What the follower holds, read from its stopped disk (entries may
+        // have reached it after `status` was taken; if it holds the entry
+        // just below the leader's new log start, InstallLogStart keeps its
+        // log and no reset is due).
+        let victim_last = raftlog::storage::verify::verify_data_dir(self.cluster.data_dir(victim))
+            .ok()
+            .and_then(|report| report.last_index)
+            .unwrap_or(status.last_index)
+            .max(status.last_index);
         self.fault(
             kind,
             format!("kill -9 follower {victim} (at index {victim_last}) until retention passes it"),
@@ -660,8 +681,8 @@ impl Nemesis<'_> {
         let deadline = tokio::time::Instant::now() + RETENTION_WAIT;
         let mut log_start = 0;
         while tokio::time::Instant::now() < deadline {
-            if let Ok(status) = self.status().await {
-                log_start = status.log_start;
+            if let Some(leader_log_start) = self.leader_log_start().await {
+                log_start = leader_log_start;
                 if log_start > victim_last + 1 {
                     break;
                 }

@@ -399,7 +399,11 @@ impl Core {
         let term = message.term();
         if term > self.term() {
             if let Message::RequestVote(request) = &message {
-                if self.in_leader_lease() && !request.leadership_transfer {
+                // Only a voter can be a transfer target, so only a voter's
+                // transfer flag overrides the lease (a learner or a stranger
+                // claiming a transfer must not depose a live leader).
+                let transfer = request.leadership_transfer && self.log.membership().is_voter(from);
+                if self.in_leader_lease() && !transfer {
                     // A live leader exists: a campaigner must not disrupt it.
                     return Ok(());
                 }
