@@ -58,7 +58,7 @@ async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> 
 struct TestNode {
     endpoint: Endpoint,
     links: Arc<PeerLinks>,
-    inbound: mpsc::Receiver<(NodeId, Bytes)>,
+    inbound: raftlog::net::PeerInbound,
     clients: mpsc::Receiver<Incoming>,
     router: tokio::task::JoinHandle<()>,
 }
@@ -660,18 +660,20 @@ async fn stream_pair(
 }
 
 /// Writes `raw` on a fresh stream, finishes it, and returns the server's
-/// receive side.
+/// receive side. A bidirectional stream, as clients use: a client
+/// connection is granted no unidirectional ones.
 async fn raw_stream(
     client: &quinn::Connection,
     server: &quinn::Connection,
     raw: &[u8],
 ) -> quinn::RecvStream {
-    let mut send = client.open_uni().await.expect("open");
+    let (mut send, _) = client.open_bi().await.expect("open");
     send.write_all(raw).await.expect("write");
     send.finish().expect("finish");
-    within("accept stream", server.accept_uni())
+    within("accept stream", server.accept_bi())
         .await
         .expect("accept")
+        .1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -809,6 +811,43 @@ async fn a_peer_link_reconnects_after_the_remote_endpoint_restarts() {
     assert_eq!(received, (1, Bytes::from_static(b"after")));
     let counters = a.endpoint.stats().snapshot();
     assert!(counters.peer_dials_succeeded >= 2, "{counters:?}");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Issue 12: the inbound peer queue is bounded in bytes, not only frames. A
+/// receiver whose queue holds 1 KiB and whose runtime does not take frames
+/// accepts one 600-byte frame; the next ones wait on their streams (the
+/// sender's flow control) instead of queueing, and all arrive in order once
+/// the runtime takes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inbound_peer_queue_holds_at_most_its_bytes_and_loses_nothing() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_certs(dir.path(), &[1, 2]);
+    let a = node(dir.path(), 1);
+    let tls = NodeTls::load(dir.path(), 2, false).expect("load node TLS");
+    let mut b = TestNode::start(
+        &tls,
+        localhost(0),
+        PeerLinksConfig {
+            inbound_queue_bytes_max: 1024,
+            frame_bytes_max: 1024,
+            ..PeerLinksConfig::default()
+        },
+    );
+    link(&a, 2, &b);
+    for seq in 0..10u8 {
+        a.links
+            .send(2, Lane::Replication, Bytes::from(vec![seq; 600]))
+            .expect("queue");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let queued = b.endpoint.stats().snapshot().frames_received;
+    assert_eq!(queued, 1, "frames queued beyond the byte bound");
+    for seq in 0..10u8 {
+        assert_eq!(recv_frame(&mut b).await.1, Bytes::from(vec![seq; 600]));
+    }
     a.stop().await;
     b.stop().await;
 }

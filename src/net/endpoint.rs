@@ -1,9 +1,24 @@
 //! The node's QUIC endpoint: one UDP socket serving peers and clients, and
 //! the dialing side for outbound peer links and for clients.
 //!
-//! Accepting: a background task takes every incoming connection attempt,
-//! runs its handshake in its own task (at most [`HANDSHAKES_CONCURRENT_MAX`]
-//! at once, each within [`HANDSHAKE_TIMEOUT`]) and sorts the result by ALPN:
+//! Accepting: a background task takes every incoming connection attempt and
+//! runs its handshake in its own task, each within [`HANDSHAKE_TIMEOUT`].
+//! Handshakes have two budgets, decided from the first packet alone (the
+//! ALPN and the certificate are only known once a handshake ran, too late to
+//! keep a flood out): an attempt from the UDP address of a member (a node
+//! serves and dials from its one socket, so a peer's source address is the
+//! address it listens on) takes one of [`PEER_HANDSHAKES_CONCURRENT_MAX`]
+//! slots, after a QUIC Retry proved it really comes from there (spoofing a
+//! member's address yields no slot); every other attempt takes one of
+//! [`CLIENT_HANDSHAKES_CONCURRENT_MAX`]. A full budget refuses the attempt
+//! (counted) at the cost of one stateless packet, so a flood of client
+//! handshakes never keeps a peer link from reconnecting. When the client
+//! budget is half used, unvalidated client attempts must also answer a Retry
+//! first, so spoofed source addresses cannot hold client slots either. The
+//! member-address attempts get the LAN transport config, the others the
+//! client one ([`crate::net::transport::client_transport_config`]).
+//!
+//! The handshaken connection is sorted by ALPN:
 //! - `raftlog-peer/1`: the remote must have presented a CA-signed certificate
 //!   naming exactly one node id; it comes out as [`Incoming::Peer`] labelled
 //!   with that id, or is closed with [`close_code::PEER_NOT_NODE`].
@@ -15,9 +30,10 @@
 //! the runtime and never fatal to the endpoint. Garbage datagrams are dropped
 //! by quinn before they reach this code.
 
+use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, Semaphore};
@@ -26,13 +42,30 @@ use tracing::{debug, info, warn};
 
 use crate::net::certs::{self, node_identity_name, Role};
 use crate::net::tls::{self, ClientTls, NodeTls, TlsError, ALPN_CLIENT, ALPN_PEER};
-use crate::net::transport::lan_transport_config;
+use crate::net::transport::{
+    client_transport_config, lan_transport_config, UNI_STREAMS_CONCURRENT_MAX,
+};
 use crate::net::{close_code, NetStats};
 use crate::types::NodeId;
 
-/// Inbound handshakes running at once; more attempts are refused (counted)
-/// so a flood of connection attempts cannot spawn unbounded tasks.
-pub const HANDSHAKES_CONCURRENT_MAX: usize = 256;
+/// Inbound handshakes from members' addresses running at once. A cluster
+/// has a handful of peers, each with one link to us; the rest is room for
+/// the redials of a restart storm.
+pub const PEER_HANDSHAKES_CONCURRENT_MAX: usize = 32;
+/// Inbound handshakes from any other address running at once; more
+/// attempts are refused (counted), so a flood spawns no unbounded tasks and
+/// holds at most this many half-open connections
+/// ([`HANDSHAKE_TIMEOUT`] each).
+pub const CLIENT_HANDSHAKES_CONCURRENT_MAX: usize = 256;
+/// Connection attempts quinn keeps waiting for the accept loop, and the
+/// bytes of early packets it buffers for them (per attempt and in all).
+/// The loop decides each at once, so these only matter when the runtime is
+/// starved; they keep a burst of Initials from queueing without bound.
+pub const INCOMING_ATTEMPTS_MAX: usize = 4096;
+pub const INCOMING_ATTEMPT_BUFFER_BYTES_MAX: u64 = 64 * 1024;
+pub const INCOMING_BUFFER_BYTES_MAX: u64 = 8 * 1024 * 1024;
+const _: () = assert!(PEER_HANDSHAKES_CONCURRENT_MAX < CLIENT_HANDSHAKES_CONCURRENT_MAX);
+const _: () = assert!(INCOMING_ATTEMPT_BUFFER_BYTES_MAX <= INCOMING_BUFFER_BYTES_MAX);
 /// An inbound or outbound handshake that takes longer is abandoned.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Inbound handshake failures each logged as a warning; later ones only
@@ -190,6 +223,55 @@ impl Drop for IncomingConnections {
     }
 }
 
+/// The two server configs an attempt is accepted with (see the module doc).
+#[derive(Debug)]
+struct ServerConfigs {
+    peer: Arc<quinn::ServerConfig>,
+    client: Arc<quinn::ServerConfig>,
+}
+
+impl ServerConfigs {
+    fn new(tls: &NodeTls) -> Result<ServerConfigs, NetError> {
+        let limited = |mut config: quinn::ServerConfig| {
+            config
+                .max_incoming(INCOMING_ATTEMPTS_MAX)
+                .incoming_buffer_size(INCOMING_ATTEMPT_BUFFER_BYTES_MAX)
+                .incoming_buffer_size_total(INCOMING_BUFFER_BYTES_MAX);
+            Arc::new(config)
+        };
+        Ok(ServerConfigs {
+            peer: limited(tls.quinn_server_config(lan_transport_config())?),
+            client: limited(tls.quinn_server_config(client_transport_config())?),
+        })
+    }
+}
+
+/// What the accept loop shares with the [`Endpoint`] handles.
+#[derive(Debug)]
+struct AcceptShared {
+    /// Where members' connections come from (set by the peer links),
+    /// canonical (IPv4-mapped IPv6 addresses as IPv4).
+    peer_addrs: RwLock<HashSet<SocketAddr>>,
+    server_configs: RwLock<ServerConfigs>,
+}
+
+/// `addr` with an IPv4-mapped IPv6 address written as IPv4, so that a
+/// dual-stack socket's view of a peer compares equal to its configured address.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    // Every writer replaces the whole value in one assignment, so a panic
+    // elsewhere cannot leave a half-updated value behind.
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// A node's QUIC endpoint (cheap to clone: clones share the socket).
 #[derive(Clone, Debug)]
 pub struct Endpoint {
@@ -198,6 +280,7 @@ pub struct Endpoint {
     /// Replaced by [`Endpoint::reload_tls`]; every dial clones the current one.
     peer_client_config: Arc<std::sync::RwLock<quinn::ClientConfig>>,
     stats: Arc<NetStats>,
+    accept: Arc<AcceptShared>,
 }
 
 impl Endpoint {
@@ -206,22 +289,33 @@ impl Endpoint {
         listen: SocketAddr,
         tls: &NodeTls,
     ) -> Result<(Endpoint, IncomingConnections), NetError> {
-        let transport = lan_transport_config();
-        let server_config = tls.quinn_server_config(transport.clone())?;
-        let peer_client_config = tls.quinn_peer_client_config(transport)?;
-        let endpoint =
-            quinn::Endpoint::server(server_config, listen).map_err(|source| NetError::Bind {
+        let server_configs = ServerConfigs::new(tls)?;
+        let peer_client_config = tls.quinn_peer_client_config(lan_transport_config())?;
+        // The endpoint's own server config is the client one: every attempt
+        // is accepted with an explicit config, this is only quinn's default.
+        let endpoint = quinn::Endpoint::server(server_configs.client.as_ref().clone(), listen)
+            .map_err(|source| NetError::Bind {
                 addr: listen,
                 source,
             })?;
         let stats = Arc::new(NetStats::default());
+        let accept = Arc::new(AcceptShared {
+            peer_addrs: RwLock::new(HashSet::new()),
+            server_configs: RwLock::new(server_configs),
+        });
         let (sender, receiver) = mpsc::channel(INCOMING_QUEUE_CONNECTIONS_MAX);
-        let accept_task = tokio::spawn(accept_loop(endpoint.clone(), stats.clone(), sender));
+        let accept_task = tokio::spawn(accept_loop(
+            endpoint.clone(),
+            stats.clone(),
+            accept.clone(),
+            sender,
+        ));
         let endpoint = Endpoint {
             endpoint,
             node_id: tls.node_id(),
             peer_client_config: Arc::new(std::sync::RwLock::new(peer_client_config)),
             stats,
+            accept,
         };
         Ok((
             endpoint,
@@ -237,6 +331,23 @@ impl Endpoint {
         self.node_id
     }
 
+    /// The UDP addresses members connect from (their listen addresses):
+    /// attempts from them take the peer handshake budget. Replaces the set.
+    pub fn set_peer_addrs(&self, addrs: impl IntoIterator<Item = SocketAddr>) {
+        let addrs = addrs.into_iter().map(canonical).collect();
+        *write(&self.accept.peer_addrs) = addrs;
+    }
+
+    /// Accepts later connections with the certificates of `tls` (both the
+    /// peer and the client server config); open connections keep theirs.
+    pub fn set_server_tls(&self, tls: &NodeTls) -> Result<(), NetError> {
+        let configs = ServerConfigs::new(tls)?;
+        self.endpoint
+            .set_server_config(Some(configs.client.as_ref().clone()));
+        *write(&self.accept.server_configs) = configs;
+        Ok(())
+    }
+
     /// Serves and dials with `tls` from now on (certificate rotation):
     /// connections accepted or dialed later use it; open connections keep
     /// the certificates they were made with. `tls` must be for our node id.
@@ -247,10 +358,10 @@ impl Endpoint {
                 loaded: tls.node_id(),
             });
         }
-        let transport = lan_transport_config();
-        let server_config = tls.quinn_server_config(transport.clone())?;
-        let peer_client_config = tls.quinn_peer_client_config(transport)?;
-        self.endpoint.set_server_config(Some(server_config));
+        // Both server configs (peer and client budgets, 7.1), then the
+        // config we dial peers with.
+        self.set_server_tls(tls)?;
+        let peer_client_config = tls.quinn_peer_client_config(lan_transport_config())?;
         // A writer that panicked left a whole config behind (one assignment).
         let mut current = self
             .peer_client_config
@@ -344,25 +455,72 @@ async fn dial(
     }
 }
 
+/// Which handshake budget an attempt takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Budget {
+    Peer,
+    Client,
+}
+
 async fn accept_loop(
     endpoint: quinn::Endpoint,
     stats: Arc<NetStats>,
+    shared: Arc<AcceptShared>,
     sender: mpsc::Sender<Incoming>,
 ) {
-    let handshakes = Arc::new(Semaphore::new(HANDSHAKES_CONCURRENT_MAX));
+    let peer_handshakes = Arc::new(Semaphore::new(PEER_HANDSHAKES_CONCURRENT_MAX));
+    let client_handshakes = Arc::new(Semaphore::new(CLIENT_HANDSHAKES_CONCURRENT_MAX));
     while let Some(incoming) = endpoint.accept().await {
-        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-            NetStats::bump(&stats.handshakes_refused_busy);
-            debug!(remote = %incoming.remote_address(), "refusing connection: too many handshakes in progress");
+        let remote = incoming.remote_address();
+        let from_member = read(&shared.peer_addrs).contains(&canonical(remote));
+        let validated = incoming.remote_address_validated();
+        // A member's address only counts once a Retry proved the attempt
+        // comes from it; an attempt that already used its Retry and still
+        // is not validated is treated as anyone's.
+        if from_member && !validated && incoming.may_retry() {
+            retry(incoming, &stats);
+            continue;
+        }
+        let budget = if from_member && validated {
+            Budget::Peer
+        } else {
+            Budget::Client
+        };
+        let semaphore = match budget {
+            Budget::Peer => &peer_handshakes,
+            Budget::Client => &client_handshakes,
+        };
+        if budget == Budget::Client
+            && !validated
+            && incoming.may_retry()
+            && semaphore.available_permits() < CLIENT_HANDSHAKES_CONCURRENT_MAX / 2
+        {
+            // Under load, make a client prove its address before it holds a
+            // slot: a spoofed Initial costs us one stateless packet.
+            retry(incoming, &stats);
+            continue;
+        }
+        let Ok(permit) = semaphore.clone().try_acquire_owned() else {
+            match budget {
+                Budget::Peer => NetStats::bump(&stats.peer_handshakes_refused_busy),
+                Budget::Client => NetStats::bump(&stats.handshakes_refused_busy),
+            }
+            debug!(%remote, ?budget, "refusing connection: too many handshakes in progress");
             incoming.refuse();
             continue;
+        };
+        let server_config = {
+            let configs = read(&shared.server_configs);
+            match budget {
+                Budget::Peer => configs.peer.clone(),
+                Budget::Client => configs.client.clone(),
+            }
         };
         let stats = stats.clone();
         let sender = sender.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let remote = incoming.remote_address();
-            let failure = match incoming.accept() {
+            let failure = match incoming.accept_with(server_config) {
                 Ok(connecting) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
                     Ok(Ok(connection)) => Ok(connection),
                     Ok(Err(err)) => Err(err.to_string()),
@@ -387,6 +545,19 @@ async fn accept_loop(
                 }
             };
             if let Some(accepted) = classify(connection, &stats) {
+                if let (Incoming::Peer { connection, .. }, Budget::Client) = (&accepted, budget) {
+                    // A peer from an address we do not know as a member's
+                    // (a node that is joining, or behind address
+                    // translation): grant its two lanes, which the client
+                    // config does not, and the peer connection window.
+                    connection.set_max_concurrent_uni_streams(quinn::VarInt::from_u32(
+                        UNI_STREAMS_CONCURRENT_MAX,
+                    ));
+                    connection.set_receive_window(quinn::VarInt::from_u32(
+                        crate::net::transport::CONNECTION_RECEIVE_WINDOW_BYTES,
+                    ));
+                    connection.set_send_window(crate::net::transport::SEND_WINDOW_BYTES);
+                }
                 if let Err(mpsc::error::SendError(dropped)) = sender.send(accepted).await {
                     // The runtime stopped taking connections: we are shutting down.
                     let connection = match &dropped {
@@ -400,6 +571,15 @@ async fn accept_loop(
         });
     }
     debug!("endpoint closed; accept loop done");
+}
+
+/// Answers an attempt with a stateless Retry (counted).
+fn retry(incoming: quinn::Incoming, stats: &NetStats) {
+    NetStats::bump(&stats.handshakes_retried);
+    // Only fails when the attempt may not be retried, checked by the caller.
+    if let Err(err) = incoming.retry() {
+        err.into_incoming().refuse();
+    }
 }
 
 /// Sorts a handshaken connection by ALPN and checks the peer rule; closes

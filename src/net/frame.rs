@@ -91,6 +91,20 @@ pub async fn read_frame(
     recv: &mut quinn::RecvStream,
     frame_bytes_max: usize,
 ) -> Result<Option<Bytes>, FrameReadError> {
+    match read_frame_length(recv, frame_bytes_max).await? {
+        Some(body_bytes) => read_frame_body(recv, body_bytes).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Reads the next frame's length prefix: the body's length, checked against
+/// `frame_bytes_max`, or `Ok(None)` when the stream ended cleanly before a
+/// new frame. Read the body with [`read_frame_body`]; in between, a caller
+/// may wait for room in a memory budget before anything is buffered.
+pub async fn read_frame_length(
+    recv: &mut quinn::RecvStream,
+    frame_bytes_max: usize,
+) -> Result<Option<usize>, FrameReadError> {
     let mut prefix = [0u8; FRAME_PREFIX_BYTES];
     let mut prefix_filled = 0usize;
     while prefix_filled < FRAME_PREFIX_BYTES {
@@ -109,15 +123,20 @@ pub async fn read_frame(
     }
     debug_assert_eq!(prefix_filled, FRAME_PREFIX_BYTES);
     let declared_bytes = u32::from_le_bytes(prefix);
-    let body_bytes = match usize::try_from(declared_bytes) {
-        Ok(body_bytes) if body_bytes <= frame_bytes_max => body_bytes,
-        _ => {
-            return Err(FrameReadError::TooLarge {
-                declared_bytes: u64::from(declared_bytes),
-                frame_bytes_max,
-            })
-        }
-    };
+    match usize::try_from(declared_bytes) {
+        Ok(body_bytes) if body_bytes <= frame_bytes_max => Ok(Some(body_bytes)),
+        _ => Err(FrameReadError::TooLarge {
+            declared_bytes: u64::from(declared_bytes),
+            frame_bytes_max,
+        }),
+    }
+}
+
+/// Reads a body of `body_bytes` (the length [`read_frame_length`] returned).
+pub async fn read_frame_body(
+    recv: &mut quinn::RecvStream,
+    body_bytes: usize,
+) -> Result<Bytes, FrameReadError> {
     // Grow with what arrives instead of reserving the declared size: a
     // remote that declares a large frame and sends nothing pins only
     // BODY_PREALLOCATION_BYTES_MAX, and what it does send is bounded by the
@@ -130,7 +149,7 @@ pub async fn read_frame(
                 debug_assert!(chunk.bytes.len() <= remaining_bytes);
                 if body.is_empty() && chunk.bytes.len() == body_bytes {
                     // The whole body in one chunk: hand it on without a copy.
-                    return Ok(Some(chunk.bytes));
+                    return Ok(chunk.bytes);
                 }
                 body.extend_from_slice(&chunk.bytes);
             }
@@ -144,5 +163,5 @@ pub async fn read_frame(
         }
     }
     debug_assert_eq!(body.len(), body_bytes);
-    Ok(Some(body.freeze()))
+    Ok(body.freeze())
 }

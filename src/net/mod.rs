@@ -36,8 +36,10 @@ pub use endpoint::{
     connect_client, connect_client_any, ClientIdentity, Endpoint, Incoming, IncomingConnections,
     NetError,
 };
-pub use frame::{read_frame, write_frame, FrameReadError, FrameWriteError};
-pub use peers::{Lane, PeerLinks, PeerLinksConfig, PeerSendError};
+pub use frame::{
+    read_frame, read_frame_body, read_frame_length, write_frame, FrameReadError, FrameWriteError,
+};
+pub use peers::{Lane, PeerInbound, PeerLinks, PeerLinksConfig, PeerSendError};
 pub use tls::{ClientTls, NodeTls, TlsError, ALPN_CLIENT, ALPN_PEER};
 
 /// QUIC application error codes this module closes connections with.
@@ -61,6 +63,8 @@ pub mod close_code {
     pub const UNKNOWN_ALPN: VarInt = VarInt::from_u32(0x105);
     /// A certificate that passed the CA check but cannot be parsed.
     pub const BAD_CERTIFICATE: VarInt = VarInt::from_u32(0x106);
+    /// The node already serves as many client connections as it allows.
+    pub const CLIENT_CONNECTIONS_FULL: VarInt = VarInt::from_u32(0x107);
 }
 
 macro_rules! net_counters {
@@ -96,9 +100,15 @@ net_counters! {
     /// Inbound handshakes that failed (bad certificate, no common ALPN,
     /// timeout, ...).
     handshakes_failed,
-    /// Inbound connection attempts refused because too many handshakes were
-    /// already in progress.
+    /// Inbound connection attempts from non-member addresses refused
+    /// because the client handshake budget was used up.
     handshakes_refused_busy,
+    /// Inbound connection attempts from members' addresses refused because
+    /// the peer handshake budget was used up.
+    peer_handshakes_refused_busy,
+    /// Inbound connection attempts answered with a QUIC Retry to prove
+    /// their source address first.
+    handshakes_retried,
     /// Peer-ALPN connections closed because the certificate names no node.
     peers_refused_not_node,
     /// Peer connections closed because the claimed id differs from the

@@ -29,9 +29,13 @@
 //! the connection with [`close_code::BAD_FRAME`] (counted).
 //!
 //! Receiving: frames from every peer connection, dialed or accepted, come
-//! out of the one bounded receiver returned by [`PeerLinks::new`], as
-//! `(verified sender id, body)`. When the runtime lags, the readers wait, so
-//! QUIC flow control pushes back on the senders instead of memory growing.
+//! out of the one [`PeerInbound`] returned by [`PeerLinks::new`], as
+//! `(verified sender id, body)`. It is bounded in frames
+//! (`inbound_queue_frames_max`) and in bytes (`inbound_queue_bytes_max`: a
+//! reader takes a frame's bytes after its length prefix, before reading the
+//! body, and they return when the runtime takes the frame). When the
+//! runtime lags, the readers wait, so QUIC flow control pushes back on the
+//! senders instead of memory growing.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -40,11 +44,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
 use crate::net::endpoint::Endpoint;
-use crate::net::frame::{read_frame, write_frame, FrameReadError};
+use crate::net::frame::{
+    read_frame, read_frame_body, read_frame_length, write_frame, FrameReadError,
+};
 use crate::net::{close_code, NetStats};
 use crate::types::NodeId;
 
@@ -95,6 +101,8 @@ pub struct PeerLinksConfig {
     pub replication_queue_frames_max: usize,
     /// Frames received from all peers waiting for the runtime.
     pub inbound_queue_frames_max: usize,
+    /// Body bytes of those frames, at most; at least `frame_bytes_max`.
+    pub inbound_queue_bytes_max: usize,
     /// Largest frame body accepted from a peer.
     pub frame_bytes_max: usize,
     /// First wait after a failed dial.
@@ -105,6 +113,9 @@ pub struct PeerLinksConfig {
 
 /// Default largest peer frame: room for a replication batch of a few MB.
 pub const PEER_FRAME_BYTES_MAX_DEFAULT: usize = 32 * 1024 * 1024;
+/// Default bound on the bytes of inbound frames waiting for the runtime:
+/// two largest frames, or a few dozen ordinary replication batches.
+pub const PEER_INBOUND_QUEUE_BYTES_MAX_DEFAULT: usize = 2 * PEER_FRAME_BYTES_MAX_DEFAULT;
 
 impl Default for PeerLinksConfig {
     fn default() -> Self {
@@ -112,6 +123,7 @@ impl Default for PeerLinksConfig {
             control_queue_frames_max: 1024,
             replication_queue_frames_max: 64,
             inbound_queue_frames_max: 4096,
+            inbound_queue_bytes_max: PEER_INBOUND_QUEUE_BYTES_MAX_DEFAULT,
             frame_bytes_max: PEER_FRAME_BYTES_MAX_DEFAULT,
             // Short enough to rejoin a restarted peer well within an election
             // timeout's order of magnitude, long enough not to spin.
@@ -139,6 +151,11 @@ pub enum PeerLinksConfigError {
     Zero { field: &'static str },
     #[error("reconnect_backoff_min ({min_ms} ms) exceeds reconnect_backoff_max ({max_ms} ms)")]
     BackoffOrder { min_ms: u128, max_ms: u128 },
+    #[error("inbound_queue_bytes_max ({queue_bytes}) is below frame_bytes_max ({frame_bytes}): a largest frame could never be queued")]
+    InboundBytesBelowFrame {
+        queue_bytes: usize,
+        frame_bytes: usize,
+    },
 }
 
 impl PeerLinksConfig {
@@ -150,6 +167,7 @@ impl PeerLinksConfig {
                 self.replication_queue_frames_max,
             ),
             ("inbound_queue_frames_max", self.inbound_queue_frames_max),
+            ("inbound_queue_bytes_max", self.inbound_queue_bytes_max),
             ("frame_bytes_max", self.frame_bytes_max),
         ] {
             if value == 0 {
@@ -160,6 +178,14 @@ impl PeerLinksConfig {
         if self.reconnect_backoff_min.is_zero() {
             return Err(PeerLinksConfigError::Zero {
                 field: "reconnect_backoff_min",
+            });
+        }
+        if self.inbound_queue_bytes_max < self.frame_bytes_max
+            || self.inbound_queue_bytes_max > Semaphore::MAX_PERMITS
+        {
+            return Err(PeerLinksConfigError::InboundBytesBelowFrame {
+                queue_bytes: self.inbound_queue_bytes_max,
+                frame_bytes: self.frame_bytes_max,
             });
         }
         if self.reconnect_backoff_min > self.reconnect_backoff_max {
@@ -180,13 +206,43 @@ struct PeerHandle {
     replication: mpsc::Sender<Bytes>,
 }
 
+/// A received frame with the queue bytes it holds.
+type InboundFrame = (NodeId, Bytes, OwnedSemaphorePermit);
+
+/// The receiving end of every peer frame (see the module doc): yields
+/// `(verified sender id, body)` and gives the frame's bytes back to the
+/// queue's byte budget as it does.
+#[derive(Debug)]
+pub struct PeerInbound {
+    receiver: mpsc::Receiver<InboundFrame>,
+}
+
+impl PeerInbound {
+    /// The next frame; `None` once every link is gone.
+    pub async fn recv(&mut self) -> Option<(NodeId, Bytes)> {
+        self.receiver
+            .recv()
+            .await
+            .map(|(node_id, frame, _permit)| (node_id, frame))
+    }
+
+    /// The next frame if one is queued.
+    pub fn try_recv(&mut self) -> Result<(NodeId, Bytes), mpsc::error::TryRecvError> {
+        self.receiver
+            .try_recv()
+            .map(|(node_id, frame, _permit)| (node_id, frame))
+    }
+}
+
 /// Everything the per-peer and per-connection tasks share.
 #[derive(Clone)]
 struct Shared {
     endpoint: Endpoint,
     config: Arc<PeerLinksConfig>,
     stats: Arc<NetStats>,
-    inbound: mpsc::Sender<(NodeId, Bytes)>,
+    inbound: mpsc::Sender<InboundFrame>,
+    /// Bytes of the frames in `inbound` (and being read into it).
+    inbound_bytes: Arc<Semaphore>,
 }
 
 /// The links from this node to its peers.
@@ -212,21 +268,23 @@ impl PeerLinks {
     pub fn new(
         endpoint: Endpoint,
         config: PeerLinksConfig,
-    ) -> Result<(PeerLinks, mpsc::Receiver<(NodeId, Bytes)>), PeerLinksConfigError> {
+    ) -> Result<(PeerLinks, PeerInbound), PeerLinksConfigError> {
         config.validate()?;
         let (inbound, receiver) = mpsc::channel(config.inbound_queue_frames_max);
         let stats = endpoint.stats().clone();
+        let inbound_bytes = Arc::new(Semaphore::new(config.inbound_queue_bytes_max));
         let links = PeerLinks {
             shared: Shared {
                 endpoint,
                 config: Arc::new(config),
                 stats,
                 inbound,
+                inbound_bytes,
             },
             peers: Mutex::new(BTreeMap::new()),
             accepted: Mutex::new(BTreeMap::new()),
         };
-        Ok((links, receiver))
+        Ok((links, PeerInbound { receiver }))
     }
 
     /// Sets the peers to link to: new ids get a link, known ids whose
@@ -261,6 +319,10 @@ impl PeerLinks {
                 }
             }
         }
+        // Their handshakes take the peer budget from now on.
+        self.shared
+            .endpoint
+            .set_peer_addrs(current.values().filter_map(|handle| *handle.addr.borrow()));
     }
 
     /// The peers currently linked and their addresses.
@@ -664,15 +726,30 @@ async fn read_stream(
     }
     debug!(peer = node_id, lane = ?header.lane, "peer stream opened");
     loop {
-        match read_frame(&mut stream, shared.config.frame_bytes_max).await {
-            Ok(Some(frame)) => {
-                if shared.inbound.send((node_id, frame)).await.is_err() {
+        let body_bytes = match read_frame_length(&mut stream, shared.config.frame_bytes_max).await {
+            Ok(Some(body_bytes)) => body_bytes,
+            // A clean end or a lost connection: nothing to blame the peer for.
+            Ok(None) | Err(FrameReadError::Read(_)) => return,
+            Err(err) => return bad_frame(err.to_string()),
+        };
+        // Validated: frame_bytes_max <= inbound_queue_bytes_max <= MAX_PERMITS.
+        let permits = u32::try_from(body_bytes).unwrap_or(u32::MAX);
+        let Ok(permit) = shared
+            .inbound_bytes
+            .clone()
+            .acquire_many_owned(permits)
+            .await
+        else {
+            return; // the links are gone
+        };
+        match read_frame_body(&mut stream, body_bytes).await {
+            Ok(frame) => {
+                if shared.inbound.send((node_id, frame, permit)).await.is_err() {
                     return; // the runtime is gone
                 }
                 NetStats::bump(&shared.stats.frames_received);
             }
-            // A clean end or a lost connection: nothing to blame the peer for.
-            Ok(None) | Err(FrameReadError::Read(_)) => return,
+            Err(FrameReadError::Read(_)) => return,
             Err(err) => return bad_frame(err.to_string()),
         }
     }
@@ -723,5 +800,17 @@ mod tests {
             })
         );
         assert_eq!(PeerLinksConfig::default().validate(), Ok(()));
+        let config = PeerLinksConfig {
+            inbound_queue_bytes_max: 1024,
+            frame_bytes_max: 1025,
+            ..PeerLinksConfig::default()
+        };
+        assert_eq!(
+            config.validate(),
+            Err(PeerLinksConfigError::InboundBytesBelowFrame {
+                queue_bytes: 1024,
+                frame_bytes: 1025
+            })
+        );
     }
 }

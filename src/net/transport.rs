@@ -2,8 +2,14 @@
 //!
 //! Assumptions: round trips well under a millisecond up to a few ms, links of
 //! 1-25 Gbit/s, replication batches of a few MB pipelined several deep, and a
-//! Raft election timeout of 150-300 ms. The same config serves peers and
-//! clients (quinn has one server transport config per endpoint).
+//! Raft election timeout of 150-300 ms.
+//!
+//! Two configs: [`lan_transport_config`] for peer links (and for every
+//! connection we dial), and [`client_transport_config`] for connections the
+//! node accepts from anything but a member's address. A client's windows and
+//! stream counts bound what one connection can make the node hold; the
+//! endpoint picks the config per connection before the handshake (see
+//! [`crate::net::endpoint`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,7 +55,30 @@ pub const INITIAL_RTT: Duration = Duration::from_millis(10);
 /// switch's buffers.
 pub const CONGESTION_WINDOW_INITIAL_BYTES: u64 = 1024 * 1024;
 
+/// Per-stream receive window of a client connection: a publisher's append
+/// stream or a consumer's request. 1 MiB at a LAN round trip of 0.5 ms
+/// still carries 2 GB/s per stream; a larger frame simply takes several
+/// window updates.
+pub const CLIENT_STREAM_RECEIVE_WINDOW_BYTES: u32 = 1024 * 1024;
+/// Receive window of a whole client connection: the most a client can make
+/// the node buffer below the application (sent, not yet read) on one
+/// connection. With [`CLIENT_STREAMS_PER_CONNECTION_MAX`] streams it is what
+/// stalled streams share, not a per-stream figure.
+pub const CLIENT_CONNECTION_RECEIVE_WINDOW_BYTES: u32 = 2 * CLIENT_STREAM_RECEIVE_WINDOW_BYTES;
+/// Unacknowledged bytes the node keeps in flight to one client: consumer
+/// batches (1 MiB each) two deep.
+pub const CLIENT_SEND_WINDOW_BYTES: u64 = 2 * 1024 * 1024;
+/// Concurrent bidirectional streams one client connection may open. A
+/// publisher uses one stream for all its appends, a consumer one, status and
+/// admin calls one each: 64 leaves room for a process running many of them
+/// on one connection. More waits in the client's QUIC stack (flow control
+/// on stream ids), it is never refused.
+pub const CLIENT_STREAMS_PER_CONNECTION_MAX: u32 = 64;
+
 const _: () = assert!(STREAM_RECEIVE_WINDOW_BYTES as u64 * 2 <= SEND_WINDOW_BYTES);
+const _: () = assert!(CLIENT_STREAM_RECEIVE_WINDOW_BYTES <= CLIENT_CONNECTION_RECEIVE_WINDOW_BYTES);
+const _: () = assert!(CLIENT_CONNECTION_RECEIVE_WINDOW_BYTES <= CONNECTION_RECEIVE_WINDOW_BYTES);
+const _: () = assert!(CLIENT_STREAMS_PER_CONNECTION_MAX <= BIDI_STREAMS_CONCURRENT_MAX);
 const _: () = assert!(STREAM_RECEIVE_WINDOW_BYTES < CONNECTION_RECEIVE_WINDOW_BYTES);
 const _: () = assert!(KEEP_ALIVE_INTERVAL.as_millis() * 4 <= IDLE_TIMEOUT.as_millis());
 
@@ -69,7 +98,33 @@ pub fn lan_transport_config() -> Arc<TransportConfig> {
         .receive_window(VarInt::from_u32(CONNECTION_RECEIVE_WINDOW_BYTES))
         .send_window(SEND_WINDOW_BYTES)
         .max_concurrent_bidi_streams(VarInt::from_u32(BIDI_STREAMS_CONCURRENT_MAX))
-        .max_concurrent_uni_streams(VarInt::from_u32(UNI_STREAMS_CONCURRENT_MAX))
+        .max_concurrent_uni_streams(VarInt::from_u32(UNI_STREAMS_CONCURRENT_MAX));
+    set_lan_timing(&mut config);
+    Arc::new(config)
+}
+
+/// The transport config of a connection accepted from a non-member address
+/// (a client, or now and then a peer whose source address we do not know
+/// yet): the LAN timing of [`lan_transport_config`] with the client windows
+/// and stream counts. No unidirectional streams: the client protocol has
+/// none; the endpoint grants a peer's two lanes once its certificate showed
+/// it is one.
+pub fn client_transport_config() -> Arc<TransportConfig> {
+    let mut config = TransportConfig::default();
+    config
+        .stream_receive_window(VarInt::from_u32(CLIENT_STREAM_RECEIVE_WINDOW_BYTES))
+        .receive_window(VarInt::from_u32(CLIENT_CONNECTION_RECEIVE_WINDOW_BYTES))
+        .send_window(CLIENT_SEND_WINDOW_BYTES)
+        .max_concurrent_bidi_streams(VarInt::from_u32(CLIENT_STREAMS_PER_CONNECTION_MAX))
+        .max_concurrent_uni_streams(VarInt::from_u32(0));
+    set_lan_timing(&mut config);
+    Arc::new(config)
+}
+
+/// Keep-alive, timeouts, initial RTT and congestion control shared by both
+/// configs.
+fn set_lan_timing(config: &mut TransportConfig) {
+    config
         .keep_alive_interval(Some(KEEP_ALIVE_INTERVAL))
         .initial_rtt(INITIAL_RTT)
         .datagram_receive_buffer_size(None);
@@ -81,5 +136,4 @@ pub fn lan_transport_config() -> Arc<TransportConfig> {
     let mut cubic = CubicConfig::default();
     cubic.initial_window(CONGESTION_WINDOW_INITIAL_BYTES);
     config.congestion_controller_factory(Arc::new(cubic));
-    Arc::new(config)
 }

@@ -6,12 +6,16 @@
 //! streams stay open and are fed from the log as the commit index moves.
 //!
 //! Nothing here holds the consensus core: requests go to the driver task
-//! through a bounded channel, and consumers read the log under its read lock.
+//! through a bounded channel, and consumers read the log under its read lock
+//! on a blocking thread (a first read may rebuild a segment's index).
+//! Every frame read and every consume batch takes its bytes from the node's
+//! client budget first ([`super::budget`]).
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::debug;
 
+use super::budget::{BufferPermit, ClientBuffers, CLIENT_STALL_TIMEOUT, STREAM_RESET_STALLED};
 use super::driver::{Commit, DriverRequest, SharedLog};
 use super::metrics::{FrameSource, Metrics, RejectLabels};
 use crate::net;
@@ -30,6 +34,9 @@ use crate::wire::FRAME_BYTES_MAX;
 pub const APPENDS_PENDING_PER_STREAM_MAX: usize = 4096;
 /// Payload bytes per consume frame, at most (one larger record still goes alone).
 pub const CONSUME_BATCH_BYTES_MAX: usize = 1024 * 1024;
+/// Segment indexes one consume read builds outside the log lock; any more
+/// (a batch never spans that many segments) are built under it.
+const INDEX_JOBS_PER_READ_MAX: usize = 4;
 
 /// What every client task needs.
 #[derive(Clone)]
@@ -38,6 +45,8 @@ pub struct ClientContext {
     pub log: SharedLog,
     pub commit: watch::Receiver<Commit>,
     pub metrics: Metrics,
+    /// The bytes buffered for all clients of the node.
+    pub buffers: ClientBuffers,
     /// `--allow-anonymous-clients`: serve publish, consume and status to
     /// callers without a certificate.
     pub allow_anonymous_clients: bool,
@@ -111,7 +120,7 @@ async fn serve_stream(
     caller: Option<&ClientIdentity>,
     context: ClientContext,
 ) {
-    let first = match read_request(&mut recv, &context).await {
+    let (first, permit) = match read_request(&mut recv, &context).await {
         Ok(Some(request)) => request,
         Ok(None) => return,
         Err(response) => {
@@ -129,9 +138,13 @@ async fn serve_stream(
         return;
     }
     match first {
-        ClientRequest::Append(append) => serve_appends(send, recv, append, context).await,
-        ClientRequest::Consume(consume) => serve_consume(send, consume, context).await,
+        ClientRequest::Append(append) => serve_appends(send, recv, (append, permit), context).await,
+        ClientRequest::Consume(consume) => {
+            drop(permit);
+            serve_consume(send, consume, context).await
+        }
         request => {
+            drop(permit);
             let response =
                 ask_driver(&context, |reply| DriverRequest::Other { request, reply }).await;
             let _ = write_response(&mut send, &response).await;
@@ -145,7 +158,7 @@ async fn serve_stream(
 async fn read_request(
     recv: &mut quinn::RecvStream,
     context: &ClientContext,
-) -> Result<Option<ClientRequest>, ClientResponse> {
+) -> Result<Option<(ClientRequest, BufferPermit)>, ClientResponse> {
     let rejected = |error: ErrorResponse| {
         context
             .metrics
@@ -157,8 +170,8 @@ async fn read_request(
         debug!(%error, "refused a client frame");
         ClientResponse::Error(error)
     };
-    let frame: Bytes = match net::read_frame(recv, FRAME_BYTES_MAX).await {
-        Ok(Some(frame)) => frame,
+    let body_bytes = match net::read_frame_length(recv, FRAME_BYTES_MAX).await {
+        Ok(Some(body_bytes)) => body_bytes,
         Ok(None) => return Ok(None),
         Err(error) => {
             return Err(rejected(ErrorResponse::InvalidRequest {
@@ -166,8 +179,23 @@ async fn read_request(
             }))
         }
     };
+    // Room first: while the budget is spent this stream is not read, and
+    // QUIC flow control holds the client back.
+    let permit = context
+        .buffers
+        .take(body_bytes)
+        .await
+        .map_err(|_| shutting_down())?;
+    let frame: Bytes = match net::read_frame_body(recv, body_bytes).await {
+        Ok(frame) => frame,
+        Err(error) => {
+            return Err(rejected(ErrorResponse::InvalidRequest {
+                reason: error.to_string(),
+            }))
+        }
+    };
     ClientRequest::decode(frame)
-        .map(Some)
+        .map(|request| Some((request, permit)))
         .map_err(|error| rejected(ErrorResponse::from_decode_error(&error)))
 }
 
@@ -175,6 +203,46 @@ async fn write_response(send: &mut quinn::SendStream, response: &ClientResponse)
     net::write_frame(send, response.encode())
         .await
         .map_err(|_| ())
+}
+
+/// How a budgeted write ended.
+enum WriteEnd {
+    Written,
+    /// The stream broke (the client went away).
+    Failed,
+    /// No end within [`CLIENT_STALL_TIMEOUT`] while another stream waited
+    /// for the budget: the stream was reset with [`STREAM_RESET_STALLED`].
+    Stalled,
+}
+
+/// Writes `frame`; if the client does not take it within
+/// [`CLIENT_STALL_TIMEOUT`] while other streams wait for the budget, resets
+/// the stream so that the bytes it holds go to them.
+async fn write_or_give_up(
+    send: &mut quinn::SendStream,
+    frame: Bytes,
+    buffers: &ClientBuffers,
+) -> WriteEnd {
+    let stalled = {
+        let write = net::write_frame(send, frame);
+        tokio::pin!(write);
+        loop {
+            tokio::select! {
+                result = &mut write => {
+                    return if result.is_ok() { WriteEnd::Written } else { WriteEnd::Failed };
+                }
+                () = tokio::time::sleep(CLIENT_STALL_TIMEOUT) => {
+                    if buffers.contended() {
+                        break true;
+                    }
+                }
+            }
+        }
+    };
+    debug_assert!(stalled);
+    debug!("resetting a stalled client stream: other streams wait for the buffer budget");
+    let _ = send.reset(quinn::VarInt::from_u32(STREAM_RESET_STALLED));
+    WriteEnd::Stalled
 }
 
 async fn ask_driver(
@@ -193,22 +261,26 @@ async fn ask_driver(
 async fn serve_appends(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
-    first: AppendRequest,
+    first: (AppendRequest, BufferPermit),
     context: ClientContext,
 ) {
-    let (pending_tx, mut pending_rx) =
-        mpsc::channel::<oneshot::Receiver<ClientResponse>>(APPENDS_PENDING_PER_STREAM_MAX);
+    // Each answer travels with the bytes its request holds, given back once
+    // the answer is written.
+    type Pending = (oneshot::Receiver<ClientResponse>, Option<BufferPermit>);
+    let (pending_tx, mut pending_rx) = mpsc::channel::<Pending>(APPENDS_PENDING_PER_STREAM_MAX);
+    let buffers = context.buffers.clone();
     let writer = tokio::spawn(async move {
-        while let Some(answer) = pending_rx.recv().await {
+        while let Some((answer, permit)) = pending_rx.recv().await {
             let response = answer.await.unwrap_or_else(|_| shutting_down());
-            if write_response(&mut send, &response).await.is_err() {
-                return;
+            match write_or_give_up(&mut send, response.encode(), &buffers).await {
+                WriteEnd::Written => drop(permit),
+                WriteEnd::Failed | WriteEnd::Stalled => return,
             }
         }
         let _ = send.finish();
     });
     let mut next = Some(first);
-    while let Some(append) = next.take() {
+    while let Some((append, permit)) = next.take() {
         let (reply, answer) = oneshot::channel();
         if context
             .requests
@@ -221,22 +293,22 @@ async fn serve_appends(
         {
             break;
         }
-        if pending_tx.send(answer).await.is_err() {
+        if pending_tx.send((answer, Some(permit))).await.is_err() {
             break;
         }
         next = match read_request(&mut recv, &context).await {
-            Ok(Some(ClientRequest::Append(append))) => Some(append),
+            Ok(Some((ClientRequest::Append(append), permit))) => Some((append, permit)),
             Ok(Some(_)) => {
                 let (reply, answer) = oneshot::channel();
                 let _ = reply.send(invalid("an append stream carries only appends"));
-                let _ = pending_tx.send(answer).await;
+                let _ = pending_tx.send((answer, None)).await;
                 None
             }
             Ok(None) => None,
             Err(response) => {
                 let (reply, answer) = oneshot::channel();
                 let _ = reply.send(response);
-                let _ = pending_tx.send(answer).await;
+                let _ = pending_tx.send((answer, None)).await;
                 None
             }
         };
@@ -284,7 +356,21 @@ async fn serve_consume(
         if next <= last || (first_frame && cursor_reachable) {
             // The first frame goes out even when empty: it tells the consumer
             // where its cursor starts and the commit index.
-            let mut batch = match read_records(&context.log, next, last, commit.commit_index) {
+            // The batch's bytes are taken before it is read; a single record
+            // larger than the batch takes the rest before it is encoded.
+            let batch_bytes = context.buffers.consume_batch_bytes(CONSUME_BATCH_BYTES_MAX);
+            let Ok(permit) = context.buffers.take(batch_bytes).await else {
+                let _ = write_response(&mut send, &shutting_down()).await;
+                return;
+            };
+            let log = context.log.clone();
+            let commit_index = commit.commit_index;
+            let read = tokio::task::spawn_blocking(move || {
+                read_records(&log, next, last, commit_index, batch_bytes)
+            })
+            .await
+            .unwrap_or_else(|_| Err("the log reader panicked".to_string()));
+            let mut batch = match read {
                 Ok(batch) => batch,
                 Err(reason) => {
                     let error = ClientResponse::Error(ErrorResponse::Internal { reason });
@@ -304,12 +390,21 @@ async fn serve_consume(
             records_left = records_left.saturating_sub(batch.records.len() as u64);
             next = batch.next_index;
             first_frame = false;
-            if write_response(&mut send, &ClientResponse::Records(batch))
-                .await
-                .is_err()
-            {
-                return; // the consumer went away
+            let encoded_bytes = batch.encoded_bytes();
+            let extra = match encoded_bytes.checked_sub(batch_bytes) {
+                Some(over) if over > 0 => match context.buffers.take(over).await {
+                    Ok(extra) => Some(extra),
+                    Err(_) => return,
+                },
+                _ => None,
+            };
+            let frame = ClientResponse::Records(batch).encode();
+            match write_or_give_up(&mut send, frame, &context.buffers).await {
+                WriteEnd::Written => {}
+                // The consumer went away, or stopped reading while others wait.
+                WriteEnd::Failed | WriteEnd::Stalled => return,
             }
+            drop((permit, extra));
             if records_left == 0 {
                 end_consume(&mut send, ConsumeEndReason::LimitReached, next).await;
                 return;
@@ -342,6 +437,7 @@ fn read_records(
     next: LogIndex,
     last: LogIndex,
     commit_index: LogIndex,
+    batch_bytes: usize,
 ) -> Result<RecordBatch, String> {
     debug_assert!(
         last <= commit_index,
@@ -356,11 +452,25 @@ fn read_records(
     if next > last {
         return Ok(batch);
     }
+    // A first read of a segment may rebuild its index (a scan of the whole
+    // segment): done here without holding the log, so appends never wait
+    // for it. A batch spans a segment or two.
+    for _ in 0..INDEX_JOBS_PER_READ_MAX {
+        let job = log
+            .read()
+            .map_err(|_| "the log lock is poisoned".to_string())?
+            .index_job(next, last);
+        let Some(job) = job else { break };
+        let built = job.run();
+        log.read()
+            .map_err(|_| "the log lock is poisoned".to_string())?
+            .install_index(built);
+    }
     let entries = {
         let log = log
             .read()
             .map_err(|_| "the log lock is poisoned".to_string())?;
-        log.entries(next, last, CONSUME_BATCH_BYTES_MAX)
+        log.entries(next, last, batch_bytes)
             .map_err(|error| error.to_string())?
     };
     for entry in entries {

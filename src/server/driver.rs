@@ -27,6 +27,7 @@ use tracing::{error, info, warn};
 use super::config::{Fsync, ServerConfig};
 use super::metrics::{self, FrameSource, Metrics, PeerLabels, RejectLabels};
 use super::producers::{Admission, ProducerTable};
+use super::resolve::{Resolution, Resolver};
 use crate::net::peers::{Lane, PeerLinks};
 use crate::raft::{
     Core, LogReadError, LogReader, MembershipChange, MembershipChangeError, Message, Proposal,
@@ -119,6 +120,8 @@ pub struct Driver {
     /// Every config entry still in the log, to know the membership in force
     /// at a new log start when retention drops segments.
     config_history: BTreeMap<LogIndex, Membership>,
+    /// Members' names, resolved off the runtime threads.
+    resolver: Resolver,
     /// Non-members whose dropped frames were logged (once each).
     non_members_logged: BTreeSet<NodeId>,
 }
@@ -131,7 +134,7 @@ pub const NON_MEMBERS_LOGGED_MAX: usize = 1024;
 /// The events the driver waits on.
 pub struct DriverInputs {
     pub requests: mpsc::Receiver<DriverRequest>,
-    pub peer_frames: mpsc::Receiver<(NodeId, Bytes)>,
+    pub peer_frames: crate::net::PeerInbound,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -292,6 +295,7 @@ impl Driver {
             membership_index,
             promoting: BTreeSet::new(),
             config_history,
+            resolver: Resolver::new(),
             non_members_logged: BTreeSet::new(),
         }
     }
@@ -305,6 +309,7 @@ impl Driver {
         let mut last_expiry = Instant::now();
         let mut stalled_repair = StalledRepair::default();
         let mut draining_since: Option<Instant> = None;
+        let mut resolved = self.resolver.changed();
         loop {
             tokio::select! {
                 _ = ticker.tick() => {
@@ -318,6 +323,7 @@ impl Driver {
                     }
                     self.promote_caught_up_learners();
                 }
+                Ok(()) = resolved.changed() => self.refresh_peer_links(),
                 Some((from, frame)) = inputs.peer_frames.recv() => {
                     self.on_peer_frame(from, frame);
                     for _ in 0..EVENTS_PER_TURN_MAX {
@@ -896,6 +902,18 @@ impl Driver {
                 log.clear_repair()?;
                 info!("repair complete: the log is whole again; voting again");
             }
+            if let Some(job) = log.spare_job() {
+                // Allocating and syncing a whole segment takes a while: do it
+                // on a blocking thread, not under this lock, so the next roll
+                // only writes a header.
+                let shared_log = shared_log.clone();
+                tokio::task::spawn_blocking(move || {
+                    let spare = job.run();
+                    if let Ok(mut log) = shared_log.write() {
+                        log.install_spare(spare);
+                    }
+                });
+            }
         }
         // In steady state every follower gets the same AppendEntries; encode
         // it once (each entry's checksum is computed in the encoding).
@@ -1030,12 +1048,11 @@ impl Driver {
             .addrs
             .iter()
             .filter(|(&id, _)| id != self.config.id)
-            .filter_map(|(&id, addr)| match super::resolve_peer(addr) {
-                Some(socket) => Some((id, socket)),
-                None => {
-                    warn!(node = id, addr, "cannot resolve a member's address");
-                    None
-                }
+            .filter_map(|(&id, addr)| match self.resolver.resolve(addr) {
+                Resolution::Ready(socket) => Some((id, socket)),
+                // Linked once the lookup ends (`resolver.changed()` in `run`);
+                // a failure was logged by the lookup.
+                Resolution::Pending | Resolution::Failed => None,
             })
             .collect();
         if let Some(leader) = self.core.leader().filter(|&id| id != self.config.id) {

@@ -3,7 +3,11 @@
 //! The runtime updates the gauges once per turn of its loop (not per record);
 //! counters are bumped where the event happens. The text format comes from
 //! prometheus-client; the HTTP side is the smallest server that answers
-//! `GET /metrics`, with a bounded request size and a read timeout.
+//! `GET /metrics`, with a bounded request size and a read timeout, serving
+//! at most [`METRICS_CONNECTIONS_MAX`] connections at once: one more is
+//! closed as soon as it is accepted, so a caller holding many connections
+//! costs the node no more than that many file descriptors (and never the
+//! one a new log segment needs).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -19,6 +23,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PeerLabels {
@@ -239,16 +244,30 @@ impl Metrics {
 const REQUEST_BYTES_MAX: usize = 8 * 1024;
 const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Metrics connections served at once. A scraper uses one at a time; a
+/// few more cover overlapping scrapes from several Prometheus servers.
+pub const METRICS_CONNECTIONS_MAX: usize = 16;
+
 /// Serves `GET /metrics` on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, metrics: Metrics) {
+    let connections = Arc::new(Semaphore::new(METRICS_CONNECTIONS_MAX));
     loop {
         let Ok((stream, _peer)) = listener.accept().await else {
             // Out of file descriptors and the like: back off instead of spinning.
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            // Over the cap: close it now rather than hold its descriptor for
+            // up to REQUEST_READ_TIMEOUT. Accepting (instead of leaving it in
+            // the backlog) keeps the listener draining, so a legitimate
+            // scrape arriving once the holder lets go is served at once.
+            drop(stream);
+            continue;
+        };
         let metrics = metrics.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let _ = tokio::time::timeout(REQUEST_READ_TIMEOUT, answer(stream, metrics)).await;
         });
     }

@@ -7,13 +7,15 @@
 //! log), the accept loop (peers feed the driver, clients get a task per
 //! connection), and optionally the metrics endpoint.
 
+pub mod budget;
 pub mod clients;
 pub mod config;
 pub mod driver;
 pub mod metrics;
 pub mod producers;
+pub mod resolve;
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -194,11 +196,6 @@ fn open_and_recover(
     }
 }
 
-/// Resolves a member's `HOST:PORT`; `None` when it does not resolve.
-pub fn resolve_peer(addr: &str) -> Option<SocketAddr> {
-    addr.to_socket_addrs().ok()?.next()
-}
-
 pub struct Node;
 
 impl Node {
@@ -305,11 +302,14 @@ impl Node {
         } else {
             &membership.addrs
         };
-        let peer_addrs = known_addrs
-            .iter()
-            .filter(|(&id, _)| id != config.id)
-            .filter_map(|(&id, addr)| resolve_peer(addr).map(|socket| (id, socket)))
-            .collect();
+        let mut peer_addrs = std::collections::BTreeMap::new();
+        for (&id, addr) in known_addrs.iter().filter(|(&id, _)| id != config.id) {
+            // Off the runtime threads and bounded; a name that does not
+            // resolve now is linked by the driver once it does.
+            if let Some(socket) = resolve::resolve_once(addr).await {
+                peer_addrs.insert(id, socket);
+            }
+        }
         links.set_peers(peer_addrs);
 
         let shared_log = Arc::new(RwLock::new(log));
@@ -326,6 +326,7 @@ impl Node {
             log: shared_log.clone(),
             commit: commit_rx,
             metrics: metrics.clone(),
+            buffers: budget::ClientBuffers::new(budget::CLIENT_BUFFER_BYTES_MAX),
             allow_anonymous_clients: config.allow_anonymous_clients,
         };
         background.push(tokio::spawn(accept_loop(incoming, links.clone(), context)));
@@ -367,14 +368,23 @@ impl Node {
     }
 }
 
+/// Client connections a node serves at once. Each may make the node buffer
+/// up to its QUIC receive window
+/// ([`net::transport::CLIENT_CONNECTION_RECEIVE_WINDOW_BYTES`], 2 MiB)
+/// below the application, so this also bounds that memory (1 GiB).
+pub const CLIENT_CONNECTIONS_MAX: usize = 512;
+
 /// Hands verified peer connections to the peer links (which feed the
-/// driver) and gives each client connection a task. The endpoint has already
+/// driver) and gives each client connection a task, at most
+/// [`CLIENT_CONNECTIONS_MAX`] at once: one more is closed with
+/// [`net::close_code::CLIENT_CONNECTIONS_FULL`]. The endpoint has already
 /// refused (and counted) connections that failed the handshake.
 async fn accept_loop(
     mut incoming: net::IncomingConnections,
     links: Arc<net::PeerLinks>,
     context: ClientContext,
 ) {
+    let client_connections = Arc::new(tokio::sync::Semaphore::new(CLIENT_CONNECTIONS_MAX));
     while let Some(connection) = incoming.next().await {
         match connection {
             net::Incoming::Peer {
@@ -396,11 +406,19 @@ async fn accept_loop(
                 connection,
                 client_identity,
             } => {
-                tokio::spawn(clients::serve_connection(
-                    connection,
-                    client_identity,
-                    context.clone(),
-                ));
+                let Ok(permit) = client_connections.clone().try_acquire_owned() else {
+                    tracing::debug!(remote = %connection.remote_address(), "refusing a client: {CLIENT_CONNECTIONS_MAX} client connections are open");
+                    connection.close(
+                        net::close_code::CLIENT_CONNECTIONS_FULL,
+                        b"too many client connections",
+                    );
+                    continue;
+                };
+                let context = context.clone();
+                tokio::spawn(async move {
+                    clients::serve_connection(connection, client_identity, context).await;
+                    drop(permit);
+                });
             }
         }
     }

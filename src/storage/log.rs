@@ -12,7 +12,7 @@
 //! entry appended after it is reported durable.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -143,6 +143,28 @@ pub struct Log {
     next_segment_id: u64,
     /// The repair marker as on disk (`None`: no `REPAIR` file).
     repair: Option<RepairMarker>,
+    /// The next segment's file, prepared ahead off the lock (see
+    /// [`Log::spare_job`]); a roll without one creates the file itself.
+    spare: Option<segment::SpareSegment>,
+    /// A [`SpareJob`] was handed out and not yet installed.
+    spare_requested: bool,
+}
+
+/// Prepares the log's next segment file: run [`SpareJob::run`] on a
+/// blocking thread without holding the log, then give the result to
+/// [`Log::install_spare`].
+#[derive(Debug)]
+pub struct SpareJob {
+    log_dir: PathBuf,
+    segment_bytes: u64,
+    preallocate: bool,
+}
+
+impl SpareJob {
+    /// Allocates and fsyncs a whole segment file (blocking).
+    pub fn run(self) -> Result<segment::SpareSegment, StorageError> {
+        segment::create_spare_segment(&self.log_dir, self.segment_bytes, self.preallocate)
+    }
 }
 
 impl Log {
@@ -231,6 +253,8 @@ impl Log {
             dir_changes_durable: 0,
             next_segment_id: 0,
             repair,
+            spare: None,
+            spare_requested: false,
         };
         if marker_unreadable {
             if let Some(marker) = log.repair {
@@ -649,6 +673,37 @@ impl Log {
         Ok(damage)
     }
 
+    /// A job preparing the next segment file, when none is ready or being
+    /// prepared (`None` for a read-only log). Hand its result to
+    /// [`Log::install_spare`].
+    pub fn spare_job(&mut self) -> Option<SpareJob> {
+        if self.read_only || self.spare.is_some() || self.spare_requested {
+            return None;
+        }
+        self.spare_requested = true;
+        Some(SpareJob {
+            log_dir: self.log_dir.clone(),
+            segment_bytes: self.config.segment_bytes,
+            preallocate: self.config.preallocate,
+        })
+    }
+
+    /// Takes the result of a [`SpareJob`]. A failure is only logged: the
+    /// next roll then creates its file itself, as without a spare, and
+    /// reports the error if it recurs.
+    pub fn install_spare(&mut self, spare: Result<segment::SpareSegment, StorageError>) {
+        self.spare_requested = false;
+        match spare {
+            Ok(spare) if spare.segment_bytes == self.config.segment_bytes => {
+                self.spare = Some(spare);
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "could not prepare the next segment file ahead; the next roll creates it");
+            }
+        }
+    }
+
     fn new_segment_id(&mut self) -> u64 {
         self.next_segment_id += 1;
         self.next_segment_id
@@ -843,13 +898,17 @@ impl Log {
     fn roll(&mut self, first_index: LogIndex) -> Result<(), StorageError> {
         self.seal_last();
         let id = self.new_segment_id();
-        let segment = create_segment(
-            &self.log_dir,
-            first_index,
-            self.config.segment_bytes,
-            self.config.preallocate,
-            id,
-        )?;
+        let segment = match self.spare.take() {
+            // Only a header write and a small sync left to do here.
+            Some(spare) => segment::segment_from_spare(spare, &self.log_dir, first_index, id)?,
+            None => create_segment(
+                &self.log_dir,
+                first_index,
+                self.config.segment_bytes,
+                self.config.preallocate,
+                id,
+            )?,
+        };
         self.segments.push(segment);
         self.dir_changes += 1;
         Ok(())
@@ -980,75 +1039,73 @@ impl Log {
         }
         let entry_count = self.segment_last_index(pos) + 1 - segment.first_index;
         let index_path = self.index_path(segment.first_index);
-        let loaded = read_index_file(
-            &index_path,
-            segment.first_index,
-            entry_count,
-            segment.capacity(),
-        )
-        .ok()
-        .and_then(|offsets| {
-            let end = match offsets.last() {
-                None => SEGMENT_HEADER_BYTES,
-                Some(last) => {
-                    let header = frame::decode_header(segment.view(), *last as usize, true).ok()?;
-                    if header.index != segment.first_index + entry_count - 1 {
-                        return None;
-                    }
-                    *last as usize + header.frame_bytes
-                }
-            };
-            Some(SegIndex {
-                offsets,
-                end,
-                crc_on_read: true,
-            })
-        });
-        let ix = match loaded {
-            Some(ix) => ix,
-            None => {
-                let last = segment.first_index + entry_count - 1;
-                let scan = segment.scan(SEGMENT_HEADER_BYTES, segment.first_index, Some(last));
-                match scan.stop {
-                    ScanStop::Limit => {}
-                    ScanStop::EndMark => {
-                        return Err(StorageError::corrupt(
-                            &segment.path,
-                            scan.end as u64,
-                            format!(
-                                "segment ends before index {}",
-                                segment.first_index + scan.offsets.len() as u64
-                            ),
-                        ))
-                    }
-                    ScanStop::Bad { offset, error } => {
-                        return Err(StorageError::corrupt(
-                            &segment.path,
-                            offset as u64,
-                            error.to_string(),
-                        ))
-                    }
-                }
-                if !self.read_only {
-                    if let Err(error) =
-                        write_index_file(&index_path, segment.first_index, &scan.offsets)
-                    {
-                        tracing::warn!(%error, "could not rewrite an index file");
-                    }
-                }
-                SegIndex {
-                    offsets: scan.offsets,
-                    end: scan.end,
-                    crc_on_read: false,
-                }
-            }
-        };
+        let ix = build_segment_index(segment, entry_count, &index_path, self.read_only)?;
         let _ = segment.index.set(ix);
         segment.index.get().ok_or(StorageError::corrupt(
             &segment.path,
             0,
             "segment index vanished",
         ))
+    }
+
+    /// A job loading or rebuilding the index of the first sealed segment
+    /// holding entries `low..=high` that has none yet (a rebuild scans the
+    /// whole segment). Run it without holding the log, then hand the result
+    /// to [`Log::install_index`]; without one, the next read does it itself.
+    pub fn index_job(&self, low: LogIndex, high: LogIndex) -> Option<IndexJob> {
+        let high = high.min(self.last_index);
+        if low > high {
+            return None;
+        }
+        let first = self.segment_position(low.max(self.first_index))?;
+        let last = self.segment_position(high)?;
+        // The last segment takes appends and always has its index.
+        let sealed_end = last.min(self.segments.len().saturating_sub(2));
+        (first..=sealed_end).find_map(|pos| {
+            let segment = self.segments.get(pos)?;
+            if segment.index.get().is_some() || pos + 1 >= self.segments.len() {
+                return None;
+            }
+            Some(IndexJob {
+                // A sealed segment's mapping is never written again (a
+                // truncation into it replaces the file and the mapping), so
+                // a second view of it may be read without the lock.
+                shadow: Segment {
+                    id: segment.id,
+                    first_index: segment.first_index,
+                    path: segment.path.clone(),
+                    map: segment.map.clone(),
+                    writable: false,
+                    watermark_on_disk: segment.watermark_on_disk,
+                    created_bytes: segment.created_bytes,
+                    index: OnceLock::new(),
+                    requested_end: segment.requested_end,
+                    durable_end: segment.durable_end,
+                    watermark_written: segment.watermark_written,
+                    modified: segment.modified,
+                },
+                entry_count: self.segment_last_index(pos) + 1 - segment.first_index,
+                index_path: self.index_path(segment.first_index),
+                read_only: self.read_only,
+            })
+        })
+    }
+
+    /// Takes a built index if its segment is still the one it was built
+    /// for and has none; anything else is dropped (the next read rebuilds).
+    pub fn install_index(&self, built: IndexBuilt) {
+        let Ok(ix) = built.result else {
+            return; // the read under the lock reports the damage
+        };
+        let Some(pos) = self.segments.iter().position(|s| s.id == built.segment_id) else {
+            return;
+        };
+        let unchanged = pos + 1 < self.segments.len()
+            && self.segment_last_index(pos) + 1 - self.segments[pos].first_index
+                == built.entry_count;
+        if unchanged {
+            let _ = self.segments[pos].index.set(ix);
+        }
     }
 
     fn check_range(&self, index: LogIndex) -> Result<(), StorageError> {
@@ -1502,4 +1559,121 @@ fn scan_problem(
         )),
         (ScanStop::Bad { offset, error }, _) => Some((*offset, error.to_string())),
     }
+}
+
+/// Builds a segment index outside the log lock (see [`Log::index_job`]).
+pub struct IndexJob {
+    shadow: Segment,
+    entry_count: u64,
+    index_path: PathBuf,
+    read_only: bool,
+}
+
+/// What an [`IndexJob`] built, for [`Log::install_index`].
+#[derive(Debug)]
+pub struct IndexBuilt {
+    segment_id: u64,
+    entry_count: u64,
+    result: Result<SegIndex, StorageError>,
+}
+
+impl std::fmt::Debug for IndexJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IndexJob")
+            .field("segment", &self.shadow.path)
+            .field("entry_count", &self.entry_count)
+            .finish()
+    }
+}
+
+impl IndexJob {
+    /// Loads the segment's index file or rebuilds it by scanning the
+    /// segment (blocking).
+    pub fn run(self) -> IndexBuilt {
+        let result = build_segment_index(
+            &self.shadow,
+            self.entry_count,
+            &self.index_path,
+            self.read_only,
+        );
+        IndexBuilt {
+            segment_id: self.shadow.id,
+            entry_count: self.entry_count,
+            result,
+        }
+    }
+}
+
+/// The index of `segment`, which holds `entry_count` entries: its index
+/// file when that is whole and agrees with the segment, else a scan of the
+/// segment (rewriting the index file unless `read_only`).
+fn build_segment_index(
+    segment: &Segment,
+    entry_count: u64,
+    index_path: &Path,
+    read_only: bool,
+) -> Result<SegIndex, StorageError> {
+    let loaded = read_index_file(
+        index_path,
+        segment.first_index,
+        entry_count,
+        segment.capacity(),
+    )
+    .ok()
+    .and_then(|offsets| {
+        let end = match offsets.last() {
+            None => SEGMENT_HEADER_BYTES,
+            Some(last) => {
+                let header = frame::decode_header(segment.view(), *last as usize, true).ok()?;
+                if header.index != segment.first_index + entry_count - 1 {
+                    return None;
+                }
+                *last as usize + header.frame_bytes
+            }
+        };
+        Some(SegIndex {
+            offsets,
+            end,
+            crc_on_read: true,
+        })
+    });
+    let ix = match loaded {
+        Some(ix) => ix,
+        None => {
+            let last = segment.first_index + entry_count - 1;
+            let scan = segment.scan(SEGMENT_HEADER_BYTES, segment.first_index, Some(last));
+            match scan.stop {
+                ScanStop::Limit => {}
+                ScanStop::EndMark => {
+                    return Err(StorageError::corrupt(
+                        &segment.path,
+                        scan.end as u64,
+                        format!(
+                            "segment ends before index {}",
+                            segment.first_index + scan.offsets.len() as u64
+                        ),
+                    ))
+                }
+                ScanStop::Bad { offset, error } => {
+                    return Err(StorageError::corrupt(
+                        &segment.path,
+                        offset as u64,
+                        error.to_string(),
+                    ))
+                }
+            }
+            if !read_only {
+                if let Err(error) = write_index_file(index_path, segment.first_index, &scan.offsets)
+                {
+                    tracing::warn!(%error, "could not rewrite an index file");
+                }
+            }
+            SegIndex {
+                offsets: scan.offsets,
+                end: scan.end,
+                crc_on_read: false,
+            }
+        }
+    };
+    Ok(ix)
 }

@@ -50,11 +50,16 @@ pub mod verify;
 
 use std::path::PathBuf;
 
-pub use log::{Log, Opened, RetentionPolicy, SyncDone, SyncRequest};
+pub use log::{
+    IndexBuilt, IndexJob, Log, Opened, RetentionPolicy, SpareJob, SyncDone, SyncRequest,
+};
 pub use meta::{HARD_STATE_FILE_NAMES, LOCK_FILE_NAME, LOG_DIR_NAME, LOG_START_FILE_NAME};
 pub use repair::{DamagedRange, RepairMarker, REPAIR_FILE_NAME};
 /// Helpers for tools that write or inspect segments directly (benches, tests).
-pub use segment::{encode_segment_header, segment_file_name, SEGMENT_HEADER_BYTES};
+pub use segment::{
+    encode_segment_header, segment_file_name, SpareSegment, SEGMENT_HEADER_BYTES,
+    SPARE_SEGMENT_FILE_NAME,
+};
 
 use crate::types::LogIndex;
 

@@ -7,7 +7,7 @@
 //! observes a byte change (see `MapSlice`).
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -394,25 +394,49 @@ pub(crate) fn index_file_entry_count(path: &Path, first_index: LogIndex) -> Opti
     valid.then_some(count)
 }
 
-/// Creates a new segment file durably (temp file, header, preallocation,
-/// fsync, rename); the caller fsyncs the directory before relying on it.
-pub(crate) fn create_segment(
+/// Name (in `log/`) of the file prepared ahead to become the next segment.
+/// It ends in `.tmp`, so a crash leaves nothing the log could mistake for
+/// part of it: opening the log deletes it like any unfinished creation.
+pub const SPARE_SEGMENT_FILE_NAME: &str = "spare.seg.tmp";
+
+/// A file of `segment_bytes`, preallocated and fsynced, that [`Log`] turns
+/// into its next segment at a roll with one small header write and sync
+/// instead of allocating (and syncing) a whole segment under the log lock.
+///
+/// [`Log`]: super::Log
+#[derive(Debug)]
+pub struct SpareSegment {
+    file: File,
+    path: PathBuf,
+    pub(crate) segment_bytes: u64,
+}
+
+/// Creates the spare segment file (blocking: preallocation and fsync of a
+/// whole segment; run it on a blocking thread, outside the log lock).
+pub fn create_spare_segment(
     log_dir: &Path,
-    first_index: LogIndex,
     segment_bytes: u64,
     preallocate: bool,
-    id: u64,
-) -> Result<Segment, StorageError> {
-    let name = segment_file_name(first_index);
-    let path = log_dir.join(&name);
-    let temp_path = log_dir.join(format!("{name}{TEMP_SUFFIX}"));
-    let mut file = OpenOptions::new()
+) -> Result<SpareSegment, StorageError> {
+    let path = log_dir.join(SPARE_SEGMENT_FILE_NAME);
+    let file = allocate_file(&path, segment_bytes, preallocate)?;
+    file.sync_all().map_err(|e| StorageError::io(&path, e))?;
+    Ok(SpareSegment {
+        file,
+        path,
+        segment_bytes,
+    })
+}
+
+/// Creates (truncating) `path` with `segment_bytes` reserved.
+fn allocate_file(path: &Path, segment_bytes: u64, preallocate: bool) -> Result<File, StorageError> {
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(true)
-        .open(&temp_path)
-        .map_err(|e| StorageError::io(&temp_path, e))?;
+        .open(path)
+        .map_err(|e| StorageError::io(path, e))?;
     let len = i64::try_from(segment_bytes).map_err(|_| StorageError::BadConfig {
         reason: "segment_bytes does not fit in off_t",
     })?;
@@ -424,19 +448,65 @@ pub(crate) fn create_segment(
             allocated = true;
         } else if rc != libc::EOPNOTSUPP && rc != libc::EINVAL {
             return Err(StorageError::io(
-                &temp_path,
+                path,
                 std::io::Error::from_raw_os_error(rc),
             ));
         }
     }
     if !allocated {
         file.set_len(segment_bytes)
-            .map_err(|e| StorageError::io(&temp_path, e))?;
+            .map_err(|e| StorageError::io(path, e))?;
     }
-    file.write_all(&encode_segment_header(first_index, segment_bytes, 0))
+    Ok(file)
+}
+
+/// Creates a new segment file durably (temp file, header, preallocation,
+/// fsync, rename); the caller fsyncs the directory before relying on it.
+pub(crate) fn create_segment(
+    log_dir: &Path,
+    first_index: LogIndex,
+    segment_bytes: u64,
+    preallocate: bool,
+    id: u64,
+) -> Result<Segment, StorageError> {
+    let name = segment_file_name(first_index);
+    let temp_path = log_dir.join(format!("{name}{TEMP_SUFFIX}"));
+    let file = allocate_file(&temp_path, segment_bytes, preallocate)?;
+    finish_segment(file, &temp_path, log_dir, first_index, segment_bytes, id)
+}
+
+/// Turns `spare` into the segment starting at `first_index` (header, fsync,
+/// rename); the caller fsyncs the directory before relying on it.
+pub(crate) fn segment_from_spare(
+    spare: SpareSegment,
+    log_dir: &Path,
+    first_index: LogIndex,
+    id: u64,
+) -> Result<Segment, StorageError> {
+    let SpareSegment {
+        file,
+        path,
+        segment_bytes,
+    } = spare;
+    finish_segment(file, &path, log_dir, first_index, segment_bytes, id)
+}
+
+/// Writes the header of an allocated file at `temp_path`, fsyncs it,
+/// renames it to the segment name of `first_index` and maps it.
+fn finish_segment(
+    file: File,
+    temp_path: &Path,
+    log_dir: &Path,
+    first_index: LogIndex,
+    segment_bytes: u64,
+    id: u64,
+) -> Result<Segment, StorageError> {
+    use std::os::unix::fs::FileExt;
+    let path = log_dir.join(segment_file_name(first_index));
+    file.write_all_at(&encode_segment_header(first_index, segment_bytes, 0), 0)
         .and_then(|_| file.sync_all())
-        .map_err(|e| StorageError::io(&temp_path, e))?;
-    std::fs::rename(&temp_path, &path).map_err(|e| StorageError::io(&path, e))?;
+        .map_err(|e| StorageError::io(temp_path, e))?;
+    std::fs::rename(temp_path, &path).map_err(|e| StorageError::io(&path, e))?;
     let map = MmapOptions::new()
         .map_raw(&file)
         .map_err(|e| StorageError::io(&path, e))?;

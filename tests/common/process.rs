@@ -300,6 +300,12 @@ impl ServeCluster {
         std::fs::read_to_string(self.log_path(id)).unwrap_or_default()
     }
 
+    /// The process id of node `id`, while it runs (e.g. to read its
+    /// `/proc/<pid>/status`).
+    pub fn pid(&self, id: u64) -> Option<i32> {
+        self.processes.get(&id).map(ChildGuard::pid)
+    }
+
     /// Starts node `id` with the cluster's flags plus `more_flags`.
     pub fn spawn(&mut self, id: u64, more_flags: &[&str]) {
         assert!(!self.processes.contains_key(&id), "node {id} runs already");
