@@ -202,7 +202,14 @@ fn anonymous_clients_are_refused_by_default_and_admitted_with_allow_anonymous_cl
     let publish = client_with(&open, &ca_only, &["publish"], b"a\nb\n");
     publish.assert_success("anonymous publish with --allow-anonymous-clients");
     assert_eq!(publish.stdout_lines().len(), 2, "{}", publish.stdout);
-    let consume = client_with(&open, &ca_only, &["consume", "--from", "start"], b"");
+    // Follow until both records arrive: a node that has not yet heard the
+    // new commit index would otherwise rightly answer with nothing.
+    let consume = client_with(
+        &open,
+        &ca_only,
+        &["consume", "--from", "start", "--follow", "--limit", "2"],
+        b"",
+    );
     consume.assert_success("anonymous consume with --allow-anonymous-clients");
     assert_eq!(consume.stdout, "a\nb\n");
     let status = client_with(&open, &ca_only, &["status", "--output", "json"], b"");
