@@ -254,27 +254,45 @@ async fn run_publisher(
     result
 }
 
+/// How long reading back may wait for the next record.
+const READ_BACK_STALL_MAX: Duration = Duration::from_secs(30);
+
 async fn read_back(
     config: ClientConfig,
     first_index: LogIndex,
     last_index: LogIndex,
 ) -> anyhow::Result<(u64, f64)> {
     let started = Instant::now();
+    // Follow until the last appended record: the node read from may not
+    // have heard the latest commit index yet, and stopping at its end would
+    // miss the newest records.
     let mut consumer = Consumer::connect(
         config,
         ConsumerOptions {
             from: StartFrom::Index(first_index),
-            follow: false,
+            follow: true,
         },
     )
     .await?;
     let mut records = 0u64;
-    'read: while let Some(batch) = consumer.next_batch().await? {
+    'read: loop {
+        let batch = tokio::time::timeout(READ_BACK_STALL_MAX, consumer.next_batch())
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "reading back stalled: no record for {READ_BACK_STALL_MAX:?} after {records} of {}",
+                    last_index.saturating_sub(first_index) + 1
+                )
+            })??;
+        let Some(batch) = batch else { break };
         for record in batch {
             if record.index > last_index {
                 break 'read;
             }
             records += 1;
+            if record.index == last_index {
+                break 'read;
+            }
         }
     }
     Ok((records, started.elapsed().as_secs_f64()))
