@@ -42,6 +42,12 @@ pub struct Progress {
     /// the match index, so they no longer reveal a lost batch; this
     /// retransmission timer does.
     pub stalled_ticks: u64,
+    /// The highest commit index the follower can have applied from what we
+    /// sent it (`min(leader_commit, prev_log_index + entries)` of each
+    /// AppendEntries): a commit notice it would gain nothing from is not sent,
+    /// and one it needs is sent as soon as its acknowledgement shows it can
+    /// use it.
+    pub commit_told: LogIndex,
 }
 
 impl Progress {
@@ -57,6 +63,7 @@ impl Progress {
             last_heard_tick: now_tick,
             repairing: false,
             stalled_ticks: 0,
+            commit_told: 0,
         }
     }
 

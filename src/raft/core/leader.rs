@@ -171,6 +171,14 @@ impl Core {
         let caught_up = pr.match_index == last_index;
         if advanced {
             self.maybe_commit();
+            // Heartbeats and commit notices refer to the match index, so a
+            // follower whose acknowledgement arrives after a commit advanced
+            // learns it only now: tell it at once, not a heartbeat later.
+            if let Some(pr) = self.progress.get(&from) {
+                if self.commit_index.min(pr.match_index) > pr.commit_told {
+                    self.commit_broadcast_due = true;
+                }
+            }
         }
         if caught_up && self.transfer.is_some_and(|(to, _)| to == from) {
             let term = self.term();
@@ -322,7 +330,10 @@ impl Core {
                         sent_any = true;
                         continue;
                     }
-                    if !sent_any && (heartbeat || (commit_news && pr.next_index > last)) {
+                    let commit_news_for_peer = commit_news
+                        && pr.next_index > last
+                        && self.commit_index.min(pr.match_index) > pr.commit_told;
+                    if !sent_any && (heartbeat || commit_news_for_peer) {
                         // Heartbeat: an empty append after what we sent. A
                         // follower missing some of it rejects, and we probe.
                         self.send_append_empty(peer);
@@ -376,6 +387,12 @@ impl Core {
         prev_log_term: Term,
         entries: Vec<Entry>,
     ) {
+        let usable_commit = self
+            .commit_index
+            .min(prev_log_index.saturating_add(entries.len() as u64));
+        if let Some(pr) = self.progress.get_mut(&peer) {
+            pr.commit_told = pr.commit_told.max(usable_commit);
+        }
         let message = Message::AppendEntries(AppendEntries {
             term: self.term(),
             prev_log_index,
