@@ -678,3 +678,42 @@ fn a_transfer_flag_from_a_non_voter_does_not_depose_a_live_leader() {
     c.core_mut(2).step(3, flagged).unwrap();
     assert_eq!(c.core(2).term(), term + 5);
 }
+
+// ---- the cost of finding 4's fix, and its remedy ----
+
+/// Since heartbeats and commit notices refer to a follower's match index
+/// (finding 4), a follower whose acknowledgement reaches the leader after
+/// the commit advanced could not use the notice sent then (it only lets it
+/// commit up to its old match index) and waited for the next heartbeat to
+/// learn the commit: consumers reading that follower lagged, and a
+/// publish-then-consume in CI read one record short. The leader now tells
+/// it as soon as its acknowledgement shows it can use the commit.
+#[test]
+fn a_follower_whose_ack_lands_after_the_commit_learns_it_without_a_heartbeat() {
+    let mut c = Cluster::new(&[1, 2, 3], |_| {});
+    c.elect(1);
+    let index = *c.propose_count(1, 1).end();
+    c.drain(1);
+    c.deliver();
+    c.drain(2);
+    c.drain(3);
+    let acks = std::mem::take(&mut c.outbox);
+    let (late, early): (Vec<_>, Vec<_>) = acks.into_iter().partition(|(from, _, _)| *from == 3);
+    for (from, to, message) in early {
+        assert_eq!(to, 1);
+        c.core_mut(1).step(from, message).unwrap();
+    }
+    assert_eq!(c.core(1).commit_index(), index, "node 2's ack commits");
+    c.drain(1);
+    c.deliver();
+    c.drain_all();
+    c.outbox.clear();
+    assert!(c.core(3).commit_index() < index, "node 3 cannot know yet");
+    // Node 3's ack lands; no tick passes.
+    for (from, to, message) in late {
+        c.core_mut(to).step(from, message).unwrap();
+    }
+    c.drain(1);
+    c.deliver();
+    assert_eq!(c.core(3).commit_index(), index, "told at once");
+}
