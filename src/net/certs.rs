@@ -369,23 +369,37 @@ fn validate_client_name(name: &str) -> Result<(), CertError> {
     }
 }
 
+fn parse_certificate(
+    cert_der: &[u8],
+) -> Result<x509_parser::certificate::X509Certificate<'_>, CertError> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(cert_der).map_err(|err| CertError::Parse {
+            detail: err.to_string(),
+        })?;
+    Ok(cert)
+}
+
+/// The certificate's subject alternative names, if it has the extension.
+fn subject_alt_names<'a>(
+    cert: &'a x509_parser::certificate::X509Certificate<'_>,
+) -> Result<Option<&'a x509_parser::extensions::SubjectAlternativeName<'a>>, CertError> {
+    cert.subject_alternative_name()
+        .map(|san| san.map(|ext| ext.value))
+        .map_err(|err| CertError::Parse {
+            detail: err.to_string(),
+        })
+}
+
 /// The role named by a DER certificate's `raftlog:role=` URI SAN: `None`
 /// when it carries none (a certificate from before roles, or a foreign
 /// one). Two different roles, or an unknown role name, are refused rather
 /// than guessed at.
 pub fn role_of_certificate(cert_der: &[u8]) -> Result<Option<Role>, CertError> {
-    let (_, cert) =
-        x509_parser::parse_x509_certificate(cert_der).map_err(|err| CertError::Parse {
-            detail: err.to_string(),
-        })?;
-    let san = cert
-        .subject_alternative_name()
-        .map_err(|err| CertError::Parse {
-            detail: err.to_string(),
-        })?;
+    let cert = parse_certificate(cert_der)?;
+    let san = subject_alt_names(&cert)?;
     let mut roles = BTreeSet::new();
     if let Some(san) = san {
-        for name in &san.value.general_names {
+        for name in &san.general_names {
             if let x509_parser::extensions::GeneralName::URI(uri) = name {
                 if let Some(role_name) = uri.strip_prefix(ROLE_URI_PREFIX) {
                     let role = Role::from_name(role_name).ok_or_else(|| CertError::Parse {
@@ -408,27 +422,17 @@ pub fn role_of_certificate(cert_der: &[u8]) -> Result<Option<Role>, CertError> {
 
 /// A DER certificate's `notAfter` as Unix seconds.
 pub fn not_after_unix(cert_der: &[u8]) -> Result<i64, CertError> {
-    let (_, cert) =
-        x509_parser::parse_x509_certificate(cert_der).map_err(|err| CertError::Parse {
-            detail: err.to_string(),
-        })?;
+    let cert = parse_certificate(cert_der)?;
     Ok(cert.validity().not_after.timestamp())
 }
 
 /// The DNS names among a DER certificate's subject alternative names.
 pub fn dns_names_of_certificate(cert_der: &[u8]) -> Result<Vec<String>, CertError> {
-    let (_, cert) =
-        x509_parser::parse_x509_certificate(cert_der).map_err(|err| CertError::Parse {
-            detail: err.to_string(),
-        })?;
-    let san = cert
-        .subject_alternative_name()
-        .map_err(|err| CertError::Parse {
-            detail: err.to_string(),
-        })?;
+    let cert = parse_certificate(cert_der)?;
+    let san = subject_alt_names(&cert)?;
     let mut names = Vec::new();
     if let Some(san) = san {
-        for name in &san.value.general_names {
+        for name in &san.general_names {
             if let x509_parser::extensions::GeneralName::DNSName(dns) = name {
                 names.push((*dns).to_string());
             }
