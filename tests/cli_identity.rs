@@ -51,6 +51,32 @@ fn client_with(cluster: &ServeCluster, tls_dir: &Path, args: &[&str], stdin: &[u
     run(&all, stdin, RUN_WAIT)
 }
 
+/// Consumes from the start of the node at `addr` until it prints exactly
+/// `expected` (within 30 s).
+fn wait_served(addr: &str, tls: &str, expected: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let args = [
+            "consume",
+            "--from",
+            "start",
+            "--cluster",
+            addr,
+            "--tls-dir",
+            tls,
+        ];
+        let consumed = run(&args, b"", RUN_WAIT);
+        if consumed.status.success() && consumed.stdout == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} does not serve every record: {consumed:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn assert_permission_denied(finished: &Finished, what: &str) {
     let line = finished.assert_clean_failure(what);
     assert!(
@@ -480,30 +506,7 @@ fn certs_add_node_and_admin_add_node_grow_a_running_cluster_to_five_nodes() {
     let published = cluster.client(&["publish"], b"x\ny\nz\n", RUN_WAIT);
     published.assert_success("publish to five nodes");
     let fifth = format!("127.0.0.1:{}", ports[1]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let consumed = run(
-            &[
-                "consume",
-                "--from",
-                "start",
-                "--cluster",
-                &fifth,
-                "--tls-dir",
-                &tls,
-            ],
-            b"",
-            RUN_WAIT,
-        );
-        if consumed.status.success() && consumed.stdout == "x\ny\nz\n" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node 5 never served the records: {consumed:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_served(&fifth, &tls, "x\ny\nz\n", "node 5");
     for (id, mut process) in joined {
         let status = process.stop_with(libc::SIGTERM, Duration::from_secs(20));
         assert!(
@@ -652,31 +655,12 @@ fn sighup_with_a_rotated_node_certificate_keeps_the_cluster_working() {
         let nodes = status["nodes"].as_array().cloned().unwrap_or_default();
         nodes.len() == 3 && nodes.iter().all(|node| node["reachable"] == true)
     });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let consumed = run(
-            &[
-                "consume",
-                "--from",
-                "start",
-                "--cluster",
-                &node_1,
-                "--tls-dir",
-                &tls,
-            ],
-            b"",
-            RUN_WAIT,
-        );
-        if consumed.status.success() && consumed.stdout == "before-1\nbefore-2\nafter-1\nafter-2\n"
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node 1 does not serve every record: {consumed:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_served(
+        &node_1,
+        &tls,
+        "before-1\nbefore-2\nafter-1\nafter-2\n",
+        "node 1",
+    );
 
     let metrics = scrape(&metrics_addr);
     let line = metrics

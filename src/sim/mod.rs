@@ -869,9 +869,8 @@ impl Sim {
             .values()
             .filter(|n| n.id != id && n.disk.repair.is_some())
             .count();
-        let repairing_max = self.options.voters.saturating_sub(1) / 2;
         let up = self.nodes.get(&id).is_some_and(|n| n.core.is_some());
-        if repairing >= repairing_max || !up {
+        if repairing >= self.repairing_max() || !up {
             return;
         }
         self.crash(id, down_steps);
@@ -889,6 +888,13 @@ impl Sim {
                 self.report.damages += 1;
             }
         }
+    }
+
+    /// Nodes that may repair a damaged disk at once: a minority of the
+    /// initial voters (a majority damaged together is a loss no protocol
+    /// repairs).
+    fn repairing_max(&self) -> usize {
+        self.options.voters.saturating_sub(1) / 2
     }
 
     /// Leader churn (see [`FaultSchedule::LeaderChurn`]): notices each new
@@ -1172,7 +1178,6 @@ impl Sim {
             .values()
             .filter(|n| n.disk.repair.is_some())
             .count();
-        let repairing_max = self.options.voters.saturating_sub(1) / 2;
         if let Some(&victim) =
             followers.get(self.rng.range(0, followers.len().max(1) as u64) as usize)
         {
@@ -1181,7 +1186,7 @@ impl Sim {
                 (n.disk.last_index() >= low && n.disk.repair.is_none())
                     .then(|| self.rng.range(low, n.disk.last_index() + 1))
             });
-            if let (Some(cut_from), true) = (cut, repairing < repairing_max) {
+            if let (Some(cut_from), true) = (cut, repairing < self.repairing_max()) {
                 self.crash(victim, 0);
                 if let Some(node) = self.nodes.get_mut(&victim) {
                     node.disk.damage(cut_from);

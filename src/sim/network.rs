@@ -9,7 +9,7 @@
 //! InstallLogStart) overtake each other freely, as a heartbeat overtakes a
 //! large batch on the wire.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use crate::raft::{Message, SplitMix64};
 use crate::types::NodeId;
@@ -189,30 +189,22 @@ impl Network {
             due.swap(i, j);
         }
         if self.order == DeliveryOrder::Lanes {
-            // Put each lane's messages back in sending order, in the slots
-            // the shuffle gave that lane.
-            let mut slots: BTreeMap<LaneKey, Vec<usize>> = BTreeMap::new();
-            for (slot, message) in due.iter().enumerate() {
-                slots
-                    .entry((message.from, message.to, message.lane as u8))
+            // Keep the shuffled order of lanes, but hand each lane's slots
+            // its messages in sending order.
+            let lane_of = |m: &InFlight| (m.from, m.to, m.lane as u8);
+            let slots: Vec<LaneKey> = due.iter().map(lane_of).collect();
+            due.sort_by_key(|m| m.seq);
+            let mut lanes: BTreeMap<LaneKey, VecDeque<InFlight>> = BTreeMap::new();
+            for message in due {
+                lanes
+                    .entry(lane_of(&message))
                     .or_default()
-                    .push(slot);
+                    .push_back(message);
             }
-            let mut placed: Vec<Option<InFlight>> = due.into_iter().map(Some).collect();
-            let mut ordered: Vec<Option<InFlight>> = (0..placed.len()).map(|_| None).collect();
-            for lane_slots in slots.values() {
-                let mut messages: Vec<InFlight> = lane_slots
-                    .iter()
-                    .filter_map(|&slot| placed.get_mut(slot).and_then(Option::take))
-                    .collect();
-                messages.sort_by_key(|m| m.seq);
-                for (&slot, message) in lane_slots.iter().zip(messages) {
-                    if let Some(place) = ordered.get_mut(slot) {
-                        *place = Some(message);
-                    }
-                }
-            }
-            return ordered.into_iter().flatten().collect();
+            return slots
+                .into_iter()
+                .filter_map(|lane| lanes.get_mut(&lane).and_then(VecDeque::pop_front))
+                .collect();
         }
         due
     }
