@@ -43,7 +43,8 @@ use tracing::{debug, info, warn};
 use crate::net::certs::{self, node_identity_name, Role};
 use crate::net::tls::{self, ClientTls, NodeTls, TlsError, ALPN_CLIENT, ALPN_PEER};
 use crate::net::transport::{
-    client_transport_config, lan_transport_config, UNI_STREAMS_CONCURRENT_MAX,
+    client_dial_transport_config, client_transport_config, lan_transport_config,
+    UNI_STREAMS_CONCURRENT_MAX,
 };
 use crate::net::{close_code, NetStats};
 use crate::types::NodeId;
@@ -293,11 +294,26 @@ impl Endpoint {
         let peer_client_config = tls.quinn_peer_client_config(lan_transport_config())?;
         // The endpoint's own server config is the client one: every attempt
         // is accepted with an explicit config, this is only quinn's default.
-        let endpoint = quinn::Endpoint::server(server_configs.client.as_ref().clone(), listen)
-            .map_err(|source| NetError::Bind {
-                addr: listen,
-                source,
-            })?;
+        let bind_error = |source| NetError::Bind {
+            addr: listen,
+            source,
+        };
+        let socket = std::net::UdpSocket::bind(listen).map_err(bind_error)?;
+        let runtime = quinn::default_runtime()
+            .ok_or_else(|| bind_error(std::io::Error::other("no async runtime")))?;
+        // Stable reset and connection-id keys: see NodeTls::stateless_reset_key.
+        let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(tls.stateless_reset_key()));
+        let cid_key = tls.connection_id_key();
+        endpoint_config.cid_generator(move || {
+            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+        });
+        let endpoint = quinn::Endpoint::new(
+            endpoint_config,
+            Some(server_configs.client.as_ref().clone()),
+            socket,
+            runtime,
+        )
+        .map_err(bind_error)?;
         let stats = Arc::new(NetStats::default());
         let accept = Arc::new(AcceptShared {
             peer_addrs: RwLock::new(HashSet::new()),
@@ -657,11 +673,38 @@ fn split_host_port(addr: &str) -> Option<(&str, u16)> {
     Some((host, port))
 }
 
-/// Connects to a node at `addr` (`HOST:PORT`) with the client ALPN,
-/// verifying the node's certificate against the CA with HOST as the server
-/// name (an IP SAN for an IP host). Uses its own client endpoint on an
-/// ephemeral port.
-pub async fn connect_client(addr: &str, tls: &ClientTls) -> Result<quinn::Connection, NetError> {
+/// The UDP sockets one client process dials nodes from: one quinn endpoint
+/// per address family, made on first use and shared by every connection, so
+/// a process talking to a cluster holds one socket, not one per request.
+#[derive(Default)]
+pub struct ClientEndpoints {
+    v4: std::sync::Mutex<Option<quinn::Endpoint>>,
+    v6: std::sync::Mutex<Option<quinn::Endpoint>>,
+}
+
+impl ClientEndpoints {
+    fn for_remote(&self, remote: &SocketAddr) -> Result<quinn::Endpoint, NetError> {
+        let (slot, local): (_, SocketAddr) = match remote {
+            SocketAddr::V4(_) => (&self.v4, (Ipv4Addr::UNSPECIFIED, 0).into()),
+            SocketAddr::V6(_) => (&self.v6, (Ipv6Addr::UNSPECIFIED, 0).into()),
+        };
+        // A poisoned lock only means another dial panicked while making the
+        // endpoint; the Option inside is still either None or a whole endpoint.
+        let mut slot = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(endpoint) = slot.as_ref() {
+            return Ok(endpoint.clone());
+        }
+        let endpoint = quinn::Endpoint::client(local).map_err(|source| NetError::Bind {
+            addr: local,
+            source,
+        })?;
+        *slot = Some(endpoint.clone());
+        Ok(endpoint)
+    }
+}
+
+/// Resolves `HOST:PORT` (an IP literal, or a name looked up asynchronously).
+async fn resolve_client_addr(addr: &str) -> Result<(String, SocketAddr), NetError> {
     let (host, port) = split_host_port(addr).ok_or_else(|| NetError::InvalidAddress {
         addr: addr.to_string(),
     })?;
@@ -678,18 +721,31 @@ pub async fn connect_client(addr: &str, tls: &ClientTls) -> Result<quinn::Connec
                 addr: addr.to_string(),
             })?,
     };
-    let local: SocketAddr = match socket_addr {
-        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
-    };
-    let endpoint = quinn::Endpoint::client(local).map_err(|source| NetError::Bind {
-        addr: local,
-        source,
-    })?;
-    let config = tls.quinn_client_config(lan_transport_config())?;
+    Ok((host.to_string(), socket_addr))
+}
+
+/// Connects to a node at `addr` (`HOST:PORT`) with the client ALPN from one
+/// of `endpoints`, verifying the node's certificate against the CA with HOST
+/// as the server name (an IP SAN for an IP host). The connection uses the
+/// client timing ([`crate::net::transport::client_dial_transport_config`]):
+/// a node that stops answering is given up within
+/// [`crate::net::transport::CLIENT_IDLE_TIMEOUT`], during the handshake too.
+pub async fn connect_client_from(
+    endpoints: &ClientEndpoints,
+    addr: &str,
+    tls: &ClientTls,
+) -> Result<quinn::Connection, NetError> {
+    let (host, socket_addr) = resolve_client_addr(addr).await?;
+    let endpoint = endpoints.for_remote(&socket_addr)?;
+    let config = tls.quinn_client_config(client_dial_transport_config())?;
+    dial(&endpoint, config, socket_addr, host).await
+}
+
+/// [`connect_client_from`] on an endpoint of its own (an ephemeral port).
+pub async fn connect_client(addr: &str, tls: &ClientTls) -> Result<quinn::Connection, NetError> {
     // quinn keeps the endpoint's driver alive while the connection lives, so
     // the local handle can go out of scope here.
-    dial(&endpoint, config, socket_addr, host.to_string()).await
+    connect_client_from(&ClientEndpoints::default(), addr, tls).await
 }
 
 /// Tries `addrs` in order; returns the index of the first that connects and

@@ -33,8 +33,8 @@ pub mod transport;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use endpoint::{
-    connect_client, connect_client_any, ClientIdentity, Endpoint, Incoming, IncomingConnections,
-    NetError,
+    connect_client, connect_client_any, connect_client_from, ClientEndpoints, ClientIdentity,
+    Endpoint, Incoming, IncomingConnections, NetError,
 };
 pub use frame::{
     read_frame, read_frame_body, read_frame_length, write_frame, FrameReadError, FrameWriteError,

@@ -117,6 +117,9 @@ pub struct NodeTls {
     /// The node's own certificate and the CA's, for their expiry dates.
     node_certificate: (PathBuf, CertificateDer<'static>),
     ca_certificate: (PathBuf, CertificateDer<'static>),
+    /// A secret derived from the node's private key, stable across restarts
+    /// (see [`NodeTls::stateless_reset_key`]).
+    reset_secret: [u8; 32],
 }
 
 impl NodeTls {
@@ -158,6 +161,7 @@ impl NodeTls {
             });
         }
         let key = load_key(&certs::node_key_path(tls_dir, node_id))?;
+        let reset_secret = derive_reset_secret(key.secret_der());
         let provider = provider();
 
         let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone());
@@ -219,7 +223,30 @@ impl NodeTls {
             peer_client: Arc::new(peer_client),
             node_certificate: (cert_path, leaf),
             ca_certificate: (ca_path, ca_certificate),
+            reset_secret,
         })
+    }
+
+    /// The key QUIC stateless reset tokens are made with. quinn's default is
+    /// random per process, so after a restart the node could not reset the
+    /// connections its previous process had: peers (and clients) kept
+    /// sending into them until their idle timeout, and a restarted node
+    /// stayed cut off from the leader for seconds. Derived from the node's
+    /// private key, the key is the same in every process of the node and
+    /// secret to it, so the new process answers a packet of an old
+    /// connection with a reset the sender accepts, and it redials at once.
+    pub fn stateless_reset_key(&self) -> ring::hmac::Key {
+        ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.reset_secret)
+    }
+
+    /// The key of the connection id generator, stable across restarts for
+    /// the same reason: quinn answers a packet for an unknown connection
+    /// with a reset only when its connection id validates, and the default
+    /// generator's key is random per process.
+    pub fn connection_id_key(&self) -> u64 {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&self.reset_secret[24..32]);
+        u64::from_le_bytes(bytes)
     }
 
     /// The certificates in use, labelled `node` and `ca`, with their
@@ -420,6 +447,16 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
         });
     }
     Ok(chain)
+}
+
+/// HMAC-SHA256 of a fixed label keyed with the private key: reveals nothing
+/// of the key and differs from every other use of it.
+fn derive_reset_secret(private_key_der: &[u8]) -> [u8; 32] {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, private_key_der);
+    let tag = ring::hmac::sign(&key, b"raftlog QUIC stateless reset key v1");
+    let mut secret = [0u8; 32];
+    secret.copy_from_slice(tag.as_ref());
+    secret
 }
 
 fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {

@@ -75,6 +75,22 @@ pub const CLIENT_SEND_WINDOW_BYTES: u64 = 2 * 1024 * 1024;
 /// on stream ids), it is never refused.
 pub const CLIENT_STREAMS_PER_CONNECTION_MAX: u32 = 64;
 
+/// Keep-alive of a connection a client dials: the node answers each PING
+/// with an ACK, so a live node is heard from this often even when the
+/// client's streams are quiet (a consumer following an idle log).
+pub const CLIENT_KEEP_ALIVE_INTERVAL: Duration = Duration::from_millis(50);
+/// A client gives up on a node it has heard nothing from for this long:
+/// about one election timeout (150-300 ms by default), so a publisher or a
+/// consumer whose node died moves on in the time the cluster takes to elect
+/// a new leader, instead of after the peer links' [`IDLE_TIMEOUT`]. The
+/// effective timeout is the smaller of both sides', so the node's own longer
+/// one does not matter. A false alarm (a node stalled this long) costs a
+/// reconnect and a resend, which the producer sequences and the consumer's
+/// cursor make harmless. It also bounds a handshake with a dead node.
+pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_millis(250);
+
+const _: () =
+    assert!(CLIENT_KEEP_ALIVE_INTERVAL.as_millis() * 4 <= CLIENT_IDLE_TIMEOUT.as_millis());
 const _: () = assert!(STREAM_RECEIVE_WINDOW_BYTES as u64 * 2 <= SEND_WINDOW_BYTES);
 const _: () = assert!(CLIENT_STREAM_RECEIVE_WINDOW_BYTES <= CLIENT_CONNECTION_RECEIVE_WINDOW_BYTES);
 const _: () = assert!(CLIENT_CONNECTION_RECEIVE_WINDOW_BYTES <= CONNECTION_RECEIVE_WINDOW_BYTES);
@@ -121,16 +137,35 @@ pub fn client_transport_config() -> Arc<TransportConfig> {
     Arc::new(config)
 }
 
-/// Keep-alive, timeouts, initial RTT and congestion control shared by both
-/// configs.
-fn set_lan_timing(config: &mut TransportConfig) {
+/// The transport config of a connection a client dials to a node: the LAN
+/// windows (consume batches flow towards the client) with the client's
+/// short keep-alive and idle timeout.
+pub fn client_dial_transport_config() -> Arc<TransportConfig> {
+    let mut config = TransportConfig::default();
     config
-        .keep_alive_interval(Some(KEEP_ALIVE_INTERVAL))
+        .stream_receive_window(VarInt::from_u32(STREAM_RECEIVE_WINDOW_BYTES))
+        .receive_window(VarInt::from_u32(CONNECTION_RECEIVE_WINDOW_BYTES))
+        .send_window(SEND_WINDOW_BYTES)
+        .max_concurrent_bidi_streams(VarInt::from_u32(0))
+        .max_concurrent_uni_streams(VarInt::from_u32(0));
+    set_timing(&mut config, CLIENT_KEEP_ALIVE_INTERVAL, CLIENT_IDLE_TIMEOUT);
+    Arc::new(config)
+}
+
+/// Keep-alive, timeouts, initial RTT and congestion control shared by the
+/// node's configs.
+fn set_lan_timing(config: &mut TransportConfig) {
+    set_timing(config, KEEP_ALIVE_INTERVAL, IDLE_TIMEOUT);
+}
+
+fn set_timing(config: &mut TransportConfig, keep_alive: Duration, idle_timeout: Duration) {
+    config
+        .keep_alive_interval(Some(keep_alive))
         .initial_rtt(INITIAL_RTT)
         .datagram_receive_buffer_size(None);
-    // IDLE_TIMEOUT is a few seconds, far inside IdleTimeout's 2^62 ms range,
-    // so this conversion cannot fail; None would mean "never time out".
-    if let Ok(idle) = IdleTimeout::try_from(IDLE_TIMEOUT) {
+    // The timeouts are at most a few seconds, far inside IdleTimeout's 2^62
+    // ms range, so this conversion cannot fail; None would mean "never".
+    if let Ok(idle) = IdleTimeout::try_from(idle_timeout) {
         config.max_idle_timeout(Some(idle));
     }
     let mut cubic = CubicConfig::default();
