@@ -1,20 +1,23 @@
-//! Connections to cluster nodes: TLS setup, trying addresses in turn, and
-//! following `NotLeader` redirects.
+//! Requests on connections to cluster nodes: TLS setup, one request and
+//! its answer, and requests that must reach the leader.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::pool::Pool;
 use super::{ClientConfig, ClientError};
 use crate::net;
 use crate::net::certs::Role;
 use crate::wire::client::{ClientRequest, ClientResponse, ErrorResponse};
 
-/// Redirects (or waits for an election) followed for one request before
-/// giving up: a leader change in the middle of a request costs one or two.
+/// Leader changes followed for one request before giving up: a change in
+/// the middle of a request costs one or two.
 pub const REDIRECTS_MAX: usize = 10;
 
 /// An open connection to one node.
+#[derive(Clone)]
 pub struct NodeConnection {
     pub addr: String,
     pub connection: quinn::Connection,
@@ -35,7 +38,7 @@ impl NodeConnection {
 
 /// TLS material for clients, loaded once per client object.
 #[derive(Clone)]
-pub struct Tls(Arc<net::ClientTls>);
+pub struct Tls(pub(super) Arc<net::ClientTls>);
 
 impl Tls {
     /// The client identity (`client.pem`/`client.key`) of the TLS dir.
@@ -50,60 +53,6 @@ impl Tls {
             .map(|tls| Tls(Arc::new(tls)))
             .map_err(|error| ClientError::Tls(error.to_string()))
     }
-}
-
-/// Connects to `addr`, bounded by the request timeout.
-pub async fn connect(
-    config: &ClientConfig,
-    tls: &Tls,
-    addr: &str,
-) -> Result<NodeConnection, ClientError> {
-    let connecting = net::connect_client(addr, &tls.0);
-    let connection = tokio::time::timeout(config.request_timeout, connecting)
-        .await
-        .map_err(|_| ClientError::Timeout(config.request_timeout))?
-        .map_err(|error| match error {
-            net::NetError::InvalidAddress { .. } => ClientError::BadAddress {
-                addr: addr.to_string(),
-                reason: error.to_string(),
-            },
-            error => ClientError::Unreachable {
-                addrs: addr.to_string(),
-                last_error: error.to_string(),
-            },
-        })?;
-    Ok(NodeConnection {
-        addr: addr.to_string(),
-        connection,
-    })
-}
-
-/// Connects to the first node of the cluster that answers, trying each
-/// address in turn starting at position `first`.
-pub async fn connect_any(
-    config: &ClientConfig,
-    tls: &Tls,
-    first: usize,
-) -> Result<(usize, NodeConnection), ClientError> {
-    if config.cluster.is_empty() {
-        return Err(ClientError::BadAddress {
-            addr: String::new(),
-            reason: "no cluster address given".to_string(),
-        });
-    }
-    let mut last_error = String::new();
-    for offset in 0..config.cluster.len() {
-        let position = (first + offset) % config.cluster.len();
-        match connect(config, tls, &config.cluster[position]).await {
-            Ok(connection) => return Ok((position, connection)),
-            Err(error @ ClientError::BadAddress { .. }) => return Err(error),
-            Err(error) => last_error = error.to_string(),
-        }
-    }
-    Err(ClientError::Unreachable {
-        addrs: config.cluster.join(","),
-        last_error,
-    })
 }
 
 pub fn encode(request: &ClientRequest) -> Result<Bytes, ClientError> {
@@ -140,38 +89,24 @@ pub async fn round_trip(
         .map_err(|_| ClientError::Timeout(config.request_timeout))?
 }
 
-/// Sends `request` to the leader, following redirects and waiting out
-/// elections; errors the cluster answers with become `ClientError::Refused`.
-/// Admin requests present the admin identity, the others the client one.
+/// Sends `request` to the leader, following leader changes until
+/// `deadline`; errors the cluster answers with become `ClientError::Refused`.
 pub async fn request_leader(
-    config: &ClientConfig,
-    request: ClientRequest,
+    pool: &Pool,
+    request: &ClientRequest,
+    deadline: Instant,
 ) -> Result<ClientResponse, ClientError> {
-    let role = match request {
-        ClientRequest::Admin(_) => Role::Admin,
-        _ => Role::Client,
-    };
-    let tls = Tls::load_as(config, role)?;
-    let (mut position, mut node) = connect_any(config, &tls, 0).await?;
     let mut last_answer = None;
     for _ in 0..REDIRECTS_MAX {
-        match round_trip(config, &node, &request).await? {
-            ClientResponse::Error(ErrorResponse::NotLeader {
-                leader_addr: Some(leader),
-                ..
-            }) if leader != node.addr => {
-                node = connect(config, &tls, &leader).await?;
-            }
+        let node = match pool.leader(deadline).await {
+            Ok(node) => node,
+            Err(error) => return Err(last_answer.map_or(error, ClientError::Refused)),
+        };
+        match round_trip(pool.config(), &node, request).await? {
+            // The leader changed between the search and the request.
             ClientResponse::Error(
                 error @ (ErrorResponse::NotLeader { .. } | ErrorResponse::Unavailable),
-            ) => {
-                // No leader known yet (an election): wait a little, ask the next node.
-                last_answer = Some(error);
-                tokio::time::sleep(super::RECONNECT_BACKOFF_MAX).await;
-                let (next, next_node) = connect_any(config, &tls, position + 1).await?;
-                position = next;
-                node = next_node;
-            }
+            ) => last_answer = Some(error),
             ClientResponse::Error(error) => return Err(ClientError::Refused(error)),
             response => return Ok(response),
         }
@@ -179,7 +114,7 @@ pub async fn request_leader(
     Err(match last_answer {
         Some(error) => ClientError::Refused(error),
         None => ClientError::Unreachable {
-            addrs: config.cluster.join(","),
+            addrs: pool.config().cluster.join(","),
             last_error: format!("no leader found after {REDIRECTS_MAX} redirects"),
         },
     })

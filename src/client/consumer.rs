@@ -10,7 +10,10 @@ use std::ops::RangeInclusive;
 
 use bytes::Bytes;
 
+use std::time::Instant;
+
 use super::connection::{self, NodeConnection, Tls};
+use super::pool::Pool;
 use super::{ClientConfig, ClientError, RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN};
 use crate::net;
 use crate::types::LogIndex;
@@ -46,15 +49,15 @@ pub struct Record {
 pub const RECONNECTS_MAX: u32 = 20;
 
 pub struct Consumer {
-    config: ClientConfig,
-    tls: Tls,
+    pool: Pool,
     /// Where to ask from next time; `Index(n)` once anything was read.
     cursor: StartFrom,
     /// Without `follow`: the last index to return, learned from the first answer.
     until: Option<LogIndex>,
     follow: bool,
-    position: usize,
     node: Option<NodeConnection>,
+    /// The node the last failure came from, avoided by the next connection.
+    failed_addr: Option<String>,
     recv: Option<quinn::RecvStream>,
     failures: u32,
     /// Indexes the last `next_batch` moved past because the node's log
@@ -68,15 +71,24 @@ impl Consumer {
         options: ConsumerOptions,
     ) -> Result<Consumer, ClientError> {
         let tls = Tls::load(&config)?;
-        let (position, node) = connection::connect_any(&config, &tls, 0).await?;
+        Consumer::with_pool(Pool::new(config, tls)?, options).await
+    }
+
+    /// A consumer on the connections of `pool`; waits until some node is
+    /// reachable (to fail fast on a bad address or certificate).
+    pub(super) async fn with_pool(
+        pool: Pool,
+        options: ConsumerOptions,
+    ) -> Result<Consumer, ClientError> {
+        let deadline = Instant::now() + pool.config().request_timeout;
+        let node = pool.any(None, deadline).await?;
         Ok(Consumer {
-            config,
-            tls,
+            pool,
             cursor: options.from,
             until: None,
             follow: options.follow,
-            position,
             node: Some(node),
+            failed_addr: None,
             recv: None,
             failures: 0,
             skipped: None,
@@ -205,9 +217,8 @@ impl Consumer {
 
     async fn open(&mut self) -> Result<(), ClientError> {
         if self.node.is_none() {
-            let (position, node) =
-                connection::connect_any(&self.config, &self.tls, self.position).await?;
-            self.position = position;
+            let deadline = Instant::now() + self.pool.config().request_timeout;
+            let node = self.pool.any(self.failed_addr.as_deref(), deadline).await?;
             self.node = Some(node);
         }
         let Some(node) = &self.node else {
@@ -239,14 +250,21 @@ impl Consumer {
     /// too many failures in a row (or at once, for an error retrying cannot fix).
     async fn failed(&mut self, error: ClientError) -> Result<(), ClientError> {
         self.recv = None;
-        self.node = None;
-        self.position += 1;
+        if let Some(node) = self.node.take() {
+            self.failed_addr = Some(node.addr);
+        }
         self.failures += 1;
         if !error.is_transient() || self.failures > RECONNECTS_MAX {
             return Err(error);
         }
-        let backoff = RECONNECT_BACKOFF_MIN * 2u32.saturating_pow(self.failures.min(8));
-        tokio::time::sleep(backoff.min(RECONNECT_BACKOFF_MAX)).await;
+        // The first retry goes at once to another node; repeated failures
+        // back off (jittered, doubling) so a cluster that is down for a
+        // while is not asked in a tight loop.
+        if self.failures > 1 {
+            let backoff = RECONNECT_BACKOFF_MIN * 2u32.saturating_pow(self.failures.min(8));
+            let backoff = backoff.min(RECONNECT_BACKOFF_MAX);
+            tokio::time::sleep(super::pool::jittered(backoff / 2, backoff)).await;
+        }
         Ok(())
     }
 

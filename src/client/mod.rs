@@ -55,6 +55,7 @@
 
 mod connection;
 mod consumer;
+mod pool;
 mod publisher;
 
 use std::path::PathBuf;
@@ -123,13 +124,91 @@ impl ClientError {
     }
 }
 
-/// The cluster's status, as its leader sees it (asked of any node, which
-/// redirects to the leader when it knows one).
-pub async fn status(config: &ClientConfig) -> Result<ClusterStatus, ClientError> {
-    match connection::request_leader(config, ClientRequest::Status).await? {
-        crate::wire::client::ClientResponse::Status(status) => Ok(status),
-        other => Err(connection::unexpected(&other)),
+/// How long `status` looks for a leader before it reports what some node
+/// says without one: several election timeouts.
+pub const STATUS_LEADER_WAIT: Duration = Duration::from_secs(2);
+
+/// One process's handle on a cluster: the connections to its nodes, dialled
+/// in parallel and shared by every publisher, consumer and request made
+/// through it (clones share them too). The free functions [`status`] and
+/// [`admin`] and [`Publisher::connect`] / [`Consumer::connect`] make a
+/// handle of their own each.
+#[derive(Clone)]
+pub struct Client {
+    pool: pool::Pool,
+}
+
+impl Client {
+    /// Loads the client identity from `config.tls_dir` and starts dialling
+    /// every node of `config.cluster`.
+    pub fn new(config: ClientConfig) -> Result<Client, ClientError> {
+        let tls = connection::Tls::load(&config)?;
+        Ok(Client {
+            pool: pool::Pool::new(config, tls)?,
+        })
     }
+
+    /// Like [`Client::new`], presenting the admin identity (`admin.pem`),
+    /// which membership changes and leadership transfers need.
+    pub fn new_admin(config: ClientConfig) -> Result<Client, ClientError> {
+        let tls = connection::Tls::load_as(&config, crate::net::certs::Role::Admin)?;
+        Ok(Client {
+            pool: pool::Pool::new(config, tls)?,
+        })
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        self.pool.config()
+    }
+
+    /// The cluster's status as its leader sees it. Without a leader for
+    /// [`STATUS_LEADER_WAIT`], what a reachable node says (with no leader).
+    pub async fn status(&self) -> Result<ClusterStatus, ClientError> {
+        let wait = self.config().request_timeout.min(STATUS_LEADER_WAIT);
+        let deadline = std::time::Instant::now() + wait;
+        match connection::request_leader(&self.pool, &ClientRequest::Status, deadline).await {
+            Ok(crate::wire::client::ClientResponse::Status(status)) => Ok(status),
+            Ok(other) => Err(connection::unexpected(&other)),
+            Err(error) => {
+                // No leader: a node that knows none answers with its own view.
+                let deadline = std::time::Instant::now() + self.config().request_timeout;
+                let node = self.pool.any(None, deadline).await.map_err(|_| error)?;
+                match connection::round_trip(self.config(), &node, &ClientRequest::Status).await? {
+                    crate::wire::client::ClientResponse::Status(status) => Ok(status),
+                    crate::wire::client::ClientResponse::Error(answer) => {
+                        Err(ClientError::Refused(answer))
+                    }
+                    other => Err(connection::unexpected(&other)),
+                }
+            }
+        }
+    }
+
+    /// A membership change or leadership transfer (see [`admin`]).
+    pub async fn admin(&self, request: AdminRequest) -> Result<Membership, ClientError> {
+        let deadline = std::time::Instant::now() + self.config().request_timeout;
+        let request = ClientRequest::Admin(request);
+        match connection::request_leader(&self.pool, &request, deadline).await? {
+            crate::wire::client::ClientResponse::Admin(membership) => Ok(membership),
+            other => Err(connection::unexpected(&other)),
+        }
+    }
+
+    /// A publisher on this handle's connections.
+    pub async fn publisher(&self, options: PublisherOptions) -> Result<Publisher, ClientError> {
+        Publisher::with_pool(self.pool.clone(), options).await
+    }
+
+    /// A consumer on this handle's connections.
+    pub async fn consumer(&self, options: ConsumerOptions) -> Result<Consumer, ClientError> {
+        Consumer::with_pool(self.pool.clone(), options).await
+    }
+}
+
+/// The cluster's status, as its leader sees it (asked of every node at
+/// once; without a leader for [`STATUS_LEADER_WAIT`], what a node says).
+pub async fn status(config: &ClientConfig) -> Result<ClusterStatus, ClientError> {
+    Client::new(config.clone())?.status().await
 }
 
 /// A membership change or leadership transfer; returns the membership after
@@ -139,8 +218,5 @@ pub async fn admin(
     config: &ClientConfig,
     request: AdminRequest,
 ) -> Result<Membership, ClientError> {
-    match connection::request_leader(config, ClientRequest::Admin(request)).await? {
-        crate::wire::client::ClientResponse::Admin(membership) => Ok(membership),
-        other => Err(connection::unexpected(&other)),
-    }
+    Client::new_admin(config.clone())?.admin(request).await
 }

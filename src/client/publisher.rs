@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::connection::{self, NodeConnection, Tls};
+use super::pool::Pool;
 use super::{
     ClientConfig, ClientError, RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN, RETRY_DEADLINE,
 };
@@ -99,25 +100,35 @@ impl Publisher {
         config: ClientConfig,
         options: PublisherOptions,
     ) -> Result<Publisher, ClientError> {
+        let tls = Tls::load(&config)?;
+        Publisher::with_pool(Pool::new(config, tls)?, options).await
+    }
+
+    /// A publisher on the connections of `pool`; waits until some node is
+    /// reachable (to fail fast on a bad address or certificate).
+    pub(super) async fn with_pool(
+        pool: Pool,
+        options: PublisherOptions,
+    ) -> Result<Publisher, ClientError> {
         if options.inflight_max == 0 || options.inflight_max > INFLIGHT_MAX {
             return Err(ClientError::InvalidInput(format!(
                 "in-flight window must be between 1 and {INFLIGHT_MAX}"
             )));
         }
-        let tls = Tls::load(&config)?;
-        let (position, node) = connection::connect_any(&config, &tls, 0).await?;
+        let deadline = Instant::now() + pool.config().request_timeout;
+        pool.any(None, deadline).await?;
         let producer_id = options.producer_id.unwrap_or_else(random_producer_id);
         let (batches, incoming) = mpsc::channel(options.inflight_max);
         let session = Session {
-            config,
-            tls,
+            pool,
             producer_id,
-            position,
-            node: Some(node),
+            node: None,
             stream: None,
             generation: 0,
             unanswered: VecDeque::new(),
             backoff: RECONNECT_BACKOFF_MIN,
+            last_progress: Instant::now(),
+            search: None,
         };
         let task = tokio::spawn(session.run(incoming));
         Ok(Publisher {
@@ -227,11 +238,9 @@ impl Drop for Stream {
 }
 
 struct Session {
-    config: ClientConfig,
-    tls: Tls,
+    pool: Pool,
     producer_id: u64,
-    /// Which address of `config.cluster` to try next.
-    position: usize,
+    /// The leader appends go to; `None` until found again after a failure.
     node: Option<NodeConnection>,
     stream: Option<Stream>,
     /// Bumped per stream, so answers read from an abandoned stream are ignored.
@@ -239,7 +248,19 @@ struct Session {
     /// Sent (or waiting to be resent) and not yet answered, oldest first.
     unanswered: VecDeque<Batch>,
     backoff: std::time::Duration,
+    /// The last answer, or the last (re)send when later: how long the
+    /// oldest unanswered batch has waited without news.
+    last_progress: Instant,
+    /// A search for the leader started because answers stopped coming.
+    search: Option<JoinHandle<Result<NodeConnection, ClientError>>>,
 }
+
+/// Silence after which a publisher with appends in flight asks the other
+/// nodes whether a new leader took over: a commit takes a few milliseconds,
+/// an election 150-300 ms, so a search this early finds the new leader as
+/// soon as it wins. Asking is a status request to each node, so a false
+/// alarm (a slow disk) costs next to nothing and switches nothing.
+pub const LEADER_SEARCH_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// An answer read from stream `generation`, or why reading it failed.
 type Answer = (u64, Result<ClientResponse, String>);
@@ -261,6 +282,7 @@ impl Session {
                 continue;
             }
             let wake_at = self.next_timeout();
+            let search_at = self.next_search();
             tokio::select! {
                 batch = incoming.recv(), if !closing => match batch {
                     Some(batch) => self.submit(batch, &answer_tx).await,
@@ -276,10 +298,38 @@ impl Session {
                 }
                 _ = tokio::time::sleep_until(wake_at.into()) => {
                     // The oldest batch waited too long: assume the node is gone.
+                    if let Some(node) = &self.node {
+                        self.pool.forget(node);
+                    }
                     self.drop_connection();
+                }
+                _ = sleep_until_some(search_at), if self.search.is_none() => {
+                    let pool = self.pool.clone();
+                    let deadline = Instant::now() + self.pool.config().request_timeout;
+                    self.search = Some(tokio::spawn(async move { pool.leader(deadline).await }));
+                }
+                found = wait_some(&mut self.search), if self.search.is_some() => {
+                    self.search = None;
+                    self.last_progress = Instant::now();
+                    if let Ok(Ok(leader)) = found {
+                        if self.node.as_ref().map(|node| node.addr.as_str()) != Some(leader.addr.as_str()) {
+                            // Another node leads now: resend everything there.
+                            self.stream = None;
+                            self.node = Some(leader);
+                        }
+                    }
                 }
             }
         }
+    }
+
+    /// When to look for a new leader: once the oldest unanswered batch has
+    /// heard nothing for [`LEADER_SEARCH_AFTER`].
+    fn next_search(&self) -> Option<Instant> {
+        if self.unanswered.is_empty() || self.stream.is_none() {
+            return None;
+        }
+        Some(self.last_progress + LEADER_SEARCH_AFTER)
     }
 
     /// When the oldest unanswered batch times out (far future when none).
@@ -287,7 +337,7 @@ impl Session {
         self.unanswered
             .front()
             .and_then(|batch| batch.last_sent)
-            .map(|sent| sent + self.config.request_timeout)
+            .map(|sent| sent + self.pool.config().request_timeout)
             .unwrap_or_else(|| Instant::now() + RETRY_DEADLINE)
     }
 
@@ -315,14 +365,16 @@ impl Session {
         self.unanswered.push_back(batch);
     }
 
-    /// Connects (if needed), opens a fresh stream and resends every unanswered batch.
+    /// Finds the leader (if needed), opens a fresh stream and resends every
+    /// unanswered batch.
     async fn open_stream(&mut self, answer_tx: &mpsc::Sender<Answer>) {
         if self.node.is_none() {
-            match connection::connect_any(&self.config, &self.tls, self.position).await {
-                Ok((position, node)) => {
-                    self.position = position;
-                    self.node = Some(node);
-                }
+            let mut deadline = Instant::now() + self.pool.config().request_timeout;
+            if let Some(first_sent) = self.unanswered.front().and_then(|batch| batch.first_sent) {
+                deadline = deadline.min(first_sent + RETRY_DEADLINE);
+            }
+            match self.pool.leader(deadline).await {
+                Ok(node) => self.node = Some(node),
                 Err(_) => {
                     self.back_off().await;
                     return;
@@ -371,6 +423,7 @@ impl Session {
             }
         }
         self.stream = Some(stream);
+        self.last_progress = Instant::now();
     }
 
     async fn on_answer(
@@ -406,35 +459,19 @@ impl Session {
                     });
                 }
                 self.backoff = RECONNECT_BACKOFF_MIN;
+                self.last_progress = Instant::now();
                 let _ = batch.reply.send(Ok(first_index..=last_index));
                 Ok(())
             }
             ClientResponse::Error(error) => match error {
-                ErrorResponse::NotLeader { leader_addr, .. } => {
-                    let leader = leader_addr;
-                    self.drop_connection();
-                    match leader {
-                        Some(addr) => {
-                            if let Ok(node) =
-                                connection::connect(&self.config, &self.tls, &addr).await
-                            {
-                                self.node = Some(node);
-                            } else {
-                                self.back_off().await;
-                            }
-                        }
-                        None => {
-                            self.position += 1;
-                            self.back_off().await;
-                        }
-                    }
-                    Ok(())
-                }
-                ErrorResponse::Unavailable
+                // The leader moved, or this node is going away: look for
+                // the leader again (the search asks every node, so a
+                // redirect to a node that just died costs nothing).
+                ErrorResponse::NotLeader { .. }
+                | ErrorResponse::Unavailable
                 | ErrorResponse::ShuttingDown
                 | ErrorResponse::Timeout => {
                     self.drop_connection();
-                    self.position += 1;
                     self.back_off().await;
                     Ok(())
                 }
@@ -467,8 +504,10 @@ impl Session {
         self.node = None;
     }
 
+    /// Pauses before the next attempt: jittered, doubling while attempts
+    /// keep failing, back to the minimum after an answer.
     async fn back_off(&mut self) {
-        tokio::time::sleep(self.backoff).await;
+        tokio::time::sleep(super::pool::jittered(self.backoff / 2, self.backoff)).await;
         self.backoff = (self.backoff * 2).min(RECONNECT_BACKOFF_MAX);
     }
 
@@ -488,6 +527,22 @@ impl Session {
                 .unwrap_or_else(|| ClientError::Abandoned(message.clone()));
             let _ = batch.reply.send(Err(error));
         }
+    }
+}
+
+/// Sleeps until `at`; never wakes for `None`.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The result of the task in `task`; never resolves for `None`.
+async fn wait_some<T>(task: &mut Option<JoinHandle<T>>) -> Result<T, tokio::task::JoinError> {
+    match task {
+        Some(handle) => handle.await,
+        None => std::future::pending().await,
     }
 }
 
