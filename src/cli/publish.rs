@@ -12,6 +12,8 @@ use crate::client::{AppendTicket, Publisher, PublisherOptions};
 
 /// Batches read ahead of the network, per in-flight append.
 const READ_AHEAD_BATCHES: usize = 2;
+/// stdin's read buffer: one read of a busy pipe fills many batches.
+const STDIN_BUFFER_BYTES: usize = 256 * 1024;
 
 pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
     if args.batch == 0 || args.batch > crate::wire::client::RECORDS_PER_APPEND_MAX {
@@ -35,27 +37,40 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
     .await?;
 
     // stdin is read on a blocking thread, a batch at a time, so a large input
-    // streams through without being held in memory.
+    // streams through without being held in memory. A batch goes out when it
+    // is full or when stdin has nothing more ready (the read buffer is empty
+    // and the next read would wait), so `tail -f app.log | raftlog publish`
+    // sends each line as it comes while a piped file still fills batches.
     let (batch_tx, mut batch_rx) =
         mpsc::channel::<std::io::Result<Vec<Bytes>>>(args.inflight * READ_AHEAD_BATCHES);
     let batch_size = args.batch;
     let reader = tokio::task::spawn_blocking(move || {
-        let stdin = std::io::stdin();
-        let mut lines = stdin.lock().split(b'\n');
+        let mut stdin = std::io::BufReader::with_capacity(STDIN_BUFFER_BYTES, std::io::stdin());
+        let mut batch = Vec::with_capacity(batch_size);
         loop {
-            let mut batch = Vec::with_capacity(batch_size);
-            for line in lines.by_ref().take(batch_size) {
-                match line {
-                    Ok(line) => batch.push(Bytes::from(line)),
-                    Err(error) => {
-                        let _ = batch_tx.blocking_send(Err(error));
-                        return;
+            let mut line = Vec::new();
+            match stdin.read_until(b'\n', &mut line) {
+                Ok(0) => break,
+                Ok(_) => {
+                    if line.last() == Some(&b'\n') {
+                        line.pop();
                     }
+                    batch.push(Bytes::from(line));
+                }
+                Err(error) => {
+                    let _ = batch_tx.blocking_send(Err(error));
+                    return;
                 }
             }
-            if batch.is_empty() || batch_tx.blocking_send(Ok(batch)).is_err() {
-                return;
+            if batch.len() >= batch_size || stdin.buffer().is_empty() {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
+                if batch_tx.blocking_send(Ok(full)).is_err() {
+                    return;
+                }
             }
+        }
+        if !batch.is_empty() {
+            let _ = batch_tx.blocking_send(Ok(batch));
         }
     });
 
