@@ -370,3 +370,103 @@ async fn consume_says_once_that_retention_removed_records_and_continues() {
     assert_eq!(printed, expected, "every record from the log start on");
     cluster.stop_all();
 }
+
+/// Tiny segments and a retention budget of four of them: retention drops a
+/// segment about every second while records flow.
+fn tiny_segments(config: &mut raftlog::server::config::ServerConfig) {
+    config.segment_bytes = 4096;
+    config.retention_bytes = Some(4 * 4096);
+}
+
+/// Retention racing reads: while a publisher keeps the log moving and
+/// retention drops the oldest segment every second, consumers keep asking
+/// from index 1, i.e. from wherever the log starts. A read planned from a
+/// commit snapshot taken just before retention moved the log start used to
+/// end the stream with `Internal` ("index N is outside the log"); every
+/// stream must instead be served from the log start, with no error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_racing_reads_never_ends_a_consume_with_an_error() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let cluster = TestCluster::start_with(3, tiny_segments).await;
+    let leader = cluster.leader().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = {
+        let config = cluster.client_config();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut publisher =
+                raftlog::client::Publisher::connect(config, PublisherOptions::default())
+                    .await
+                    .map_err(|error| error.to_string())?;
+            let mut batches = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let batch: Vec<Bytes> = (0..20)
+                    .map(|n| Bytes::from(format!("race-{batches:06}-{n:02}-{}", "r".repeat(180))))
+                    .collect();
+                let ticket = publisher.send(batch).await.map_err(|e| e.to_string())?;
+                ticket.await.map_err(|e| e.to_string())?;
+                batches += 1;
+            }
+            publisher.close().await;
+            Ok::<u64, String>(batches)
+        })
+    };
+    let mut readers = Vec::new();
+    for _ in 0..4 {
+        let connection = connect(&cluster, leader).await;
+        let stop = stop.clone();
+        readers.push(tokio::spawn(async move {
+            let mut streams = 0u64;
+            let mut highest_start = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let frames = consume_raw(
+                    &connection,
+                    ConsumeRequest {
+                        from: ConsumeFrom::Index(1),
+                        follow: false,
+                        limit: None,
+                    },
+                )
+                .await;
+                for frame in &frames {
+                    match frame {
+                        ClientResponse::Records(batch) => {
+                            highest_start = highest_start.max(batch.start_index);
+                        }
+                        ClientResponse::ConsumeEnd(_) => {}
+                        other => return Err(format!("stream {streams} answered {other:?}")),
+                    }
+                }
+                streams += 1;
+            }
+            connection.close(0u32.into(), b"done");
+            Ok::<(u64, LogIndex), String>((streams, highest_start))
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    stop.store(true, Ordering::SeqCst);
+    let batches = within("the publisher to stop", CATCH_UP_WAIT, publisher)
+        .await
+        .expect("publisher task")
+        .expect("publishing");
+    let mut streams = 0;
+    let mut highest_start = 0;
+    for reader in readers {
+        let (count, start) = within("a reader to stop", CATCH_UP_WAIT, reader)
+            .await
+            .expect("reader task")
+            .unwrap_or_else(|error| panic!("a consume failed: {error}"));
+        streams += count;
+        highest_start = highest_start.max(start);
+    }
+    // Not vacuous: retention moved the log start many times under the reads.
+    assert!(batches > 50, "only {batches} batches published");
+    assert!(streams > 100, "only {streams} consume streams");
+    assert!(
+        highest_start > 200,
+        "the log start only reached {highest_start}"
+    );
+    cluster.shutdown().await;
+}
