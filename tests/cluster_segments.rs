@@ -193,7 +193,7 @@ async fn one_mib_segments_take_one_mib_and_larger_records_on_every_node() {
 }
 
 /// The leader has 1 MiB segments and takes 1 MiB records; node 3 has 64
-/// KiB segments. It replicates every record, both while catching up and
+/// KiB segments and a 4 KiB record limit. It replicates every record, both while catching up and
 /// live, serves them byte-identical, and restarts on its log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_with_smaller_segments_stores_every_record_its_leader_took() {
@@ -206,7 +206,10 @@ async fn a_follower_with_smaller_segments_stores_every_record_its_leader_took() 
     let mut input = records(4, &[MIB, 200 * KIB, MIB, 64 * KIB, 10]);
     publish(&cluster, &input).await;
 
-    cluster.spawn(3, &["--segment-bytes", "65536"]);
+    // Its own record limit is smaller too: it limits what node 3 takes
+    // from publishers, never what it replicates.
+    let follower_flags = ["--segment-bytes", "65536", "--max-record-bytes", "4096"];
+    cluster.spawn(3, &follower_flags);
     wait_serves(&cluster, 3, &input).await;
     let live = records(5, &[MIB, 65 * KIB, 30 * KIB, MIB]);
     publish(&cluster, &live).await;
@@ -230,7 +233,7 @@ async fn a_follower_with_smaller_segments_stores_every_record_its_leader_took() 
         "node 3 stop: {status}\n{}",
         cluster.log(3)
     );
-    cluster.spawn(3, &["--segment-bytes", "65536"]);
+    cluster.spawn(3, &follower_flags);
     let more = records(6, &[MIB, 1]);
     publish(&cluster, &more).await;
     input.extend(more);

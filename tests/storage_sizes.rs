@@ -3,14 +3,14 @@
 //! segment; one larger than a whole configured segment gets a segment sized
 //! to hold it. Open, crash recovery and verify read each file at its own
 //! size, so a log of mixed sizes reopens, recovers and verifies like any
-//! other.
+//! other, and `dump` reads it.
 
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use raftlog::storage::verify::verify_data_dir;
 use raftlog::storage::{
-    Log, LogConfig, StorageError, SEGMENT_HEADER_BYTES, SPARE_SEGMENT_FILE_NAME,
+    dump, Log, LogConfig, StorageError, SEGMENT_HEADER_BYTES, SPARE_SEGMENT_FILE_NAME,
 };
 use raftlog::types::{Entry, LogIndex, LogStart, Membership};
 
@@ -138,6 +138,11 @@ fn oversized_entries_get_their_own_segment_and_a_mixed_log_reopens_and_verifies(
     let report = verify_data_dir(dir.path()).unwrap();
     assert!(report.is_clean(), "verify: {:?}", report.problems);
     assert_eq!(report.entries_checked, expected.len() as u64);
+    let dumped: Vec<Entry> = dump::dump_entries(dir.path(), Some(2))
+        .unwrap()
+        .map(|entry| entry.unwrap())
+        .collect();
+    assert_eq!(dumped, expected[1..], "dump reads every size");
 
     let mut all = expected.clone();
     // (configured size at reopen, the segment files the two appends leave
