@@ -179,3 +179,35 @@ fn missing_files_fail_with_one_error_line() {
     run(&["verify", &absent], b"", RUN).assert_clean_failure("verify of a missing dir");
     run(&["dump", &absent], b"", RUN).assert_clean_failure("dump of a missing dir");
 }
+
+/// `--segment-bytes` is checked against the storage bounds before anything
+/// starts, and the error names the option; any size from there up works
+/// with any `--max-record-bytes` (no "two of the largest records" rule).
+#[test]
+fn a_segment_size_below_the_minimum_fails_with_one_error_line_naming_the_option() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = common::free_udp_ports(1)[0];
+    let finished = run(
+        &[
+            "serve",
+            "--id",
+            "1",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+            &dir.path().join("data").display().to_string(),
+            "--tls-dir",
+            &dir.path().join("no-tls").display().to_string(),
+            "--segment-bytes",
+            "1000",
+        ],
+        b"",
+        RUN,
+    );
+    let line = finished.assert_clean_failure("serve --segment-bytes 1000");
+    assert!(line.contains("--segment-bytes"), "{line}");
+    assert!(
+        !dir.path().join("data").exists(),
+        "nothing was created before the check"
+    );
+}

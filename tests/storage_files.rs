@@ -387,9 +387,10 @@ fn retention_drops_only_whole_segments_at_or_below_the_floor() {
     );
 }
 
-/// Appends must continue the log; an entry too large for a segment is refused.
+/// Appends must continue the log; an entry too large for a segment is
+/// not an error: it gets a segment of its own (storage-format.md 2.2).
 #[test]
-fn appends_that_do_not_continue_the_log_or_do_not_fit_are_typed_errors() {
+fn appends_that_do_not_continue_the_log_are_typed_errors_and_large_entries_fit() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), config()).unwrap().log;
     log.append(&entries(1..=3, 1)).unwrap();
@@ -400,12 +401,11 @@ fn appends_that_do_not_continue_the_log_or_do_not_fit_are_typed_errors() {
             got: 5
         })
     ));
-    let huge = Entry::data(4, 1, Bytes::from(vec![0u8; 8192]));
-    assert!(matches!(
-        log.append(&[huge]),
-        Err(StorageError::EntryTooLarge { index: 4, .. })
-    ));
     assert_eq!(log.last_index(), 3);
+    let huge = Entry::data(4, 1, Bytes::from(vec![7u8; 8192]));
+    log.append(std::slice::from_ref(&huge)).unwrap();
+    assert_eq!(log.last_index(), 4);
+    assert_eq!(log.entries(4, 4, usize::MAX).unwrap(), vec![huge]);
 }
 
 /// dump lists every stored entry from the requested index, read-only.

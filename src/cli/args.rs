@@ -178,7 +178,7 @@ pub struct ServeArgs {
     /// `always`: sync before an entry counts toward a majority; `never`: trade durability for speed [default: always].
     #[arg(long)]
     pub fsync: Option<FsyncPolicy>,
-    /// Size of each preallocated log segment file [default: 67108864].
+    /// Size of each preallocated log segment file, at least 4096; a larger record gets a segment of its own [default: 67108864].
     #[arg(long)]
     pub segment_bytes: Option<u64>,
     /// Drop the oldest whole segments once the log is larger than this [default: keep everything].

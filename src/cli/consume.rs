@@ -26,6 +26,7 @@ pub fn parse_from(text: &str) -> anyhow::Result<StartFrom> {
 pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     let from = parse_from(&args.from)?;
     if args.limit == Some(0) {
+        // Nothing to print, so nothing to ask (and no cursor to move).
         return Ok(());
     }
     let mut consumer = Consumer::connect(
@@ -39,6 +40,13 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut printed = 0u64;
     while let Some(batch) = consumer.next_batch().await? {
+        if let Some(skipped) = consumer.skipped() {
+            // Said once per skip, on stderr: stdout stays the records only.
+            let next = skipped.end().saturating_add(1);
+            eprintln!(
+                "raftlog: records below {next} were removed by retention; continuing at {next}"
+            );
+        }
         let mut out = std::io::BufWriter::new(stdout.lock());
         for record in batch {
             match args.output {

@@ -17,7 +17,9 @@ use super::pool::Pool;
 use super::{ClientConfig, ClientError, RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN};
 use crate::net;
 use crate::types::LogIndex;
-use crate::wire::client::{ClientRequest, ClientResponse, ConsumeFrom, ConsumeRequest};
+use crate::wire::client::{
+    ClientRequest, ClientResponse, ConsumeFrom, ConsumeRequest, ErrorResponse,
+};
 
 /// Where a consumer starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,7 +117,9 @@ impl Consumer {
     }
 
     /// The next records in index order; `Ok(None)` at the end (without
-    /// `follow`). Waits for new commits with `follow`.
+    /// `follow`). Waits for new commits with `follow`. Returns early, with
+    /// what it has (maybe nothing), when it moved past records retention
+    /// removed: see [`Consumer::skipped`].
     pub async fn next_batch(&mut self) -> Result<Option<Vec<Record>>, ClientError> {
         self.skipped = None;
         loop {
@@ -187,7 +191,9 @@ impl Consumer {
                     // changes) occupy indexes too: the batch says how far it got.
                     cursor = cursor.max(batch.next_index);
                     self.cursor = StartFrom::Index(cursor);
-                    if !records.is_empty() {
+                    // A skip is returned at once, even with no record, so
+                    // the caller can say so while the stream waits for more.
+                    if !records.is_empty() || self.skipped.is_some() {
                         return Ok(Some(records));
                     }
                 }
@@ -199,6 +205,17 @@ impl Consumer {
                         _ => 1,
                     }));
                     self.recv = None;
+                }
+                Ok(ClientResponse::Error(ErrorResponse::BelowLogStart { log_start, .. }))
+                    if log_start > self.next_index() =>
+                {
+                    // Reserved for nodes (docs/protocol.md 4.5): the records
+                    // before the log start are gone; continue there on the
+                    // same node, as after a batch starting past the cursor.
+                    self.recv = None;
+                    self.skipped = Some(self.next_index()..=log_start - 1);
+                    self.cursor = StartFrom::Index(log_start);
+                    return Ok(Some(Vec::new()));
                 }
                 Ok(ClientResponse::Error(error)) => {
                     self.failed(ClientError::Refused(error)).await?;
@@ -266,6 +283,14 @@ impl Consumer {
             tokio::time::sleep(super::pool::jittered(backoff / 2, backoff)).await;
         }
         Ok(())
+    }
+
+    /// The index the cursor stands at (1 before the first answer).
+    fn next_index(&self) -> LogIndex {
+        match self.cursor {
+            StartFrom::Index(next) => next,
+            StartFrom::Start | StartFrom::End => 1,
+        }
     }
 
     fn node_addr(&self) -> String {

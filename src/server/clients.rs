@@ -344,16 +344,31 @@ async fn serve_consume(
     // Without `follow`, the stream ends at the commit index seen now.
     let stop_at = (!request.follow).then_some(commit.commit_index);
     let mut records_left = request.limit.unwrap_or(u64::MAX);
+    if records_left == 0 {
+        // Nothing asked for: end at the cursor asked for, without reading.
+        // (A read would end its batch past records it then did not send,
+        // and a consumer continuing from there would skip them.)
+        end_consume(&mut send, ConsumeEndReason::LimitReached, next).await;
+        return;
+    }
     let mut first_frame = true;
+    // The log start passed the cursor after the stream began (retention,
+    // or a follower reset to its leader's log start): the next frame goes
+    // out even when empty, so the consumer learns at once from its
+    // `start_index` where the stream continues (docs/protocol.md 5.3).
+    let mut announce_skip = false;
     loop {
         let commit = *commit_rx.borrow_and_update();
+        if commit.first_index > next && !first_frame {
+            announce_skip = true;
+        }
         next = next.max(commit.first_index);
         let last = stop_at.map_or(commit.commit_index, |stop| stop.min(commit.commit_index));
         // A batch never reaches past `commit_index + 1`: a cursor beyond it
         // (a consumer resuming on a node that lags) waits for the commit
         // index, or, without `follow`, ends the stream where it is.
         let cursor_reachable = next <= commit.commit_index.saturating_add(1);
-        if next <= last || (first_frame && cursor_reachable) {
+        if next <= last || ((first_frame || announce_skip) && cursor_reachable) {
             // The first frame goes out even when empty: it tells the consumer
             // where its cursor starts and the commit index.
             // The batch's bytes are taken before it is read; a single record
@@ -369,10 +384,20 @@ async fn serve_consume(
                 read_records(&log, next, last, commit_index, batch_bytes)
             })
             .await
-            .unwrap_or_else(|_| Err("the log reader panicked".to_string()));
+            .unwrap_or_else(|_| Err(ReadError::Failed("the log reader panicked".to_string())));
             let mut batch = match read {
                 Ok(batch) => batch,
-                Err(reason) => {
+                Err(ReadError::BelowLogStart { log_start }) => {
+                    // Retention or a reset moved the log start past the
+                    // cursor after the commit snapshot of this read: not an
+                    // error. Continue there, announced by the next batch
+                    // (as soon as the commit index reaches it, 4.3).
+                    next = next.max(log_start);
+                    announce_skip = true;
+                    drop(permit);
+                    continue;
+                }
+                Err(ReadError::Failed(reason)) => {
                     let error = ClientResponse::Error(ErrorResponse::Internal { reason });
                     let _ = write_response(&mut send, &error).await;
                     return;
@@ -390,6 +415,7 @@ async fn serve_consume(
             records_left = records_left.saturating_sub(batch.records.len() as u64);
             next = batch.next_index;
             first_frame = false;
+            announce_skip = false;
             let encoded_bytes = batch.encoded_bytes();
             let extra = match encoded_bytes.checked_sub(batch_bytes) {
                 Some(over) if over > 0 => match context.buffers.take(over).await {
@@ -430,6 +456,17 @@ async fn end_consume(send: &mut quinn::SendStream, reason: ConsumeEndReason, nex
     }
 }
 
+/// Why a consumer's read returned no batch.
+#[derive(Debug, PartialEq, Eq)]
+enum ReadError {
+    /// The log starts after the cursor: retention dropped, or a follower
+    /// reset discarded, the entries there after the caller took its commit
+    /// snapshot (the watch learns the new log start just after the log).
+    BelowLogStart { log_start: LogIndex },
+    /// Anything else (storage damage, a poisoned lock): answered `Internal`.
+    Failed(String),
+}
+
 /// Reads data records `next..=last` (bounded by bytes), skipping no-ops and
 /// config entries, and says where the next read starts.
 fn read_records(
@@ -438,7 +475,8 @@ fn read_records(
     last: LogIndex,
     commit_index: LogIndex,
     batch_bytes: usize,
-) -> Result<RecordBatch, String> {
+) -> Result<RecordBatch, ReadError> {
+    let poisoned = |_| ReadError::Failed("the log lock is poisoned".to_string());
     debug_assert!(
         last <= commit_index,
         "a consumer must never read past the commit index"
@@ -456,22 +494,22 @@ fn read_records(
     // segment): done here without holding the log, so appends never wait
     // for it. A batch spans a segment or two.
     for _ in 0..INDEX_JOBS_PER_READ_MAX {
-        let job = log
-            .read()
-            .map_err(|_| "the log lock is poisoned".to_string())?
-            .index_job(next, last);
+        let job = log.read().map_err(poisoned)?.index_job(next, last);
         let Some(job) = job else { break };
         let built = job.run();
-        log.read()
-            .map_err(|_| "the log lock is poisoned".to_string())?
-            .install_index(built);
+        log.read().map_err(poisoned)?.install_index(built);
     }
     let entries = {
-        let log = log
-            .read()
-            .map_err(|_| "the log lock is poisoned".to_string())?;
+        let log = log.read().map_err(poisoned)?;
+        // Checked under the same lock as the read: nothing can move the
+        // log start between the two.
+        if next < log.first_index() {
+            return Err(ReadError::BelowLogStart {
+                log_start: log.first_index(),
+            });
+        }
         log.entries(next, last, batch_bytes)
-            .map_err(|error| error.to_string())?
+            .map_err(|error| ReadError::Failed(error.to_string()))?
     };
     for entry in entries {
         batch.next_index = entry.index + 1;
@@ -485,7 +523,67 @@ fn read_records(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::{Log, LogConfig};
+    use crate::types::{Entry, LogStart, Membership};
     use crate::wire::client::AdminRequest;
+
+    /// The race of a consumer's read with retention (or a follower reset):
+    /// the read was planned from a commit snapshot taken before the log
+    /// start moved past its cursor. It is a typed "below the log start,
+    /// continue at N", not a storage error (answered `Internal`, which
+    /// ended the consumer: "index 5 is outside the log 21..=40").
+    #[test]
+    fn a_read_below_a_log_start_that_moved_says_where_the_log_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(
+            dir.path(),
+            LogConfig {
+                segment_bytes: 4096,
+                preallocate: false,
+            },
+        )
+        .unwrap()
+        .log;
+        let entries: Vec<Entry> = (1..=40)
+            .map(|i| Entry::data(i, 1, Bytes::from(vec![i as u8; 200])))
+            .collect();
+        log.append(&entries).unwrap();
+        log.sync().unwrap();
+        let shared: SharedLog = std::sync::Arc::new(std::sync::RwLock::new(log));
+        let before = read_records(&shared, 5, 40, 40, 1 << 20).unwrap();
+        assert_eq!(before.records.first().map(|r| r.0), Some(5));
+        // Retention runs between the consumer's snapshot and its read.
+        shared
+            .write()
+            .unwrap()
+            .advance_start(LogStart {
+                first_index: 21,
+                prev_term: 1,
+                membership: Membership::default(),
+            })
+            .unwrap();
+        assert_eq!(
+            read_records(&shared, 5, 40, 40, 1 << 20),
+            Err(ReadError::BelowLogStart { log_start: 21 })
+        );
+        // A follower reset to a leader's log start beyond its whole log.
+        shared
+            .write()
+            .unwrap()
+            .reset(LogStart {
+                first_index: 100,
+                prev_term: 2,
+                membership: Membership::default(),
+            })
+            .unwrap();
+        assert_eq!(
+            read_records(&shared, 21, 40, 40, 1 << 20),
+            Err(ReadError::BelowLogStart { log_start: 100 })
+        );
+        // At or past the log start, reads go on as before.
+        let at_start = read_records(&shared, 100, 99, 99, 1 << 20).unwrap();
+        assert_eq!((at_start.start_index, at_start.next_index), (100, 100));
+    }
 
     fn caller(role: Role, node_id: Option<u64>) -> ClientIdentity {
         ClientIdentity {

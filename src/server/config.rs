@@ -98,10 +98,18 @@ impl ServerConfig {
                 format!("must be between 1 and {}", RECORD_BYTES_CEILING),
             );
         }
-        if self.segment_bytes < self.record_bytes_max * 2 {
+        // Any size works with any record limit: a record larger than a
+        // segment gets a segment of its own (storage-format.md 2.2).
+        let segment_bytes_range =
+            crate::storage::SEGMENT_BYTES_MIN..=crate::storage::SEGMENT_BYTES_MAX;
+        if !segment_bytes_range.contains(&self.segment_bytes) {
             return invalid(
                 "segment-bytes",
-                "must hold at least two of the largest records".into(),
+                format!(
+                    "must be between {} and {}",
+                    segment_bytes_range.start(),
+                    segment_bytes_range.end()
+                ),
             );
         }
         if self.peers.values().any(|addr| addr.is_empty()) {

@@ -844,14 +844,16 @@ impl Log {
                     got: entry.index,
                 });
             }
+            // Only the frame format bounds an entry: one larger than the
+            // configured segment gets a segment of its own (`roll`), so a
+            // follower stores whatever its leader accepted, whatever its own
+            // segment size (storage-format.md 2.2).
             let frame_bytes = frame::frame_bytes(entry) as u64;
-            if frame_bytes > self.config.segment_bytes - SEGMENT_HEADER_BYTES as u64
-                || frame_bytes > frame::FRAME_BYTES_MAX as u64
-            {
+            if frame_bytes > frame::FRAME_BYTES_MAX as u64 {
                 return Err(StorageError::EntryTooLarge {
                     index: entry.index,
                     frame_bytes,
-                    segment_bytes: self.config.segment_bytes,
+                    frame_bytes_max: frame::FRAME_BYTES_MAX as u64,
                 });
             }
         }
@@ -868,7 +870,7 @@ impl Log {
                     .is_some_and(|ix| ix.end + frame_bytes <= segment.capacity())
             });
             if !fits {
-                self.roll(entry.index)?;
+                self.roll(entry.index, frame_bytes)?;
             }
             let Some(segment) = self.segments.last_mut() else {
                 return Err(StorageError::corrupt(
@@ -894,17 +896,41 @@ impl Log {
     }
 
     /// Seals the active segment (writes its index file) and starts a new one
-    /// whose first entry is `first_index`.
-    fn roll(&mut self, first_index: LogIndex) -> Result<(), StorageError> {
-        self.seal_last();
+    /// whose first entry is `first_index`, with a frame of `frame_bytes`:
+    /// the configured size, or just enough for that frame when it is larger
+    /// (storage-format.md 2.2).
+    fn roll(&mut self, first_index: LogIndex, frame_bytes: usize) -> Result<(), StorageError> {
+        let segment_bytes = segment_bytes_for(self.config.segment_bytes, frame_bytes);
+        let replaces_empty = self
+            .segments
+            .last()
+            .is_some_and(|s| s.first_index == first_index);
+        if replaces_empty {
+            // The active segment holds no entry yet (a truncation or reset
+            // started it) and is too small for this one: the new file takes
+            // its name by rename, atomically, so there is never a moment
+            // with no segment named `first_index` to override stale frames.
+            self.segments.pop();
+        } else {
+            self.seal_last();
+        }
         let id = self.new_segment_id();
-        let segment = match self.spare.take() {
+        let spare = match self.spare.take() {
+            // A spare of the configured size cannot hold an oversized
+            // frame: keep it for the next ordinary roll.
+            Some(spare) if spare.segment_bytes < segment_bytes => {
+                self.spare = Some(spare);
+                None
+            }
+            spare => spare,
+        };
+        let segment = match spare {
             // Only a header write and a small sync left to do here.
             Some(spare) => segment::segment_from_spare(spare, &self.log_dir, first_index, id)?,
             None => create_segment(
                 &self.log_dir,
                 first_index,
-                self.config.segment_bytes,
+                segment_bytes,
                 self.config.preallocate,
                 id,
             )?,
@@ -1475,6 +1501,20 @@ impl Log {
         meta::store_hard_state(&self.dir, state, self.hard_state_generation)
     }
 }
+
+/// The size of a new segment whose first frame is `frame_bytes` long: the
+/// configured size, or the header plus that frame when it does not fit.
+/// Cannot exceed `SEGMENT_BYTES_MAX`: a frame is at most `FRAME_BYTES_MAX`
+/// (checked by `append`), far below it.
+fn segment_bytes_for(configured: u64, frame_bytes: usize) -> u64 {
+    let needed = (SEGMENT_HEADER_BYTES as u64).saturating_add(frame_bytes as u64);
+    configured.max(needed).min(SEGMENT_BYTES_MAX)
+}
+
+const _: () = assert!(
+    (SEGMENT_HEADER_BYTES + frame::FRAME_BYTES_MAX) as u64 <= SEGMENT_BYTES_MAX,
+    "an oversized segment for the largest frame must be a valid segment"
+);
 
 /// A segment file found at open: its header checked or not.
 struct Slot {

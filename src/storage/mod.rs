@@ -130,11 +130,11 @@ pub enum StorageError {
         first_index: LogIndex,
         last_index: LogIndex,
     },
-    #[error("entry {index} needs {frame_bytes} bytes, more than a segment of {segment_bytes} bytes holds")]
+    #[error("entry {index} needs a frame of {frame_bytes} bytes, more than the format's {frame_bytes_max}")]
     EntryTooLarge {
         index: LogIndex,
         frame_bytes: u64,
-        segment_bytes: u64,
+        frame_bytes_max: u64,
     },
     #[error("invalid storage configuration: {reason}")]
     BadConfig { reason: &'static str },
