@@ -432,3 +432,46 @@ fn failover_distributions() {
     eprintln!("new status process: {}", summary(&mut status_times));
     cluster.stop_all();
 }
+
+/// A node restarted after kill -9 answers the packets of its previous
+/// process's connections with a QUIC stateless reset (its reset and
+/// connection-id keys are derived from its private key, so they survive the
+/// restart), and the leader redials at once. With quinn's per-process
+/// random keys the leader's link waited out the 4 s idle timeout
+/// ("timed out"), and a node restarted shortly before the leader died left
+/// the survivors without a quorum for seconds.
+#[test]
+fn a_node_restarted_after_kill_9_resets_the_leaders_old_connection() {
+    let mut cluster = ServeCluster::start(3, &[]);
+    let leader = leader_of(&cluster);
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let follower_addr = addr_of(&cluster, follower);
+    cluster
+        .client(&["publish"], b"one\n", Duration::from_secs(30))
+        .assert_success("publish");
+    cluster.stop(follower, libc::SIGKILL);
+    cluster.spawn(follower, &[]);
+    let lost_line = |cluster: &ServeCluster| {
+        cluster
+            .log(leader)
+            .lines()
+            .find(|line| line.contains("peer connection lost") && line.contains(&follower_addr))
+            .map(str::to_string)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let line = loop {
+        cluster
+            .client(&["publish"], b"more\n", Duration::from_secs(30))
+            .assert_success("publish");
+        if let Some(line) = lost_line(&cluster) {
+            break line;
+        }
+        assert!(Instant::now() < deadline, "the leader never noticed the restart");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        line.contains("reset"),
+        "the old connection was reset, not timed out: {line}"
+    );
+    cluster.stop_all();
+}
