@@ -774,14 +774,34 @@ impl Driver {
         let committed = self.membership_committed();
         let leader = self.core.leader();
         let pending = std::mem::take(&mut self.pending_admin);
+        let leading = self.core.role() == Role::Leader;
+        let transfer_target = self.core.transfer_target();
         for admin in pending {
             let done = match admin.goal {
                 AdminGoal::Voter(id) => committed && membership.voters.contains(&id),
                 AdminGoal::Removed(id) => committed && !membership.addrs.contains_key(&id),
                 AdminGoal::Leader(id) => leader == Some(id),
             };
+            // A transfer that cannot succeed any more is answered now, not
+            // after ADMIN_WAIT: the caller may retry at once.
+            let failed = match admin.goal {
+                AdminGoal::Leader(id) if !done && leading && transfer_target != Some(id) => Some(
+                    format!("the transfer to node {id} did not finish within an election timeout (is it caught up?); this node still leads"),
+                ),
+                AdminGoal::Leader(id) => match leader {
+                    Some(other) if other != id && other != self.config.id => Some(format!(
+                        "node {other} won the election instead of node {id}"
+                    )),
+                    _ => None,
+                },
+                _ => None,
+            };
             if done {
                 let _ = admin.reply.send(ClientResponse::Admin(membership.clone()));
+            } else if let Some(reason) = failed {
+                let _ = admin
+                    .reply
+                    .send(refused(ErrorResponse::ChangeRefused { reason }));
             } else {
                 self.pending_admin.push(admin);
             }

@@ -250,6 +250,12 @@ impl Core {
         self.leader
     }
 
+    /// Leader: the node a leadership transfer under way hands over to
+    /// (`None` once it finished or timed out).
+    pub fn transfer_target(&self) -> Option<NodeId> {
+        self.transfer.map(|(to, _)| to)
+    }
+
     pub fn commit_index(&self) -> LogIndex {
         self.commit_index
     }
