@@ -35,6 +35,9 @@ const LEADER_POLL_MAX: Duration = Duration::from_millis(25);
 /// A status question unanswered for this long is asked again (the node may
 /// have died; its connection closes on its own soon after).
 const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
+/// A connection that lasted this long was healthy: its loss is redialled at
+/// once and clears the dial backoff.
+const HEALTHY_CONNECTION: Duration = Duration::from_secs(1);
 /// Addresses a pool learns from redirects beyond the configured ones: a
 /// misbehaving node cannot make a client dial without bound.
 const LEARNED_ADDRESSES_MAX: usize = 64;
@@ -66,7 +69,10 @@ struct Slot {
 enum SlotState {
     Idle,
     Dialing,
-    Up(quinn::Connection),
+    Up {
+        connection: quinn::Connection,
+        since: Instant,
+    },
     Down {
         retry_at: Instant,
         error: String,
@@ -80,6 +86,8 @@ enum SlotState {
 enum Probe {
     Leader(NodeConnection),
     Redirect(Option<String>),
+    /// An answer no retry changes (permission denied): the search ends.
+    Refused(ErrorResponse),
     Failed,
 }
 
@@ -177,8 +185,10 @@ impl Pool {
             }
             match result {
                 Ok(connection) => {
-                    slot.failures = 0;
-                    slot.state = SlotState::Up(connection.clone());
+                    slot.state = SlotState::Up {
+                        connection: connection.clone(),
+                        since: Instant::now(),
+                    };
                     let pool = self.clone();
                     tokio::spawn(async move {
                         let reason = connection.closed().await;
@@ -207,11 +217,19 @@ impl Pool {
             let Some(slot) = slots.get_mut(position) else {
                 return;
             };
-            if slot.generation != generation || !matches!(slot.state, SlotState::Up(_)) {
+            let SlotState::Up { since, .. } = slot.state else {
+                return;
+            };
+            if slot.generation != generation {
                 return;
             }
-            // A connection that worked is redialled at once the first time:
-            // the node may have restarted, or only this connection timed out.
+            // A connection that worked for a while is redialled at once (the
+            // node may have restarted, or only this connection timed out);
+            // one the node closes right after the handshake (it refused our
+            // certificate) backs off like a failed dial.
+            if since.elapsed() >= HEALTHY_CONNECTION {
+                slot.failures = 0;
+            }
             slot.state = SlotState::Down {
                 retry_at: Instant::now() + backoff(slot.failures),
                 error,
@@ -234,7 +252,7 @@ impl Pool {
             .iter()
             .enumerate()
             .filter_map(|(position, slot)| match &slot.state {
-                SlotState::Up(connection) if connection.close_reason().is_none() => Some((
+                SlotState::Up { connection, .. } if connection.close_reason().is_none() => Some((
                     position,
                     NodeConnection {
                         addr: slot.addr.clone(),
@@ -398,6 +416,7 @@ impl Pool {
                     let Ok((position, answer)) = joined else { continue };
                     match answer {
                         Probe::Leader(node) => return Ok(node),
+                        Probe::Refused(error) => return Err(ClientError::Refused(error)),
                         Probe::Redirect(hint) => {
                             last_answer = Some(match &hint {
                                 Some(addr) => ErrorResponse::NotLeader {
@@ -447,6 +466,7 @@ async fn probe(
         Ok(ClientResponse::Error(ErrorResponse::NotLeader { leader_addr, .. })) => {
             Probe::Redirect(leader_addr)
         }
+        Ok(ClientResponse::Error(error)) if !error.is_retryable() => Probe::Refused(error),
         Ok(_) => Probe::Redirect(None),
         Err(_) => Probe::Failed,
     };

@@ -278,14 +278,22 @@ impl Session {
                 return;
             }
             if self.stream.is_none() && !self.unanswered.is_empty() {
-                self.open_stream(&answer_tx).await;
+                if let Err(error) = self.open_stream(&answer_tx).await {
+                    self.fail_all(error, &mut incoming);
+                    return;
+                }
                 continue;
             }
             let wake_at = self.next_timeout();
             let search_at = self.next_search();
             tokio::select! {
                 batch = incoming.recv(), if !closing => match batch {
-                    Some(batch) => self.submit(batch, &answer_tx).await,
+                    Some(batch) => {
+                        if let Err(error) = self.submit(batch, &answer_tx).await {
+                            self.fail_all(error, &mut incoming);
+                            return;
+                        }
+                    }
                     None => closing = true,
                 },
                 Some((generation, answer)) = answers.recv() => {
@@ -350,9 +358,16 @@ impl Session {
         }
     }
 
-    async fn submit(&mut self, mut batch: Batch, answer_tx: &mpsc::Sender<Answer>) {
+    async fn submit(
+        &mut self,
+        mut batch: Batch,
+        answer_tx: &mpsc::Sender<Answer>,
+    ) -> Result<(), ClientError> {
         if self.stream.is_none() {
-            self.open_stream(answer_tx).await;
+            if let Err(error) = self.open_stream(answer_tx).await {
+                self.unanswered.push_back(batch);
+                return Err(error);
+            }
         }
         if let Some(stream) = &mut self.stream {
             if write_batch(stream, self.producer_id, &mut batch)
@@ -363,11 +378,13 @@ impl Session {
             }
         }
         self.unanswered.push_back(batch);
+        Ok(())
     }
 
     /// Finds the leader (if needed), opens a fresh stream and resends every
-    /// unanswered batch.
-    async fn open_stream(&mut self, answer_tx: &mpsc::Sender<Answer>) {
+    /// unanswered batch. Fails only with an error no retry can fix (the
+    /// cluster refused this client); everything else is retried.
+    async fn open_stream(&mut self, answer_tx: &mpsc::Sender<Answer>) -> Result<(), ClientError> {
         if self.node.is_none() {
             let mut deadline = Instant::now() + self.pool.config().request_timeout;
             if let Some(first_sent) = self.unanswered.front().and_then(|batch| batch.first_sent) {
@@ -375,19 +392,22 @@ impl Session {
             }
             match self.pool.leader(deadline).await {
                 Ok(node) => self.node = Some(node),
+                Err(error) if !error.is_transient() => return Err(error),
                 Err(_) => {
                     self.back_off().await;
-                    return;
+                    return Ok(());
                 }
             }
         }
-        let Some(node) = &self.node else { return };
+        let Some(node) = &self.node else {
+            return Ok(());
+        };
         let (send, mut recv) = match node.open_stream().await {
             Ok(pair) => pair,
             Err(_) => {
                 self.drop_connection();
                 self.back_off().await;
-                return;
+                return Ok(());
             }
         };
         self.generation += 1;
@@ -419,11 +439,12 @@ impl Session {
                 .is_err()
             {
                 self.drop_connection();
-                return;
+                return Ok(());
             }
         }
         self.stream = Some(stream);
         self.last_progress = Instant::now();
+        Ok(())
     }
 
     async fn on_answer(

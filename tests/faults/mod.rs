@@ -24,6 +24,8 @@ use workload::Members;
 
 /// Concurrent publishers, each with its own producer id.
 pub const PUBLISHERS: u64 = 3;
+/// The producer id of the `raftlog publish` process (after the library ones).
+pub const CLI_PRODUCER_ID: u64 = PUBLISHERS + 1;
 /// Each publisher starts a new batch this often: a few hundred records per
 /// second in all, enough to fill segments without starving 2 cores.
 pub const PUBLISH_PACE: Duration = Duration::from_millis(15);
@@ -107,9 +109,6 @@ async fn run_async(options: SuiteOptions) {
             SEGMENT_BYTES,
             "--retention-bytes",
             RETENTION_BYTES,
-            // Small segments must hold two of the largest records.
-            "--max-record-bytes",
-            "4096",
         ],
     );
     let initial: Vec<u64> = (1..=options.nodes).collect();
@@ -157,6 +156,15 @@ async fn run_async(options: SuiteOptions) {
             )
         })
         .collect();
+    // One more producer as a long-lived `raftlog publish` process.
+    let mut publishers = publishers;
+    publishers.push(workload::spawn_cli_publisher(
+        members.clone(),
+        CLI_PRODUCER_ID,
+        PUBLISH_PACE,
+        recorder.clone(),
+        stop.clone(),
+    ));
     let mut consumers: Vec<_> = (0..options.nodes as usize)
         .map(|position| {
             workload::spawn_follower(

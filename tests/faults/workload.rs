@@ -465,3 +465,143 @@ pub fn spawn_cli_follower(
         }
     })
 }
+
+/// `raftlog publish --producer-id P --output json` as one long-lived child
+/// process, fed a record every `pace` on stdin and read back one index per
+/// record, as a user's `tail -f app.log | raftlog publish` runs. Faults are
+/// routine events for it: the process must neither exit nor lose a record
+/// through them, so an early or failed exit is a violation. It is replaced
+/// (stdin closed, exit 0 awaited, a new one from the next sequence) only
+/// when the members change, as an operator would roll its `--cluster`.
+/// Returns the records still unacknowledged at the end (0 normally).
+pub fn spawn_cli_publisher(
+    members: Members,
+    producer_id: u64,
+    pace: Duration,
+    recorder: Recorder,
+    mut stop: Stop,
+) -> JoinHandle<usize> {
+    use tokio::io::AsyncWriteExt;
+    tokio::spawn(async move {
+        let mut next_sequence = 0u64;
+        // Sequences written to the current process and not yet acknowledged.
+        let mut unacked: VecDeque<u64> = VecDeque::new();
+        loop {
+            let version = members.version();
+            let mut command = tokio::process::Command::new(super::cluster::RAFTLOG);
+            command
+                .args(["publish", "--producer-id", &producer_id.to_string()])
+                .args(["--first-seq", &next_sequence.to_string()])
+                .args([
+                    "--output",
+                    "json",
+                    "--inflight",
+                    &PUBLISH_WINDOW.to_string(),
+                ])
+                .args(members.cli_flags(producer_id as usize))
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .kill_on_drop(true);
+            let Ok(mut child) = command.spawn() else {
+                tokio::time::sleep(RETRY_PAUSE).await;
+                continue;
+            };
+            let (Some(mut stdin), Some(stdout), Some(mut stderr)) =
+                (child.stdin.take(), child.stdout.take(), child.stderr.take())
+            else {
+                return unacked.len();
+            };
+            let stderr_text = tokio::spawn(async move {
+                let mut text = String::new();
+                let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut text).await;
+                text
+            });
+            let mut lines = tokio::io::BufReader::new(stdout).lines();
+            let mut tick = tokio::time::interval(pace);
+            let mut closing = false;
+            let mut stdin_open = true;
+            let drain_deadline = tokio::time::sleep(DRAIN_WAIT);
+            tokio::pin!(drain_deadline);
+            let outcome = loop {
+                if closing && stdin_open {
+                    // Closing stdin asks the process to finish: it exits once
+                    // every record it read is committed.
+                    let _ = stdin.shutdown().await;
+                    stdin_open = false;
+                }
+                tokio::select! {
+                    line = lines.next_line() => match line {
+                        Ok(Some(line)) => {
+                            let index = serde_json::from_str::<serde_json::Value>(&line)
+                                .ok()
+                                .and_then(|object| object["index"].as_u64());
+                            match (index, unacked.pop_front()) {
+                                (Some(index), Some(sequence)) => recorder.record(Op::Ack {
+                                    id: (producer_id, sequence),
+                                    index,
+                                }),
+                                _ => recorder.record(Op::Violation {
+                                    reason: format!(
+                                        "cli publisher {producer_id} printed {line:?} with {} records unacknowledged",
+                                        unacked.len()
+                                    ),
+                                }),
+                            }
+                        }
+                        // stdout closed: the process is exiting.
+                        _ => break child.wait().await.ok(),
+                    },
+                    _ = tick.tick(), if !closing => {
+                        if is_stopped(&stop) || members.version() != version {
+                            closing = true;
+                            continue;
+                        }
+                        let data = payload(producer_id, next_sequence);
+                        recorder.record(Op::Invoke {
+                            id: (producer_id, next_sequence),
+                            data: data.clone(),
+                        });
+                        let mut line = data.to_vec();
+                        line.push(b'\n');
+                        if stdin.write_all(&line).await.is_err() || stdin.flush().await.is_err() {
+                            // The process is gone; its exit is judged below.
+                            closing = true;
+                            stdin_open = false;
+                        }
+                        unacked.push_back(next_sequence);
+                        next_sequence += 1;
+                    }
+                    _ = stopped(&mut stop), if !closing => closing = true,
+                    _ = &mut drain_deadline, if closing => {
+                        let _ = child.kill().await;
+                        break None;
+                    }
+                }
+            };
+            let stderr = stderr_text.await.unwrap_or_default();
+            let clean = outcome.is_some_and(|status| status.success()) && unacked.is_empty();
+            if !clean {
+                let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+                recorder.record(Op::Violation {
+                    reason: format!(
+                        "cli publisher {producer_id} ended with {outcome:?} and {} records unacknowledged (a routine fault must not end it): {}",
+                        unacked.len(),
+                        tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                    ),
+                });
+            }
+            if is_stopped(&stop) {
+                return unacked.len();
+            }
+            // Unacknowledged records of a process that died are resent by
+            // the next one from their sequence: the cluster answers those it
+            // has with their original indexes.
+            if let Some(&first) = unacked.front() {
+                next_sequence = first;
+            }
+            unacked.clear();
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    })
+}
