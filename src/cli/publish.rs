@@ -122,6 +122,8 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
     // The reader ends once its channel is closed; it cannot block forever on stdin
     // because the process exits after this returns.
     drop(reader);
-    send_result?;
-    printed
+    // When both failed, the printer holds the batch's own error (say,
+    // permission denied); the sender only saw the publisher close after it.
+    printed?;
+    send_result
 }

@@ -507,7 +507,7 @@ pub fn spawn_cli_publisher(
                 tokio::time::sleep(RETRY_PAUSE).await;
                 continue;
             };
-            let (Some(mut stdin), Some(stdout), Some(mut stderr)) =
+            let (Some(stdin), Some(stdout), Some(mut stderr)) =
                 (child.stdin.take(), child.stdout.take(), child.stderr.take())
             else {
                 return unacked.len();
@@ -520,15 +520,20 @@ pub fn spawn_cli_publisher(
             let mut lines = tokio::io::BufReader::new(stdout).lines();
             let mut tick = tokio::time::interval(pace);
             let mut closing = false;
-            let mut stdin_open = true;
-            let drain_deadline = tokio::time::sleep(DRAIN_WAIT);
-            tokio::pin!(drain_deadline);
+            // Dropped to close the pipe (tokio's shutdown of a child's stdin
+            // does not close it, so the process would never see the end).
+            let mut stdin = Some(stdin);
+            // Set when closing starts: how long the process may take to
+            // commit what it read and exit.
+            let mut drain_deadline: Option<tokio::time::Instant> = None;
             let outcome = loop {
-                if closing && stdin_open {
+                if closing && drain_deadline.is_none() {
+                    drain_deadline = Some(tokio::time::Instant::now() + DRAIN_WAIT);
+                }
+                if closing {
                     // Closing stdin asks the process to finish: it exits once
                     // every record it read is committed.
-                    let _ = stdin.shutdown().await;
-                    stdin_open = false;
+                    stdin = None;
                 }
                 tokio::select! {
                     line = lines.next_line() => match line {
@@ -564,16 +569,19 @@ pub fn spawn_cli_publisher(
                         });
                         let mut line = data.to_vec();
                         line.push(b'\n');
-                        if stdin.write_all(&line).await.is_err() || stdin.flush().await.is_err() {
+                        let written = match stdin.as_mut() {
+                            Some(pipe) => pipe.write_all(&line).await.is_ok() && pipe.flush().await.is_ok(),
+                            None => false,
+                        };
+                        if !written {
                             // The process is gone; its exit is judged below.
                             closing = true;
-                            stdin_open = false;
                         }
                         unacked.push_back(next_sequence);
                         next_sequence += 1;
                     }
                     _ = stopped(&mut stop), if !closing => closing = true,
-                    _ = &mut drain_deadline, if closing => {
+                    _ = tokio::time::sleep_until(drain_deadline.unwrap_or_else(tokio::time::Instant::now)), if drain_deadline.is_some() => {
                         let _ = child.kill().await;
                         break None;
                     }
