@@ -55,7 +55,7 @@ fn bench_json_has_the_documented_fields() {
     }
     let latency = &report["latency_us"];
     let mut previous = 0.0;
-    for field in ["p50", "p99", "p999", "max"] {
+    for field in ["p50", "p90", "p95", "p99", "p999", "max"] {
         let value = latency[field]
             .as_f64()
             .unwrap_or_else(|| panic!("latency_us.{field} in {report}"));
@@ -76,5 +76,61 @@ fn bench_json_has_the_documented_fields() {
     assert!(
         (rate * seconds - 2000.0).abs() < 2000.0 * 0.05,
         "records_per_sec x seconds = records: {report}"
+    );
+}
+
+/// Issue 14: `--warmup-records` appends uncounted records first (the report
+/// counts only the measured ones, the log holds both), and `--csv FILE`
+/// writes one line per second of the measured run.
+#[test]
+fn bench_warms_up_uncounted_and_writes_the_per_second_series() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let csv = dir.path().join("series.csv");
+    let csv_arg = csv.display().to_string();
+    let finished = run(
+        &[
+            "bench",
+            "--embedded",
+            "--seconds",
+            "2.5",
+            "--warmup-records",
+            "500",
+            "--csv",
+            &csv_arg,
+            "--output",
+            "json",
+        ],
+        b"",
+        Duration::from_secs(120),
+    );
+    finished.assert_success("bench --warmup-records --csv");
+    let report: serde_json::Value =
+        serde_json::from_str(finished.stdout.trim()).expect("bench JSON");
+    let records = report["records"].as_u64().expect("records");
+    let series = std::fs::read_to_string(&csv).expect("the csv file");
+    let mut lines = series.lines();
+    assert_eq!(lines.next(), Some("second,records_per_sec,p50_us,p99_us"));
+    let rows: Vec<Vec<u64>> = lines
+        .map(|line| {
+            line.split(',')
+                .map(|field| field.parse().expect("a number"))
+                .collect()
+        })
+        .collect();
+    assert!(rows.len() >= 2, "a row per whole second: {series}");
+    for (n, row) in rows.iter().enumerate() {
+        assert_eq!(row.len(), 4, "{series}");
+        assert_eq!(row[0], n as u64 + 1, "seconds in order: {series}");
+        assert!(row[1] > 0 && row[2] > 0 && row[3] >= row[2], "{series}");
+    }
+    let in_series: u64 = rows.iter().map(|row| row[1]).sum();
+    assert!(
+        in_series <= records,
+        "the series counts only measured records ({in_series} of {records})"
+    );
+    assert_eq!(
+        report["consume_records"].as_u64(),
+        Some(records),
+        "the read-back covers the measured records only: {report}"
     );
 }

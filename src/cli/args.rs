@@ -375,6 +375,12 @@ pub struct BenchArgs {
     /// Offered load in records/s across all publishers (latency counted from the intended send time).
     #[arg(long)]
     pub rate: Option<f64>,
+    /// Append this many records first, uncounted (connections and caches warm up).
+    #[arg(long, default_value_t = 0)]
+    pub warmup_records: u64,
+    /// Write the per-second series (records/s, p50, p99) of the run to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
     /// Fsync policy of the embedded cluster.
     #[arg(long, value_enum, default_value_t = FsyncPolicy::Always)]
     pub fsync: FsyncPolicy,

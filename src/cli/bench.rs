@@ -67,6 +67,8 @@ impl BenchReport {
             "mb_per_sec": self.mb_per_sec(),
             "latency_us": {
                 "p50": latency.value_at_quantile(0.50),
+                "p90": latency.value_at_quantile(0.90),
+                "p95": latency.value_at_quantile(0.95),
                 "p99": latency.value_at_quantile(0.99),
                 "p999": latency.value_at_quantile(0.999),
                 "max": latency.max(),
@@ -82,7 +84,7 @@ impl BenchReport {
         let ms = |us: u64| us as f64 / 1000.0;
         format!(
             "appended {} records of {} bytes in {:.2} s: {:.0} records/s, {:.2} MB/s\n\
-             commit latency: p50 {:.3} ms, p99 {:.3} ms, p999 {:.3} ms, max {:.3} ms\n\
+             commit latency: p50 {:.3} ms, p90 {:.3} ms, p95 {:.3} ms, p99 {:.3} ms, p999 {:.3} ms, max {:.3} ms\n\
              read back {} records in {:.2} s: {:.0} records/s",
             self.records,
             self.record_bytes,
@@ -90,6 +92,8 @@ impl BenchReport {
             self.records_per_sec(),
             self.mb_per_sec(),
             ms(latency.value_at_quantile(0.50)),
+            ms(latency.value_at_quantile(0.90)),
+            ms(latency.value_at_quantile(0.95)),
             ms(latency.value_at_quantile(0.99)),
             ms(latency.value_at_quantile(0.999)),
             ms(latency.max()),
@@ -111,6 +115,56 @@ struct Shared {
     records_claimed: AtomicU64,
     records_committed: AtomicU64,
     stop: AtomicBool,
+    /// Latencies of the current one-second interval (for the interval
+    /// lines and `--csv`), swapped out by the reporter every second.
+    interval_latency_us: std::sync::Mutex<Histogram<u64>>,
+    /// One entry per second of the run so far.
+    series: std::sync::Mutex<Vec<IntervalStats>>,
+}
+
+impl Shared {
+    fn new() -> anyhow::Result<Shared> {
+        Ok(Shared {
+            records_claimed: AtomicU64::new(0),
+            records_committed: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            interval_latency_us: std::sync::Mutex::new(new_histogram()?),
+            series: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    fn series_push(&self, stats: IntervalStats) {
+        self.series
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(stats);
+    }
+
+    fn series(&self) -> Vec<IntervalStats> {
+        self.series
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn record_interval_latency(&self, micros: u64) {
+        // A poisoned lock only means a reporter panicked mid-swap; the
+        // histogram inside is whole.
+        self.interval_latency_us
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .saturating_record(micros);
+    }
+
+    /// The interval's latencies so far, leaving an empty histogram.
+    fn take_interval_latency(&self) -> Option<Histogram<u64>> {
+        let fresh = new_histogram().ok()?;
+        let mut current = self
+            .interval_latency_us
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Some(std::mem::replace(&mut *current, fresh))
+    }
 }
 
 impl Shared {
@@ -201,6 +255,7 @@ async fn run_publisher(
                 .as_micros()
                 .clamp(1, LATENCY_US_MAX as u128) as u64;
             result.latency_us.saturating_record(micros);
+            collector_shared.record_interval_latency(micros);
             result.records += count;
             result.first_index = Some(
                 result
@@ -328,11 +383,21 @@ pub async fn measure(config: ClientConfig, args: &BenchArgs) -> anyhow::Result<B
         }
         Some(rate) => anyhow::bail!("--rate must be positive, got {rate}"),
     };
-    let shared = Arc::new(Shared {
-        records_claimed: AtomicU64::new(0),
-        records_committed: AtomicU64::new(0),
-        stop: AtomicBool::new(false),
-    });
+    if args.warmup_records > 0 {
+        // Connections, page cache and the leader's pipelines warm up on
+        // records nobody counts.
+        let warmup = Arc::new(Shared::new()?);
+        run_publishers(
+            &config,
+            args,
+            Goal::Records(args.warmup_records),
+            interval,
+            warmup,
+            Instant::now(),
+        )
+        .await?;
+    }
+    let shared = Arc::new(Shared::new()?);
     let progress = progress_bar(goal, args.output);
     let ticker = progress.clone().map(|bar| {
         let shared = shared.clone();
@@ -344,6 +409,51 @@ pub async fn measure(config: ClientConfig, args: &BenchArgs) -> anyhow::Result<B
         })
     });
     let started = Instant::now();
+    let series = spawn_interval_reporter(
+        shared.clone(),
+        started,
+        args.output == OutputFormat::Text && std::io::stderr().is_terminal(),
+        progress.clone(),
+    );
+    let outcome = run_publishers(&config, args, goal, interval, shared.clone(), started).await;
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(ticker) = ticker {
+        ticker.abort();
+    }
+    series.abort();
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    let (latency_us, records, first_index, last_index) =
+        outcome.map_err(|error| error.context("an append failed"))?;
+    if let Some(path) = &args.csv {
+        write_csv(path, &shared)?;
+    }
+    let (consume_records, consume_seconds) = if records == 0 {
+        (0, 0.0)
+    } else {
+        read_back(config, first_index, last_index).await?
+    };
+    Ok(BenchReport {
+        records,
+        record_bytes: args.size,
+        seconds,
+        latency_us,
+        consume_records,
+        consume_seconds,
+    })
+}
+
+/// Runs `args.publishers` publishers to `goal`; their merged latencies,
+/// records, and the index range they wrote.
+async fn run_publishers(
+    config: &ClientConfig,
+    args: &BenchArgs,
+    goal: Goal,
+    interval: Option<Duration>,
+    shared: Arc<Shared>,
+    started: Instant,
+) -> anyhow::Result<(Histogram<u64>, u64, LogIndex, LogIndex)> {
     let mut publishers = Vec::new();
     for _ in 0..args.publishers {
         publishers.push(tokio::spawn(run_publisher(
@@ -378,29 +488,77 @@ pub async fn measure(config: ClientConfig, args: &BenchArgs) -> anyhow::Result<B
             }
         }
     }
-    let seconds = started.elapsed().as_secs_f64();
-    if let Some(ticker) = ticker {
-        ticker.abort();
+    match first_error {
+        Some(error) => Err(error),
+        None => Ok((latency_us, records, first_index, last_index)),
     }
-    if let Some(bar) = progress {
-        bar.finish_and_clear();
-    }
-    if let Some(error) = first_error {
-        return Err(error.context("an append failed"));
-    }
-    let (consume_records, consume_seconds) = if records == 0 {
-        (0, 0.0)
-    } else {
-        read_back(config, first_index, last_index).await?
-    };
-    Ok(BenchReport {
-        records,
-        record_bytes: args.size,
-        seconds,
-        latency_us,
-        consume_records,
-        consume_seconds,
+}
+
+/// One second of a run: records committed in it and its latency quantiles.
+#[derive(Clone, Copy, Debug)]
+struct IntervalStats {
+    second: u64,
+    records: u64,
+    p50_us: u64,
+    p99_us: u64,
+}
+
+/// Every second: the interval's figures into the series (for `--csv`), and
+/// on a terminal a line `N s: X records/s, p50 .. ms, p99 .. ms` above the
+/// progress bar (kafka-producer-perf-test and `nats bench` print the same).
+fn spawn_interval_reporter(
+    shared: Arc<Shared>,
+    started: Instant,
+    print: bool,
+    bar: Option<indicatif::ProgressBar>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut committed_before = 0u64;
+        let mut second = 0u64;
+        loop {
+            second += 1;
+            tokio::time::sleep_until((started + Duration::from_secs(second)).into()).await;
+            let committed = shared.records_committed.load(Ordering::Relaxed);
+            let Some(latency) = shared.take_interval_latency() else {
+                continue;
+            };
+            let stats = IntervalStats {
+                second,
+                records: committed.saturating_sub(committed_before),
+                p50_us: latency.value_at_quantile(0.50),
+                p99_us: latency.value_at_quantile(0.99),
+            };
+            committed_before = committed;
+            shared.series_push(stats);
+            if print {
+                let line = format!(
+                    "{second:>4} s: {} records/s, p50 {:.3} ms, p99 {:.3} ms",
+                    stats.records,
+                    stats.p50_us as f64 / 1000.0,
+                    stats.p99_us as f64 / 1000.0
+                );
+                match &bar {
+                    Some(bar) => bar.println(line),
+                    None => eprintln!("{line}"),
+                }
+            }
+        }
     })
+}
+
+/// `--csv FILE`: one line per second of the measured run.
+fn write_csv(path: &std::path::Path, shared: &Shared) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    let series = shared.series();
+    let mut text = String::from("second,records_per_sec,p50_us,p99_us\n");
+    for stats in series {
+        let _ = writeln!(
+            text,
+            "{},{},{},{}",
+            stats.second, stats.records, stats.p50_us, stats.p99_us
+        );
+    }
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn progress_bar(goal: Goal, output: OutputFormat) -> Option<indicatif::ProgressBar> {
