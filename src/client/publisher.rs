@@ -9,7 +9,6 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::ops::RangeInclusive;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -24,7 +23,7 @@ use super::{
     ClientConfig, ClientError, RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN, RETRY_DEADLINE,
 };
 use crate::net;
-use crate::types::{LogIndex, ProducerSeq};
+use crate::types::{AppendedIndexes, ProducerSeq};
 use crate::wire::client::{
     AppendRequest, ClientRequest, ClientResponse, ErrorResponse, RECORDS_PER_APPEND_MAX,
     RECORD_BYTES_MAX_LIMIT,
@@ -55,7 +54,7 @@ impl Default for PublisherOptions {
     }
 }
 
-type AppendResult = Result<RangeInclusive<LogIndex>, ClientError>;
+type AppendResult = Result<AppendedIndexes, ClientError>;
 
 /// Resolves to the indexes of a batch's records once they are committed.
 pub struct AppendTicket {
@@ -183,10 +182,7 @@ impl Publisher {
     }
 
     /// Appends one batch and waits for its indexes.
-    pub async fn append(
-        &mut self,
-        records: Vec<Bytes>,
-    ) -> Result<RangeInclusive<LogIndex>, ClientError> {
+    pub async fn append(&mut self, records: Vec<Bytes>) -> Result<AppendedIndexes, ClientError> {
         self.send(records).await?.await
     }
 
@@ -397,16 +393,18 @@ impl Session {
                     });
                 };
                 let expected = batch.records.len() as u64;
-                if last_index < first_index || last_index - first_index + 1 != expected {
+                let indexes = AppendedIndexes::contiguous(first_index, last_index)
+                    .filter(|indexes| indexes.count() == expected);
+                let Some(indexes) = indexes else {
                     return Err(ClientError::Protocol {
                         addr: self.node_addr(),
                         reason: format!(
                             "{expected} records answered with indexes {first_index}..={last_index}"
                         ),
                     });
-                }
+                };
                 self.backoff = RECONNECT_BACKOFF_MIN;
-                let _ = batch.reply.send(Ok(first_index..=last_index));
+                let _ = batch.reply.send(Ok(indexes));
                 Ok(())
             }
             ClientResponse::Error(error) => match error {
