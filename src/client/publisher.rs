@@ -25,13 +25,17 @@ use super::{
 use crate::net;
 use crate::types::{AppendedIndexes, ProducerSeq};
 use crate::wire::client::{
-    AppendRequest, ClientRequest, ClientResponse, ErrorResponse, RECORDS_PER_APPEND_MAX,
-    RECORD_BYTES_MAX_LIMIT,
+    AppendRequest, ClientRequest, ClientResponse, ErrorResponse, PRODUCER_WINDOW_BATCHES_MAX,
+    PRODUCER_WINDOW_RECORDS_MAX, RECORDS_PER_APPEND_MAX, RECORD_BYTES_MAX_LIMIT,
 };
 
 /// Appends a publisher keeps in flight unless told otherwise.
 pub const INFLIGHT_DEFAULT: usize = 8;
 /// Upper bound on `inflight_max`: the node's per-stream queue is bounded too.
+/// A larger window than the node's dedup memory for a producer
+/// ([`PRODUCER_WINDOW_BATCHES_MAX`] appends, [`PRODUCER_WINDOW_RECORDS_MAX`]
+/// records) is capped to it: what is resent after a failover must still be
+/// remembered, or it is refused as forgotten.
 pub const INFLIGHT_MAX: usize = 4096;
 
 #[derive(Clone, Debug)]
@@ -40,7 +44,9 @@ pub struct PublisherOptions {
     pub producer_id: Option<u64>,
     /// Sequence number of the first record this publisher sends.
     pub first_sequence: u64,
-    /// Appends sent and not yet answered, at most.
+    /// Appends sent and not yet answered, at most (capped at
+    /// [`PRODUCER_WINDOW_BATCHES_MAX`], and records in flight at
+    /// [`PRODUCER_WINDOW_RECORDS_MAX`]).
     pub inflight_max: usize,
 }
 
@@ -77,6 +83,8 @@ struct Batch {
     reply: oneshot::Sender<AppendResult>,
     /// Frees a window slot when the batch is answered.
     _permit: OwnedSemaphorePermit,
+    /// Frees its records' share of the records window then.
+    _records_permit: OwnedSemaphorePermit,
     /// When the batch was first sent, for the retry deadline.
     first_sent: Option<Instant>,
     /// When it was last sent, for the request timeout.
@@ -86,6 +94,8 @@ struct Batch {
 pub struct Publisher {
     batches: mpsc::Sender<Batch>,
     window: Arc<Semaphore>,
+    /// Records in flight, at most [`PRODUCER_WINDOW_RECORDS_MAX`].
+    records_window: Arc<Semaphore>,
     producer_id: u64,
     next_sequence: u64,
     task: JoinHandle<()>,
@@ -121,7 +131,10 @@ impl Publisher {
         let task = tokio::spawn(session.run(incoming));
         Ok(Publisher {
             batches,
-            window: Arc::new(Semaphore::new(options.inflight_max)),
+            window: Arc::new(Semaphore::new(
+                options.inflight_max.min(PRODUCER_WINDOW_BATCHES_MAX),
+            )),
+            records_window: Arc::new(Semaphore::new(PRODUCER_WINDOW_RECORDS_MAX)),
             producer_id,
             next_sequence: options.first_sequence,
             task,
@@ -161,6 +174,14 @@ impl Publisher {
             .acquire_owned()
             .await
             .map_err(|_| ClientError::Closed)?;
+        // At most RECORDS_PER_APPEND_MAX <= PRODUCER_WINDOW_RECORDS_MAX permits
+        // (checked above), so this waits only for older batches to be answered.
+        let records_permit = self
+            .records_window
+            .clone()
+            .acquire_many_owned(records.len() as u32)
+            .await
+            .map_err(|_| ClientError::Closed)?;
         let first_sequence = self.next_sequence;
         self.next_sequence = self
             .next_sequence
@@ -173,6 +194,7 @@ impl Publisher {
                 records,
                 reply,
                 _permit: permit,
+                _records_permit: records_permit,
                 first_sent: None,
                 last_sent: None,
             })

@@ -27,6 +27,14 @@ pub const RECORD_BYTES_MAX_DEFAULT: u64 = 1024 * 1024;
 pub const RECORD_BYTES_MAX_LIMIT: u64 = 8 * 1024 * 1024;
 /// Most records one append request may carry.
 pub const RECORDS_PER_APPEND_MAX: usize = 16 * 1024;
+/// A producer's dedup memory on a node: the newest runs of consecutive
+/// sequences at consecutive indexes (one per append at most) it remembers.
+/// A re-sent record is answered with its original index only while its run
+/// is among them; a publisher keeps at most this many appends in flight so
+/// that everything it may resend after a failover is remembered.
+pub const PRODUCER_WINDOW_BATCHES_MAX: usize = 1024;
+/// ... and the newest records (with a digest of each) it remembers.
+pub const PRODUCER_WINDOW_RECORDS_MAX: usize = 4 * RECORDS_PER_APPEND_MAX;
 /// Longest free-text reason (`InvalidRequest`, `Internal`, `ChangeRefused`,
 /// `PermissionDenied`), in bytes.
 pub const REASON_BYTES_MAX: usize = 1024;
@@ -48,6 +56,8 @@ const _: () = assert!(
 const _: () = assert!(
     APPEND_HEADER_BYTES + RECORDS_PER_APPEND_MAX * APPEND_RECORD_HEADER_BYTES <= FRAME_BYTES_MAX
 );
+// A full append always fits the records window, so a publisher never waits forever.
+const _: () = assert!(RECORDS_PER_APPEND_MAX <= PRODUCER_WINDOW_RECORDS_MAX);
 // Strings are u16-length-prefixed.
 const _: () = assert!(ERROR_MESSAGE_BYTES_MAX <= u16::MAX as usize);
 const _: () = assert!(REASON_BYTES_MAX < ERROR_MESSAGE_BYTES_MAX);
