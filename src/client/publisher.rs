@@ -391,6 +391,31 @@ impl Session {
         self.stream = Some(stream);
     }
 
+    /// The oldest unanswered batch is committed at `indexes` (`None`: the
+    /// node sent an impossible range, shown as `described`).
+    fn on_appended(
+        &mut self,
+        indexes: Option<AppendedIndexes>,
+        described: String,
+    ) -> Result<(), ClientError> {
+        let Some(batch) = self.unanswered.pop_front() else {
+            return Err(ClientError::Protocol {
+                addr: self.node_addr(),
+                reason: "an answer for an append never sent".into(),
+            });
+        };
+        let expected = batch.records.len() as u64;
+        let Some(indexes) = indexes.filter(|indexes| indexes.count() == expected) else {
+            return Err(ClientError::Protocol {
+                addr: self.node_addr(),
+                reason: format!("{expected} records answered with {described}"),
+            });
+        };
+        self.backoff = RECONNECT_BACKOFF_MIN;
+        let _ = batch.reply.send(Ok(indexes));
+        Ok(())
+    }
+
     async fn on_answer(
         &mut self,
         answer: Result<ClientResponse, String>,
@@ -408,26 +433,14 @@ impl Session {
                 first_index,
                 last_index,
             } => {
-                let Some(batch) = self.unanswered.pop_front() else {
-                    return Err(ClientError::Protocol {
-                        addr: self.node_addr(),
-                        reason: "an answer for an append never sent".into(),
-                    });
-                };
-                let expected = batch.records.len() as u64;
-                let indexes = AppendedIndexes::contiguous(first_index, last_index)
-                    .filter(|indexes| indexes.count() == expected);
-                let Some(indexes) = indexes else {
-                    return Err(ClientError::Protocol {
-                        addr: self.node_addr(),
-                        reason: format!(
-                            "{expected} records answered with indexes {first_index}..={last_index}"
-                        ),
-                    });
-                };
-                self.backoff = RECONNECT_BACKOFF_MIN;
-                let _ = batch.reply.send(Ok(indexes));
-                Ok(())
+                let indexes = AppendedIndexes::contiguous(first_index, last_index);
+                let described = format!("indexes {first_index}..={last_index}");
+                self.on_appended(indexes, described)
+            }
+            // A re-sent batch whose records are in several places of the log.
+            ClientResponse::AppendedRuns(indexes) => {
+                let described = format!("index runs {:?}", indexes.runs());
+                self.on_appended(Some(indexes), described)
             }
             ClientResponse::Error(error) => match error {
                 ErrorResponse::NotLeader { leader_addr, .. } => {
