@@ -116,6 +116,11 @@ pub struct LogStart {
     pub first_index: LogIndex,
     pub prev_term: Term,
     pub membership: Membership,
+    /// The server's exactly-once producer table as of `first_index - 1`
+    /// (`server::producers`), so retention and a follower reset do not
+    /// forget the producers of the entries they drop. Opaque to the core and
+    /// the storage engine, which keep and send it as given; empty for none.
+    pub producers: Bytes,
 }
 
 impl LogStart {
@@ -125,6 +130,7 @@ impl LogStart {
             first_index: 1,
             prev_term: 0,
             membership,
+            producers: Bytes::new(),
         }
     }
 }

@@ -196,14 +196,15 @@ fn message() -> impl Strategy<Value = Message> {
             })
         }),
         u().prop_map(|term| Message::TimeoutNow(TimeoutNow { term })),
-        (u(), 1..u64::MAX, u(), membership()).prop_map(
-            |(term, first_index, prev_term, membership)| {
+        (u(), 1..u64::MAX, u(), membership(), payload()).prop_map(
+            |(term, first_index, prev_term, membership, producers)| {
                 Message::InstallLogStart(InstallLogStart {
                     term,
                     log_start: LogStart {
                         first_index,
                         prev_term,
                         membership,
+                        producers,
                     },
                 })
             }
