@@ -72,6 +72,7 @@ fn bench_append(c: &mut Criterion, synced: bool) {
                                 first_index: next,
                                 prev_term: 1,
                                 membership: membership(),
+                                producers: Default::default(),
                             })
                             .expect("reset");
                         }

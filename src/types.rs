@@ -116,6 +116,11 @@ pub struct LogStart {
     pub first_index: LogIndex,
     pub prev_term: Term,
     pub membership: Membership,
+    /// The server's exactly-once producer table as of `first_index - 1`
+    /// (`server::producers`), so retention and a follower reset do not
+    /// forget the producers of the entries they drop. Opaque to the core and
+    /// the storage engine, which keep and send it as given; empty for none.
+    pub producers: Bytes,
 }
 
 impl LogStart {
@@ -125,7 +130,106 @@ impl LogStart {
             first_index: 1,
             prev_term: 0,
             membership,
+            producers: Bytes::new(),
         }
+    }
+}
+
+/// Where the records of one append landed, in request order: runs of
+/// consecutive indexes. One run in the common case; a re-sent batch whose
+/// records were first appended in several batches (interleaved with other
+/// producers), or that is partly in the log and partly new, has several.
+///
+/// Invariant (kept by the constructors): every run has at least one record
+/// and `first_index >= 1`, and no index passes [`LOG_INDEX_MAX`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AppendedIndexes {
+    /// `(first_index, count)`, in request order.
+    runs: Vec<(LogIndex, u64)>,
+}
+
+impl AppendedIndexes {
+    /// `first..=last`, one record each; `None` unless `1 <= first <= last <= LOG_INDEX_MAX`.
+    pub fn contiguous(first: LogIndex, last: LogIndex) -> Option<AppendedIndexes> {
+        let mut indexes = AppendedIndexes::default();
+        indexes.push_run(first, last.checked_sub(first)?.checked_add(1)?)?;
+        Some(indexes)
+    }
+
+    /// Appends `count` records at `first_index..first_index + count`, merged
+    /// with the last run when it continues it. `None` (and no change) when
+    /// `count` is 0 or an index would be 0 or pass [`LOG_INDEX_MAX`].
+    pub fn push_run(&mut self, first_index: LogIndex, count: u64) -> Option<()> {
+        if first_index == 0 || count == 0 {
+            return None;
+        }
+        let end = first_index.checked_add(count)?;
+        if end - 1 > LOG_INDEX_MAX {
+            return None;
+        }
+        match self.runs.last_mut() {
+            Some((first, run_count)) if first.checked_add(*run_count) == Some(first_index) => {
+                // No overflow: the merged run ends at `end - 1 <= LOG_INDEX_MAX`.
+                *run_count += count;
+            }
+            _ => self.runs.push((first_index, count)),
+        }
+        Some(())
+    }
+
+    /// `(first_index, count)` of each run, in request order.
+    pub fn runs(&self) -> &[(LogIndex, u64)] {
+        &self.runs
+    }
+
+    /// The number of records.
+    pub fn count(&self) -> u64 {
+        // No overflow: each run's indexes are distinct values up to LOG_INDEX_MAX.
+        self.runs.iter().map(|&(_, count)| count).sum()
+    }
+
+    /// `Some((first, last))` when the records are at one range of indexes.
+    pub fn as_range(&self) -> Option<(LogIndex, LogIndex)> {
+        match self.runs.as_slice() {
+            [(first, count)] => Some((*first, first + (count - 1))),
+            _ => None,
+        }
+    }
+
+    /// The lowest and the highest index (`None` when empty).
+    pub fn bounds(&self) -> Option<(LogIndex, LogIndex)> {
+        let low = self.runs.iter().map(|&(first, _)| first).min()?;
+        let high = self
+            .runs
+            .iter()
+            .map(|&(first, count)| first + (count - 1))
+            .max()?;
+        Some((low, high))
+    }
+
+    /// Each record's index, in request order.
+    pub fn iter(&self) -> impl Iterator<Item = LogIndex> + '_ {
+        self.runs
+            .iter()
+            .flat_map(|&(first, count)| first..first + count)
+    }
+}
+
+impl IntoIterator for AppendedIndexes {
+    type Item = LogIndex;
+    type IntoIter = std::iter::FlatMap<
+        std::vec::IntoIter<(LogIndex, u64)>,
+        std::ops::Range<LogIndex>,
+        fn((LogIndex, u64)) -> std::ops::Range<LogIndex>,
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        fn run((first, count): (LogIndex, u64)) -> std::ops::Range<LogIndex> {
+            first..first + count
+        }
+        self.runs
+            .into_iter()
+            .flat_map(run as fn((LogIndex, u64)) -> std::ops::Range<LogIndex>)
     }
 }
 

@@ -38,7 +38,7 @@ fn spawn_paced_publisher(
             let mut indexes = Vec::new();
             while let Some(ticket) = tickets_rx.recv().await {
                 let range = ticket.await?;
-                let count = range.clone().count();
+                let count = range.count() as usize;
                 indexes.extend(range);
                 acked.fetch_add(count, Ordering::SeqCst);
             }

@@ -239,9 +239,7 @@ fn spawn_publisher(
                     };
                     match ticket.await {
                         Ok(indexes) => {
-                            task_log
-                                .acked
-                                .fetch_add(indexes.count() as u64, Ordering::Relaxed);
+                            task_log.acked.fetch_add(indexes.count(), Ordering::Relaxed);
                             task_log
                                 .times
                                 .lock()
@@ -257,9 +255,7 @@ fn spawn_publisher(
             } else {
                 for ticket in tickets {
                     if let Ok(indexes) = ticket.await {
-                        task_log
-                            .acked
-                            .fetch_add(indexes.count() as u64, Ordering::Relaxed);
+                        task_log.acked.fetch_add(indexes.count(), Ordering::Relaxed);
                     }
                 }
                 publisher.close().await;

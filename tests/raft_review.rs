@@ -87,6 +87,7 @@ fn install_log_start_keeps_the_suffix_that_matches_the_leader() {
         first_index: 21,
         prev_term: 2,
         membership: voters(&[1, 2, 3]),
+        producers: Default::default(),
     };
     core.step(
         1,
@@ -122,6 +123,7 @@ fn install_log_start_replaces_a_log_that_conflicts_at_the_boundary() {
         first_index: 21,
         prev_term: 3,
         membership: voters(&[1, 2, 3]),
+        producers: Default::default(),
     };
     core.step(
         1,
@@ -462,6 +464,7 @@ fn terms_and_indexes_near_u64_max_are_refused_as_malformed() {
                 first_index: u64::MAX,
                 prev_term: 1,
                 membership: voters(&[1, 2, 3]),
+                producers: Default::default(),
             },
         }),
         Message::TimeoutNow(TimeoutNow { term: u64::MAX }),

@@ -127,6 +127,7 @@ fn log_start_survives_a_crash_at_every_step_of_its_atomic_replace() {
             first_index: 30,
             prev_term: 1,
             membership: membership(5),
+            producers: Default::default(),
         })
         .unwrap();
         (
@@ -324,12 +325,14 @@ fn payloads_held_by_readers_never_change_after_truncation_or_retention() {
         first_index: 150,
         prev_term: 2,
         membership: membership(3),
+        producers: Default::default(),
     })
     .unwrap();
     log.reset(LogStart {
         first_index: 1000,
         prev_term: 3,
         membership: membership(3),
+        producers: Default::default(),
     })
     .unwrap();
     assert_eq!(held, entries(1..=200, 1));
@@ -369,6 +372,7 @@ fn retention_drops_only_whole_segments_at_or_below_the_floor() {
         first_index: first,
         prev_term,
         membership: membership(3),
+        producers: Default::default(),
     })
     .unwrap();
     assert_eq!(log.first_index(), first);
@@ -581,6 +585,7 @@ fn a_log_start_term_no_node_could_reach_is_refused() {
             first_index: 10,
             prev_term: 3,
             membership: membership(3),
+            producers: Default::default(),
         })
         .unwrap();
     let path = dir.path().join(raftlog::storage::LOG_START_FILE_NAME);
@@ -606,7 +611,7 @@ fn a_log_start_term_no_node_could_reach_is_refused() {
 #[test]
 fn a_log_holding_producer_sequences_at_the_top_of_u64_is_recovered() {
     use raftlog::server::producers::Admission;
-    use raftlog::types::{EntryKind, ProducerSeq};
+    use raftlog::types::{AppendedIndexes, EntryKind, ProducerSeq};
     let dir = tempfile::tempdir().unwrap();
     let tagged = |index: LogIndex, producer_id: u64, sequence: u64| Entry {
         index,
@@ -637,17 +642,26 @@ fn a_log_holding_producer_sequences_at_the_top_of_u64_is_recovered() {
     let recovered =
         raftlog::server::driver::recover(&log, start, Duration::from_secs(600)).unwrap();
     let table = &recovered.producers;
-    assert_eq!(table.admit(7, u64::MAX, 1), Admission::SequenceOverflow);
+    let r = [b"r"];
+    assert_eq!(table.admit(7, u64::MAX, &r), Admission::SequenceOverflow);
     assert_eq!(
-        table.admit(7, u64::MAX - 1, 1),
-        Admission::DuplicateForgotten
+        table.admit(7, u64::MAX - 1, &r),
+        Admission::DuplicateForgotten {
+            sequence: u64::MAX - 1
+        }
     );
-    assert_eq!(table.admit(8, 1, 1), Admission::Append);
     assert_eq!(
-        table.admit(9, u64::MAX - 1, 1),
-        Admission::Duplicate {
-            first_index: 6,
-            last_index: 6
+        table.admit(8, 1, &r),
+        Admission::Append {
+            known: 0,
+            indexes: AppendedIndexes::default()
+        }
+    );
+    assert_eq!(
+        table.admit(9, u64::MAX - 1, &r),
+        Admission::Append {
+            known: 1,
+            indexes: AppendedIndexes::contiguous(6, 6).unwrap()
         }
     );
 }

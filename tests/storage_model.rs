@@ -202,6 +202,7 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     first_index: first,
                     prev_term,
                     membership: membership(),
+                    producers: Default::default(),
                 })
                 .map_err(fail)?;
                 model.entries.drain(..keep_from);
@@ -215,6 +216,7 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     first_index: first,
                     prev_term: model.term,
                     membership: membership(),
+                    producers: Default::default(),
                 })
                 .map_err(fail)?;
                 model.entries.clear();

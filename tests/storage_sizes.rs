@@ -329,6 +329,7 @@ fn an_oversized_entry_after_a_truncation_or_reset_replaces_the_empty_segment() {
         first_index: 100,
         prev_term: 1,
         membership: Membership::default(),
+        producers: bytes::Bytes::new(),
     };
     log.reset(start).unwrap();
     let big = sized(100, 90 * KIB);

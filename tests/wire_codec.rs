@@ -16,7 +16,7 @@ use raftlog::raft::message::{
     Message, RejectHint, RequestVote, RequestVoteResponse, TermProbe, TermProbeResponse,
     TimeoutNow,
 };
-use raftlog::types::{Entry, EntryKind, LogStart, Membership, ProducerSeq};
+use raftlog::types::{AppendedIndexes, Entry, EntryKind, LogStart, Membership, ProducerSeq};
 use raftlog::wire::client::{
     error_codes, AdminRequest, AppendRequest, ClientRequest, ClientResponse, ClusterStatus,
     ConsumeEnd, ConsumeEndReason, ConsumeFrom, ConsumeRequest, ErrorResponse, NodeRole, NodeStatus,
@@ -196,14 +196,15 @@ fn message() -> impl Strategy<Value = Message> {
             })
         }),
         u().prop_map(|term| Message::TimeoutNow(TimeoutNow { term })),
-        (u(), 1..u64::MAX, u(), membership()).prop_map(
-            |(term, first_index, prev_term, membership)| {
+        (u(), 1..u64::MAX, u(), membership(), payload()).prop_map(
+            |(term, first_index, prev_term, membership, producers)| {
                 Message::InstallLogStart(InstallLogStart {
                     term,
                     log_start: LogStart {
                         first_index,
                         prev_term,
                         membership,
+                        producers,
                     },
                 })
             }
@@ -277,6 +278,13 @@ fn error_response() -> impl Strategy<Value = ErrorResponse> {
         reason().prop_map(|reason| ErrorResponse::ChangeRefused { reason }),
         reason().prop_map(|reason| ErrorResponse::PermissionDenied { reason }),
         Just(ErrorResponse::Busy),
+        (u(), u(), u()).prop_map(|(producer_id, sequence, index)| {
+            ErrorResponse::PayloadMismatch {
+                producer_id,
+                sequence,
+                index,
+            }
+        }),
         u().prop_map(|id| ErrorResponse::UnknownNode { id }),
         u().prop_map(|id| ErrorResponse::AlreadyMember { id }),
         Just(ErrorResponse::ShuttingDown),
@@ -370,6 +378,13 @@ fn client_response() -> impl Strategy<Value = ClientResponse> {
                 first_index,
                 last_index: first_index + extra,
             }
+        }),
+        proptest::collection::vec((1..1u64 << 61, 1..100u64), 1..8).prop_map(|runs| {
+            let mut indexes = AppendedIndexes::default();
+            for (first_index, count) in runs {
+                indexes.push_run(first_index, count).unwrap();
+            }
+            ClientResponse::AppendedRuns(indexes)
         }),
         record_batch().prop_map(ClientResponse::Records),
         (any::<bool>(), any::<u64>()).prop_map(|(limit, next_index)| {
@@ -565,7 +580,7 @@ fn random_body(types: &'static [u8]) -> impl Strategy<Value = Bytes> {
 
 const PEER_TYPES: &[u8] = &[0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16];
 const CLIENT_TYPES: &[u8] = &[
-    0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x81, 0x82, 0x83, 0x84, 0x85, 0xFF,
+    0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0xFF,
 ];
 
 #[test]
@@ -907,6 +922,11 @@ fn every_error_has_a_distinct_stable_code_and_a_one_line_message() {
         ErrorResponse::ChangeRefused { reason: "r".into() },
         ErrorResponse::PermissionDenied { reason: "r".into() },
         ErrorResponse::Busy,
+        ErrorResponse::PayloadMismatch {
+            producer_id: 1,
+            sequence: 2,
+            index: 3,
+        },
     ] {
         assert!(error.code() < error_codes::KNOWN_END, "{error:?}");
         if let Some(other) = seen.insert(error.code(), format!("{error:?}")) {
@@ -983,6 +1003,72 @@ fn an_append_request_has_the_layout_of_docs_protocol_md() {
         0, 0, 0, 0, // record 1 (empty)
     ];
     assert_eq!(&body[..], expected);
+}
+
+/// Issue 13: a re-sent batch partly in the log is answered with the
+/// original indexes of its first records and the new ones of the rest.
+#[test]
+fn an_appended_runs_answer_has_the_layout_of_docs_protocol_md() {
+    let mut indexes = AppendedIndexes::default();
+    indexes.push_run(0x0100, 3).unwrap();
+    indexes.push_run(0x0200, 2).unwrap();
+    let response = ClientResponse::appended(indexes.clone());
+    let body = response.encode();
+    let expected: &[u8] = &[
+        0x01, 0x86, // version 1, AppendedRuns
+        2, 0, 0, 0, // run_count
+        0x00, 0x01, 0, 0, 0, 0, 0, 0, // run 0: first_index = 0x0100
+        3, 0, 0, 0, // count
+        0x00, 0x02, 0, 0, 0, 0, 0, 0, // run 1: first_index = 0x0200
+        2, 0, 0, 0, // count
+    ];
+    assert_eq!(&body[..], expected);
+    assert_eq!(
+        indexes.iter().collect::<Vec<_>>(),
+        [0x100, 0x101, 0x102, 0x200, 0x201]
+    );
+    assert_eq!(
+        ClientResponse::decode(body),
+        Ok(ClientResponse::AppendedRuns(indexes))
+    );
+    // One range is answered in the plain form older clients know.
+    assert_eq!(
+        ClientResponse::appended(AppendedIndexes::contiguous(5, 9).unwrap()),
+        ClientResponse::Appended {
+            first_index: 5,
+            last_index: 9
+        }
+    );
+}
+
+#[test]
+fn appended_runs_that_no_append_could_get_are_refused() {
+    let body = |runs: &[(u64, u32)]| {
+        let mut body = vec![PROTOCOL_VERSION, 0x86];
+        body.extend_from_slice(&(runs.len() as u32).to_le_bytes());
+        for &(first_index, count) in runs {
+            body.extend_from_slice(&first_index.to_le_bytes());
+            body.extend_from_slice(&count.to_le_bytes());
+        }
+        Bytes::from(body)
+    };
+    for runs in [
+        &[][..],
+        &[(0, 1)],
+        &[(5, 0)],
+        &[((1 << 62) - 1, 3)],
+        &[(1, RECORDS_PER_APPEND_MAX as u32), (100_000, 1)],
+        &[(1, u32::MAX)],
+    ] {
+        assert!(
+            matches!(
+                ClientResponse::decode(body(runs)),
+                Err(WireError::Invalid { .. })
+            ),
+            "{runs:?}"
+        );
+    }
+    assert!(ClientResponse::decode(body(&[(1, RECORDS_PER_APPEND_MAX as u32)])).is_ok());
 }
 
 #[test]

@@ -249,7 +249,7 @@ async fn run_publisher(
             last_index: None,
         };
         while let Some((ticket, intended, count)) = ticket_rx.recv().await {
-            let range = ticket.await?;
+            let indexes = ticket.await?;
             let micros = intended
                 .elapsed()
                 .as_micros()
@@ -257,16 +257,10 @@ async fn run_publisher(
             result.latency_us.saturating_record(micros);
             collector_shared.record_interval_latency(micros);
             result.records += count;
-            result.first_index = Some(
-                result
-                    .first_index
-                    .map_or(*range.start(), |first| first.min(*range.start())),
-            );
-            result.last_index = Some(
-                result
-                    .last_index
-                    .map_or(*range.end(), |last| last.max(*range.end())),
-            );
+            if let Some((low, high)) = indexes.bounds() {
+                result.first_index = Some(result.first_index.map_or(low, |first| first.min(low)));
+                result.last_index = Some(result.last_index.map_or(high, |last| last.max(high)));
+            }
             collector_shared
                 .records_committed
                 .fetch_add(count, Ordering::Relaxed);

@@ -80,9 +80,9 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
     let printer = tokio::spawn(async move {
         let stdout = std::io::stdout();
         while let Some(ticket) = ticket_rx.recv().await {
-            let range = ticket.await?;
+            let indexes = ticket.await?;
             let mut out = stdout.lock();
-            for index in range {
+            for index in indexes {
                 match output {
                     OutputFormat::Text => writeln!(out, "{index}"),
                     OutputFormat::Json => writeln!(out, "{}", index_json(index)),

@@ -122,7 +122,7 @@ pub async fn request_leader(
 
 pub fn unexpected(response: &ClientResponse) -> ClientError {
     let kind = match response {
-        ClientResponse::Appended { .. } => "an append answer",
+        ClientResponse::Appended { .. } | ClientResponse::AppendedRuns(_) => "an append answer",
         ClientResponse::Records(_) => "records",
         ClientResponse::ConsumeEnd(_) => "the end of a consume stream",
         ClientResponse::Status(_) => "a status",

@@ -9,7 +9,6 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::ops::RangeInclusive;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -25,15 +24,19 @@ use super::{
     ClientConfig, ClientError, RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN, RETRY_DEADLINE,
 };
 use crate::net;
-use crate::types::{LogIndex, ProducerSeq};
+use crate::types::{AppendedIndexes, ProducerSeq};
 use crate::wire::client::{
-    AppendRequest, ClientRequest, ClientResponse, ErrorResponse, RECORDS_PER_APPEND_MAX,
-    RECORD_BYTES_MAX_LIMIT,
+    AppendRequest, ClientRequest, ClientResponse, ErrorResponse, PRODUCER_WINDOW_BATCHES_MAX,
+    PRODUCER_WINDOW_RECORDS_MAX, RECORDS_PER_APPEND_MAX, RECORD_BYTES_MAX_LIMIT,
 };
 
 /// Appends a publisher keeps in flight unless told otherwise.
 pub const INFLIGHT_DEFAULT: usize = 8;
 /// Upper bound on `inflight_max`: the node's per-stream queue is bounded too.
+/// A larger window than the node's dedup memory for a producer
+/// ([`PRODUCER_WINDOW_BATCHES_MAX`] appends, [`PRODUCER_WINDOW_RECORDS_MAX`]
+/// records) is capped to it: what is resent after a failover must still be
+/// remembered, or it is refused as forgotten.
 pub const INFLIGHT_MAX: usize = 4096;
 
 #[derive(Clone, Debug)]
@@ -42,7 +45,9 @@ pub struct PublisherOptions {
     pub producer_id: Option<u64>,
     /// Sequence number of the first record this publisher sends.
     pub first_sequence: u64,
-    /// Appends sent and not yet answered, at most.
+    /// Appends sent and not yet answered, at most (capped at
+    /// [`PRODUCER_WINDOW_BATCHES_MAX`], and records in flight at
+    /// [`PRODUCER_WINDOW_RECORDS_MAX`]).
     pub inflight_max: usize,
 }
 
@@ -56,7 +61,7 @@ impl Default for PublisherOptions {
     }
 }
 
-type AppendResult = Result<RangeInclusive<LogIndex>, ClientError>;
+type AppendResult = Result<AppendedIndexes, ClientError>;
 
 /// Resolves to the indexes of a batch's records once they are committed.
 pub struct AppendTicket {
@@ -79,6 +84,8 @@ struct Batch {
     reply: oneshot::Sender<AppendResult>,
     /// Frees a window slot when the batch is answered.
     _permit: OwnedSemaphorePermit,
+    /// Frees its records' share of the records window then.
+    _records_permit: OwnedSemaphorePermit,
     /// When the batch was first sent, for the retry deadline.
     first_sent: Option<Instant>,
     /// When it was last sent, for the request timeout.
@@ -88,6 +95,8 @@ struct Batch {
 pub struct Publisher {
     batches: mpsc::Sender<Batch>,
     window: Arc<Semaphore>,
+    /// Records in flight, at most [`PRODUCER_WINDOW_RECORDS_MAX`].
+    records_window: Arc<Semaphore>,
     producer_id: u64,
     next_sequence: u64,
     task: JoinHandle<()>,
@@ -133,7 +142,10 @@ impl Publisher {
         let task = tokio::spawn(session.run(incoming));
         Ok(Publisher {
             batches,
-            window: Arc::new(Semaphore::new(options.inflight_max)),
+            window: Arc::new(Semaphore::new(
+                options.inflight_max.min(PRODUCER_WINDOW_BATCHES_MAX),
+            )),
+            records_window: Arc::new(Semaphore::new(PRODUCER_WINDOW_RECORDS_MAX)),
             producer_id,
             next_sequence: options.first_sequence,
             task,
@@ -173,6 +185,14 @@ impl Publisher {
             .acquire_owned()
             .await
             .map_err(|_| ClientError::Closed)?;
+        // At most RECORDS_PER_APPEND_MAX <= PRODUCER_WINDOW_RECORDS_MAX permits
+        // (checked above), so this waits only for older batches to be answered.
+        let records_permit = self
+            .records_window
+            .clone()
+            .acquire_many_owned(records.len() as u32)
+            .await
+            .map_err(|_| ClientError::Closed)?;
         let first_sequence = self.next_sequence;
         self.next_sequence = self
             .next_sequence
@@ -185,6 +205,7 @@ impl Publisher {
                 records,
                 reply,
                 _permit: permit,
+                _records_permit: records_permit,
                 first_sent: None,
                 last_sent: None,
             })
@@ -194,10 +215,7 @@ impl Publisher {
     }
 
     /// Appends one batch and waits for its indexes.
-    pub async fn append(
-        &mut self,
-        records: Vec<Bytes>,
-    ) -> Result<RangeInclusive<LogIndex>, ClientError> {
+    pub async fn append(&mut self, records: Vec<Bytes>) -> Result<AppendedIndexes, ClientError> {
         self.send(records).await?.await
     }
 
@@ -447,6 +465,32 @@ impl Session {
         Ok(())
     }
 
+    /// The oldest unanswered batch is committed at `indexes` (`None`: the
+    /// node sent an impossible range, shown as `described`).
+    fn on_appended(
+        &mut self,
+        indexes: Option<AppendedIndexes>,
+        described: String,
+    ) -> Result<(), ClientError> {
+        let Some(batch) = self.unanswered.pop_front() else {
+            return Err(ClientError::Protocol {
+                addr: self.node_addr(),
+                reason: "an answer for an append never sent".into(),
+            });
+        };
+        let expected = batch.records.len() as u64;
+        let Some(indexes) = indexes.filter(|indexes| indexes.count() == expected) else {
+            return Err(ClientError::Protocol {
+                addr: self.node_addr(),
+                reason: format!("{expected} records answered with {described}"),
+            });
+        };
+        self.backoff = RECONNECT_BACKOFF_MIN;
+        self.last_progress = Instant::now();
+        let _ = batch.reply.send(Ok(indexes));
+        Ok(())
+    }
+
     async fn on_answer(
         &mut self,
         answer: Result<ClientResponse, String>,
@@ -464,25 +508,14 @@ impl Session {
                 first_index,
                 last_index,
             } => {
-                let Some(batch) = self.unanswered.pop_front() else {
-                    return Err(ClientError::Protocol {
-                        addr: self.node_addr(),
-                        reason: "an answer for an append never sent".into(),
-                    });
-                };
-                let expected = batch.records.len() as u64;
-                if last_index < first_index || last_index - first_index + 1 != expected {
-                    return Err(ClientError::Protocol {
-                        addr: self.node_addr(),
-                        reason: format!(
-                            "{expected} records answered with indexes {first_index}..={last_index}"
-                        ),
-                    });
-                }
-                self.backoff = RECONNECT_BACKOFF_MIN;
-                self.last_progress = Instant::now();
-                let _ = batch.reply.send(Ok(first_index..=last_index));
-                Ok(())
+                let indexes = AppendedIndexes::contiguous(first_index, last_index);
+                let described = format!("indexes {first_index}..={last_index}");
+                self.on_appended(indexes, described)
+            }
+            // A re-sent batch whose records are in several places of the log.
+            ClientResponse::AppendedRuns(indexes) => {
+                let described = format!("index runs {:?}", indexes.runs());
+                self.on_appended(Some(indexes), described)
             }
             ClientResponse::Error(error) => match error {
                 // The leader moved, or this node is going away: look for

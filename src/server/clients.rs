@@ -560,6 +560,7 @@ mod tests {
                 first_index: 21,
                 prev_term: 1,
                 membership: Membership::default(),
+                producers: bytes::Bytes::new(),
             })
             .unwrap();
         assert_eq!(
@@ -574,6 +575,7 @@ mod tests {
                 first_index: 100,
                 prev_term: 2,
                 membership: Membership::default(),
+                producers: bytes::Bytes::new(),
             })
             .unwrap();
         assert_eq!(

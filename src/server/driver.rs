@@ -26,7 +26,7 @@ use tracing::{error, info, warn};
 
 use super::config::{Fsync, ServerConfig};
 use super::metrics::{self, FrameSource, Metrics, PeerLabels, RejectLabels};
-use super::producers::{Admission, ProducerTable};
+use super::producers::{self, Admission, ProducerTable};
 use super::resolve::{Resolution, Resolver};
 use crate::net::peers::{Lane, PeerLinks};
 use crate::raft::{
@@ -34,7 +34,9 @@ use crate::raft::{
     ProposeError, Ready, Role, TransferError,
 };
 use crate::storage::{Log, RetentionPolicy, StorageError, SyncDone};
-use crate::types::{Entry, EntryKind, LogIndex, LogStart, Membership, NodeId, ProducerSeq, Term};
+use crate::types::{
+    AppendedIndexes, Entry, EntryKind, LogIndex, LogStart, Membership, NodeId, ProducerSeq, Term,
+};
 use crate::wire::client::{
     AdminRequest, AppendRequest, ClientRequest, ClientResponse, ClusterStatus, ErrorResponse,
     NodeRole, NodeStatus,
@@ -77,10 +79,13 @@ pub const ADMIN_WAIT: Duration = Duration::from_secs(10);
 pub const LEARNER_CATCH_UP_ENTRIES: u64 = 1024;
 
 struct PendingAppend {
-    first_index: LogIndex,
-    /// The term the entries were proposed in: if the log holds another term
-    /// at `last_index` when it commits, they were replaced and the client
-    /// must retry.
+    /// Where the append's records are, in request order.
+    indexes: AppendedIndexes,
+    /// The term of the entry at the highest of them (the key of
+    /// `pending_appends`) when the append was taken: if the log holds
+    /// another term there when it commits, they were replaced and the
+    /// client must retry. Same term there: the same log up to it (log
+    /// matching), so every lower index is unchanged too.
     term: Term,
     reply: oneshot::Sender<ClientResponse>,
 }
@@ -110,7 +115,10 @@ pub struct Driver {
     pub producers: ProducerTable,
     /// Producer entries up to this index are in the table already.
     pub producers_recorded_index: LogIndex,
-    pending_appends: BTreeMap<LogIndex, PendingAppend>,
+    /// Appends waiting for their highest index to commit. Several may wait
+    /// on one index: a batch retried (on another stream) while the original
+    /// still waits is answered with the same indexes, and both get them.
+    pending_appends: BTreeMap<LogIndex, Vec<PendingAppend>>,
     pending_admin: Vec<PendingAdmin>,
     sync_in_flight: bool,
     /// Index of the latest config entry, to know when a membership is committed.
@@ -510,20 +518,16 @@ impl Driver {
         if let Err(error) = request.check_limits(self.config.record_bytes_max) {
             return refuse(reply, refused(error));
         }
-        if let Some(producer) = request.producer {
-            match self
-                .producers
-                .admit(producer.producer_id, producer.sequence, count as u64)
-            {
-                Admission::Append => {}
-                Admission::Duplicate {
-                    first_index,
-                    last_index,
-                } => {
-                    let term = self.core.term_at(last_index).unwrap_or(0);
-                    self.wait_for_commit(first_index, last_index, term, reply);
-                    return;
-                }
+        // The first `known` records are in the log already (a re-send), at
+        // `known_indexes`; the rest are new.
+        let (known, known_indexes) = match request.producer {
+            None => (0, AppendedIndexes::default()),
+            Some(producer) => match self.producers.admit(
+                producer.producer_id,
+                producer.sequence,
+                &request.records,
+            ) {
+                Admission::Append { known, indexes } => (known, indexes),
                 Admission::Gap { expected, got } => {
                     return refuse(
                         reply,
@@ -534,14 +538,14 @@ impl Driver {
                         }),
                     );
                 }
-                Admission::PartialOverlap { expected, got } => {
+                Admission::PayloadMismatch { sequence, index } => {
                     return refuse(
                         reply,
-                        invalid(format!(
-                                "producer {}: batch from sequence {got} overlaps the log, which ends before {expected}; retry batches exactly as first sent",
-                                producer.producer_id
-                            ),
-                        ),
+                        refused(ErrorResponse::PayloadMismatch {
+                            producer_id: producer.producer_id,
+                            sequence,
+                            index,
+                        }),
                     );
                 }
                 Admission::SequenceOverflow => {
@@ -554,24 +558,47 @@ impl Driver {
                         )),
                     );
                 }
-                Admission::DuplicateForgotten => {
+                Admission::DuplicateForgotten { sequence } => {
                     return refuse(
                         reply,
                         invalid(format!(
-                                "producer {}: sequence {} was appended long ago and its indexes are forgotten",
-                                producer.producer_id, producer.sequence
-                            ),
-                        ),
+                            "producer {}: sequence {sequence} was appended long ago and its index is forgotten (a node remembers a producer's newest {} runs and {} records); it is not appended again",
+                            producer.producer_id,
+                            producers::RUNS_PER_PRODUCER_MAX,
+                            producers::RECORDS_PER_PRODUCER_MAX,
+                        )),
                     );
                 }
-            }
+            },
+        };
+        if known >= count {
+            // Every record is in the log: answer with the original indexes
+            // once they are committed.
+            let Some((_, highest)) = known_indexes.bounds() else {
+                return refuse(reply, invalid("an append needs at least one record"));
+            };
+            let term = self.core.term_at(highest).unwrap_or(0);
+            self.wait_for_commit(known_indexes, highest, term, reply);
+            return;
         }
-        // Record `offset` has sequence `sequence + offset`: `admit` refused a
-        // batch whose sequences pass u64::MAX, checked again here.
-        let mut proposals: Vec<Proposal> = Vec::with_capacity(count);
-        for (offset, payload) in (0u64..).zip(request.records) {
-            let producer = match request.producer {
-                Some(producer) => match producer.sequence.checked_add(offset) {
+        // Record `offset` of the new ones has sequence `sequence + known +
+        // offset`: `admit` refused a batch whose sequences pass u64::MAX,
+        // checked again here.
+        let new_records: Vec<Bytes> = request.records.into_iter().skip(known).collect();
+        let digests: Vec<producers::Digest> = match request.producer {
+            Some(_) => new_records
+                .iter()
+                .map(|payload| producers::digest(payload))
+                .collect(),
+            None => Vec::new(),
+        };
+        let first_new_sequence = request
+            .producer
+            .map(|producer| producer.sequence.checked_add(known as u64));
+        let mut proposals: Vec<Proposal> = Vec::with_capacity(new_records.len());
+        for (offset, payload) in (0u64..).zip(new_records) {
+            let producer = match (request.producer, first_new_sequence) {
+                (Some(producer), Some(Some(first))) => match first.checked_add(offset) {
                     Some(sequence) => Some(ProducerSeq {
                         producer_id: producer.producer_id,
                         sequence,
@@ -582,30 +609,43 @@ impl Driver {
                         return refuse(reply, invalid(reason));
                     }
                 },
-                None => None,
+                (Some(producer), _) => {
+                    let reason = sequence_overflow(producer.producer_id, producer.sequence, count);
+                    return refuse(reply, invalid(reason));
+                }
+                (None, _) => None,
             };
             proposals.push(Proposal { producer, payload });
         }
         match self.core.propose(proposals) {
             Ok(range) => {
                 let (first_index, last_index) = (*range.start(), *range.end());
-                if let Some(producer) = request.producer {
+                if let (Some(producer), Some(Some(first))) = (request.producer, first_new_sequence)
+                {
                     let now = Instant::now();
-                    for index in first_index..=last_index {
-                        // In range: checked when the proposals were built.
-                        let Some(sequence) = index
-                            .checked_sub(first_index)
-                            .and_then(|offset| producer.sequence.checked_add(offset))
-                        else {
-                            break;
-                        };
+                    for ((index, sequence), digest) in
+                        (first_index..=last_index).zip(first..).zip(&digests)
+                    {
                         self.producers
-                            .record(producer.producer_id, sequence, index, now);
+                            .record(producer.producer_id, sequence, index, *digest, now);
                     }
                     self.producers_recorded_index = self.producers_recorded_index.max(last_index);
                 }
+                // The known records first (request order), then the new ones.
+                let mut indexes = known_indexes;
+                let new_count = last_index.saturating_sub(first_index).saturating_add(1);
+                if indexes.push_run(first_index, new_count).is_none() {
+                    return refuse(
+                        reply,
+                        refused(ErrorResponse::Internal {
+                            reason: format!(
+                                "proposed an impossible index range {first_index}..={last_index}"
+                            ),
+                        }),
+                    );
+                }
                 let term = self.core.term();
-                self.wait_for_commit(first_index, last_index, term, reply);
+                self.wait_for_commit(indexes, last_index, term, reply);
             }
             Err(ProposeError::NotLeader { .. }) => refuse(reply, self.not_leader()),
             // Routine, not the caller's fault: the client waits and retries.
@@ -617,28 +657,26 @@ impl Driver {
         }
     }
 
+    /// Answers `indexes` once `highest` (the highest of them) is committed.
     fn wait_for_commit(
         &mut self,
-        first_index: LogIndex,
-        last_index: LogIndex,
+        indexes: AppendedIndexes,
+        highest: LogIndex,
         term: Term,
         reply: oneshot::Sender<ClientResponse>,
     ) {
-        if last_index <= self.core.commit_index() {
-            let _ = reply.send(ClientResponse::Appended {
-                first_index,
-                last_index,
-            });
+        if highest <= self.core.commit_index() {
+            let _ = reply.send(ClientResponse::appended(indexes));
             return;
         }
-        self.pending_appends.insert(
-            last_index,
-            PendingAppend {
-                first_index,
+        self.pending_appends
+            .entry(highest)
+            .or_default()
+            .push(PendingAppend {
+                indexes,
                 term,
                 reply,
-            },
-        );
+            });
     }
 
     /// Answers every pending append whose entries are now committed.
@@ -648,21 +686,23 @@ impl Driver {
             if last_index > commit_index {
                 break;
             }
-            let pending = entry.remove();
-            let response = if self.core.term_at(last_index) == Some(pending.term) {
-                ClientResponse::Appended {
-                    first_index: pending.first_index,
-                    last_index,
-                }
-            } else {
-                refused(ErrorResponse::Unavailable)
-            };
-            let _ = pending.reply.send(response);
+            let term = self.core.term_at(last_index);
+            for pending in entry.remove() {
+                let response = if term == Some(pending.term) {
+                    ClientResponse::appended(pending.indexes)
+                } else {
+                    refused(ErrorResponse::Unavailable)
+                };
+                let _ = pending.reply.send(response);
+            }
         }
     }
 
     fn fail_pending_appends(&mut self, response: ClientResponse) {
-        for (_, pending) in std::mem::take(&mut self.pending_appends) {
+        for pending in std::mem::take(&mut self.pending_appends)
+            .into_values()
+            .flatten()
+        {
             let _ = pending.reply.send(response.clone());
         }
     }
@@ -889,7 +929,10 @@ impl Driver {
                     "log reset to the leader's log start"
                 );
                 log.reset(start.clone())?;
-                self.producers = ProducerTable::new(self.config.producer_expiry);
+                // The leader's table as of its log start: what the entries
+                // this node no longer gets appended. The entries from
+                // `first_index` on are recorded as they arrive.
+                self.producers = producer_table_at(&start, self.config.producer_expiry);
                 // A leader's log start: the codec refuses first_index 0.
                 self.producers_recorded_index = start.first_index.saturating_sub(1);
                 self.membership_index = start.first_index.saturating_sub(1);
@@ -1028,6 +1071,7 @@ impl Driver {
                                 producer.producer_id,
                                 producer.sequence,
                                 entry.index,
+                                producers::digest(&entry.payload),
                                 now,
                             );
                         }
@@ -1176,10 +1220,14 @@ impl Driver {
             .map(|(_, membership)| membership.clone())
             .or_else(|| log.log_start().map(|start| start.membership.clone()))
             .unwrap_or_else(|| self.core.log_start().membership.clone());
+        // The producers of the entries retention drops live on in the log
+        // start, so a restart (which rebuilds the table from the log) and a
+        // follower reset to this start still know them.
         let start = LogStart {
             first_index,
             prev_term,
             membership,
+            producers: self.producers.snapshot(first_index),
         };
         if let Err(error) = self.core.log_compacted(start.clone()) {
             warn!(%error, first_index, "retention skipped");
@@ -1278,6 +1326,18 @@ pub fn describe_membership(membership: &Membership) -> String {
     text
 }
 
+/// The producer table a log start carries, as of `first_index - 1`. One
+/// that does not decode (a bug, or a newer build's layout) leaves the table
+/// empty, loudly: the node keeps serving; re-sends of the dropped entries'
+/// producers may then be appended again, as after their expiry.
+fn producer_table_at(start: &LogStart, expiry: Duration) -> ProducerTable {
+    ProducerTable::from_snapshot(&start.producers, start.first_index, expiry, Instant::now())
+        .unwrap_or_else(|error| {
+            error!(%error, first_index = start.first_index, "the log start's producer table is unreadable; starting with none");
+            ProducerTable::new(expiry)
+        })
+}
+
 /// What the driver needs from the stored log to build the core.
 pub struct Recovered {
     pub log_start: LogStart,
@@ -1298,7 +1358,7 @@ pub fn recover(
     const SCAN_BYTES: usize = 8 << 20;
     let mut term_runs: Vec<(LogIndex, Term)> = Vec::new();
     let mut config_entries = Vec::new();
-    let mut producers = ProducerTable::new(producer_expiry);
+    let mut producers = producer_table_at(&log_start, producer_expiry);
     let now = Instant::now();
     let mut next = log.first_index();
     let last = log.last_index();
@@ -1337,7 +1397,14 @@ pub fn recover(
                 },
                 EntryKind::Data => {
                     if let Some(producer) = entry.producer {
-                        producers.record(producer.producer_id, producer.sequence, entry.index, now);
+                        let digest = producers::digest(&entry.payload);
+                        producers.record(
+                            producer.producer_id,
+                            producer.sequence,
+                            entry.index,
+                            digest,
+                            now,
+                        );
                     }
                 }
                 EntryKind::Noop => {}

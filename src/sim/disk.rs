@@ -257,6 +257,7 @@ impl Disk {
             first_index,
             prev_term,
             membership,
+            producers: Default::default(),
         })
     }
 

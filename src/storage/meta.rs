@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use super::{u32_at, u64_at, StorageError};
 use crate::types::{HardState, LogStart, Membership};
@@ -25,8 +25,17 @@ const LOG_START_MAGIC: &[u8; 8] = b"RLOGLST\0";
 pub(crate) const META_VERSION: u32 = 1;
 const HARD_STATE_BYTES: usize = 44;
 const LOG_START_HEADER_BYTES: usize = 32;
-/// A membership of MEMBERS_MAX members with maximal addresses stays below this.
-const LOG_START_BYTES_MAX: u64 = 4 * 1024 * 1024;
+/// The log-start file with the producer table (version 2, storage-format.md
+/// section 5); version 1, without it, is still read and is what a log start
+/// without producers is written as, so such a data dir stays readable by
+/// older builds.
+const LOG_START_VERSION_PRODUCERS: u32 = 2;
+/// Largest producer table a log-start file carries (the server keeps its
+/// snapshots below this).
+pub const LOG_START_PRODUCERS_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// A membership of MEMBERS_MAX members with maximal addresses stays below
+/// 4 MiB; the producer table comes on top.
+const LOG_START_BYTES_MAX: u64 = 4 * 1024 * 1024 + LOG_START_PRODUCERS_BYTES_MAX as u64 + 4;
 const FLAG_VOTED: u32 = 1;
 
 /// Tries to take a data directory's lock, `LOCK_RETRY_INTERVAL` apart
@@ -133,7 +142,17 @@ pub(crate) fn check_envelope(
     magic: &[u8; 8],
     len_min: usize,
 ) -> Result<(), StorageError> {
-    super::check_magic_and_version(path, bytes, len_min, magic, META_VERSION)?;
+    check_envelope_version(path, bytes, magic, len_min, META_VERSION)
+}
+
+fn check_envelope_version(
+    path: &Path,
+    bytes: &[u8],
+    magic: &[u8; 8],
+    len_min: usize,
+    version: u32,
+) -> Result<(), StorageError> {
+    super::check_magic_and_version(path, bytes, len_min, magic, version)?;
     let crc_at = bytes.len() - 4;
     let stored = u32_at(bytes, crc_at);
     let computed = crc32fast::hash(bytes.get(..crc_at).unwrap_or_default());
@@ -266,28 +285,72 @@ pub(crate) fn store_hard_state(
 pub(crate) fn encode_log_start(start: &LogStart) -> Vec<u8> {
     let mut membership = BytesMut::new();
     start.membership.encode(&mut membership);
-    let mut bytes = Vec::with_capacity(LOG_START_HEADER_BYTES + membership.len() + 4);
+    let producers = &start.producers;
+    debug_assert!(producers.len() <= LOG_START_PRODUCERS_BYTES_MAX);
+    let version = if producers.is_empty() {
+        META_VERSION
+    } else {
+        LOG_START_VERSION_PRODUCERS
+    };
+    let mut bytes =
+        Vec::with_capacity(LOG_START_HEADER_BYTES + membership.len() + 4 + producers.len() + 4);
     bytes.extend_from_slice(LOG_START_MAGIC);
-    bytes.extend_from_slice(&META_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&version.to_le_bytes());
     bytes.extend_from_slice(&(membership.len() as u32).to_le_bytes());
     bytes.extend_from_slice(&start.first_index.to_le_bytes());
     bytes.extend_from_slice(&start.prev_term.to_le_bytes());
     bytes.extend_from_slice(&membership);
+    if version == LOG_START_VERSION_PRODUCERS {
+        bytes.extend_from_slice(&(producers.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(producers);
+    }
     let crc = crc32fast::hash(&bytes);
     bytes.extend_from_slice(&crc.to_le_bytes());
     bytes
 }
 
 pub(crate) fn decode_log_start(path: &Path, bytes: &[u8]) -> Result<LogStart, StorageError> {
-    check_envelope(path, bytes, LOG_START_MAGIC, LOG_START_HEADER_BYTES + 4)?;
+    // Version 2 adds the producer table; anything else is checked as version 1.
+    let version = match u32_at(bytes, 8) {
+        LOG_START_VERSION_PRODUCERS => LOG_START_VERSION_PRODUCERS,
+        _ => META_VERSION,
+    };
+    check_envelope_version(
+        path,
+        bytes,
+        LOG_START_MAGIC,
+        LOG_START_HEADER_BYTES + 4,
+        version,
+    )?;
     let membership_len = u32_at(bytes, 12) as usize;
-    if LOG_START_HEADER_BYTES + membership_len + 4 != bytes.len() {
-        return Err(StorageError::corrupt(
-            path,
-            12,
-            "membership length does not match the file length",
-        ));
-    }
+    let membership_end = LOG_START_HEADER_BYTES.saturating_add(membership_len);
+    let producers = if version == LOG_START_VERSION_PRODUCERS {
+        let producers_len = u32_at(bytes, membership_end) as usize;
+        let producers_at = membership_end.saturating_add(4);
+        let producers_end = producers_at.saturating_add(producers_len);
+        if producers_len > LOG_START_PRODUCERS_BYTES_MAX
+            || producers_end.saturating_add(4) != bytes.len()
+        {
+            return Err(StorageError::corrupt(
+                path,
+                membership_end as u64,
+                "membership or producer table length does not match the file length",
+            ));
+        }
+        bytes
+            .get(producers_at..producers_end)
+            .map(Bytes::copy_from_slice)
+            .unwrap_or_default()
+    } else {
+        if membership_end.saturating_add(4) != bytes.len() {
+            return Err(StorageError::corrupt(
+                path,
+                12,
+                "membership length does not match the file length",
+            ));
+        }
+        Bytes::new()
+    };
     let membership_bytes = bytes
         .get(LOG_START_HEADER_BYTES..LOG_START_HEADER_BYTES + membership_len)
         .unwrap_or_default();
@@ -321,6 +384,7 @@ pub(crate) fn decode_log_start(path: &Path, bytes: &[u8]) -> Result<LogStart, St
         first_index,
         prev_term,
         membership,
+        producers,
     })
 }
 
@@ -339,4 +403,44 @@ pub(crate) fn store_log_start(dir: &Path, start: &LogStart) -> Result<(), Storag
 /// Path helper used by tests and tools.
 pub(crate) fn log_dir(dir: &Path) -> PathBuf {
     dir.join(LOG_DIR_NAME)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn start(producers: &'static [u8]) -> LogStart {
+        LogStart {
+            first_index: 30,
+            prev_term: 2,
+            membership: Membership::with_voters([(1, "127.0.0.1:7001".to_string())]),
+            producers: Bytes::from_static(producers),
+        }
+    }
+
+    /// Issue 13: the producer table rides in the log-start file (version
+    /// 2); a log start without one is written as version 1, as before.
+    #[test]
+    fn a_log_start_with_producers_round_trips_and_one_without_stays_version_1() {
+        let path = Path::new("log-start");
+        let with = start(b"\x01table");
+        let bytes = encode_log_start(&with);
+        assert_eq!(u32_at(&bytes, 8), LOG_START_VERSION_PRODUCERS);
+        assert_eq!(decode_log_start(path, &bytes).unwrap(), with);
+        let without = start(b"");
+        let bytes = encode_log_start(&without);
+        assert_eq!(u32_at(&bytes, 8), META_VERSION);
+        assert_eq!(decode_log_start(path, &bytes).unwrap(), without);
+        // A damaged length is refused, never read past the file.
+        let mut bad = encode_log_start(&with);
+        let at = bad.len() - 4 - 6 - 4;
+        bad[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        let crc_at = bad.len() - 4;
+        let crc = crc32fast::hash(&bad[..crc_at]);
+        bad[crc_at..].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(
+            decode_log_start(path, &bad),
+            Err(StorageError::Corrupt { .. })
+        ));
+    }
 }

@@ -53,7 +53,10 @@ use std::path::PathBuf;
 pub use log::{
     IndexBuilt, IndexJob, Log, Opened, RetentionPolicy, SpareJob, SyncDone, SyncRequest,
 };
-pub use meta::{HARD_STATE_FILE_NAMES, LOCK_FILE_NAME, LOG_DIR_NAME, LOG_START_FILE_NAME};
+pub use meta::{
+    HARD_STATE_FILE_NAMES, LOCK_FILE_NAME, LOG_DIR_NAME, LOG_START_FILE_NAME,
+    LOG_START_PRODUCERS_BYTES_MAX,
+};
 pub use repair::{DamagedRange, RepairMarker, REPAIR_FILE_NAME};
 /// Helpers for tools that write or inspect segments directly (benches, tests).
 pub use segment::{

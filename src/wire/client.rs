@@ -17,7 +17,9 @@ use super::read::{self, put_string_truncated};
 use super::{
     decode_header, expect_end, WireError, FRAME_BYTES_MAX, MESSAGE_HEADER_BYTES, PROTOCOL_VERSION,
 };
-use crate::types::{LogIndex, Membership, NodeId, ProducerSeq, Term, ADDR_BYTES_MAX, MEMBERS_MAX};
+use crate::types::{
+    AppendedIndexes, LogIndex, Membership, NodeId, ProducerSeq, Term, ADDR_BYTES_MAX, MEMBERS_MAX,
+};
 
 /// Default largest record a node accepts (`--max-record-bytes`).
 pub const RECORD_BYTES_MAX_DEFAULT: u64 = 1024 * 1024;
@@ -27,6 +29,14 @@ pub const RECORD_BYTES_MAX_DEFAULT: u64 = 1024 * 1024;
 pub const RECORD_BYTES_MAX_LIMIT: u64 = 8 * 1024 * 1024;
 /// Most records one append request may carry.
 pub const RECORDS_PER_APPEND_MAX: usize = 16 * 1024;
+/// A producer's dedup memory on a node: the newest runs of consecutive
+/// sequences at consecutive indexes (one per append at most) it remembers.
+/// A re-sent record is answered with its original index only while its run
+/// is among them; a publisher keeps at most this many appends in flight so
+/// that everything it may resend after a failover is remembered.
+pub const PRODUCER_WINDOW_BATCHES_MAX: usize = 1024;
+/// ... and the newest records (with a digest of each) it remembers.
+pub const PRODUCER_WINDOW_RECORDS_MAX: usize = 4 * RECORDS_PER_APPEND_MAX;
 /// Longest free-text reason (`InvalidRequest`, `Internal`, `ChangeRefused`,
 /// `PermissionDenied`), in bytes.
 pub const REASON_BYTES_MAX: usize = 1024;
@@ -48,6 +58,8 @@ const _: () = assert!(
 const _: () = assert!(
     APPEND_HEADER_BYTES + RECORDS_PER_APPEND_MAX * APPEND_RECORD_HEADER_BYTES <= FRAME_BYTES_MAX
 );
+// A full append always fits the records window, so a publisher never waits forever.
+const _: () = assert!(RECORDS_PER_APPEND_MAX <= PRODUCER_WINDOW_RECORDS_MAX);
 // Strings are u16-length-prefixed.
 const _: () = assert!(ERROR_MESSAGE_BYTES_MAX <= u16::MAX as usize);
 const _: () = assert!(REASON_BYTES_MAX < ERROR_MESSAGE_BYTES_MAX);
@@ -68,6 +80,7 @@ pub mod types {
     pub const CONSUME_END: u8 = 0x83;
     pub const STATUS_RESPONSE: u8 = 0x84;
     pub const ADMIN_RESPONSE: u8 = 0x85;
+    pub const APPENDED_RUNS: u8 = 0x86;
     pub const ERROR: u8 = 0xFF;
 }
 
@@ -542,6 +555,11 @@ pub enum ClientResponse {
         first_index: LogIndex,
         last_index: LogIndex,
     },
+    /// The answer to an append whose records are not at one range of
+    /// indexes (a re-sent batch first appended in pieces, or partly in the
+    /// log and partly new): record `i` has the `i`-th index of the runs.
+    /// Committed, like `Appended`.
+    AppendedRuns(AppendedIndexes),
     Records(RecordBatch),
     ConsumeEnd(ConsumeEnd),
     Status(ClusterStatus),
@@ -551,6 +569,18 @@ pub enum ClientResponse {
 }
 
 impl ClientResponse {
+    /// The answer for records at `indexes`: the plain `Appended` when they
+    /// are one range (what older clients understand), else `AppendedRuns`.
+    pub fn appended(indexes: AppendedIndexes) -> ClientResponse {
+        match indexes.as_range() {
+            Some((first_index, last_index)) => ClientResponse::Appended {
+                first_index,
+                last_index,
+            },
+            None => ClientResponse::AppendedRuns(indexes),
+        }
+    }
+
     /// Appends the body of this response to `out`. The node keeps a batch
     /// under [`FRAME_BYTES_MAX`] (checked in debug builds); strings over
     /// their limits are cut.
@@ -566,6 +596,16 @@ impl ClientResponse {
                 out.put_u8(types::APPENDED);
                 out.put_u64_le(*first_index);
                 out.put_u64_le(*last_index);
+            }
+            ClientResponse::AppendedRuns(indexes) => {
+                debug_assert!(indexes.count() as usize <= RECORDS_PER_APPEND_MAX);
+                out.put_u8(types::APPENDED_RUNS);
+                out.put_u32_le(indexes.runs().len() as u32);
+                for &(first_index, count) in indexes.runs() {
+                    out.put_u64_le(first_index);
+                    // At most RECORDS_PER_APPEND_MAX: fits a u32.
+                    out.put_u32_le(count as u32);
+                }
             }
             ClientResponse::Records(batch) => {
                 debug_assert!(batch.records.windows(2).all(|w| w[0].0 < w[1].0));
@@ -630,6 +670,7 @@ impl ClientResponse {
                     last_index,
                 }
             }
+            types::APPENDED_RUNS => ClientResponse::AppendedRuns(decode_appended_runs(body)?),
             types::RECORDS => ClientResponse::Records(decode_record_batch(body)?),
             types::CONSUME_END => {
                 let reason = match read::u8(body, "ConsumeEnd.reason")? {
@@ -655,6 +696,41 @@ impl ClientResponse {
         expect_end(body)?;
         Ok(response)
     }
+}
+
+/// Bytes of one run of an AppendedRuns: first_index u64, count u32.
+const APPENDED_RUN_BYTES: usize = 8 + 4;
+
+fn decode_appended_runs(body: &mut Bytes) -> Result<AppendedIndexes, WireError> {
+    let run_count = read::count(
+        body,
+        APPENDED_RUN_BYTES,
+        RECORDS_PER_APPEND_MAX,
+        "AppendedRuns.run_count",
+    )?;
+    if run_count == 0 {
+        return Err(WireError::Invalid {
+            what: "AppendedRuns.run_count (0)",
+        });
+    }
+    let mut indexes = AppendedIndexes::default();
+    let mut records = 0u64;
+    for _ in 0..run_count {
+        let first_index = read::u64(body, "AppendedRuns.first_index")?;
+        let count = u64::from(read::u32(body, "AppendedRuns.count")?);
+        records = records.saturating_add(count);
+        if records > RECORDS_PER_APPEND_MAX as u64 {
+            return Err(WireError::Invalid {
+                what: "AppendedRuns (more records than an append carries)",
+            });
+        }
+        indexes
+            .push_run(first_index, count)
+            .ok_or(WireError::Invalid {
+                what: "AppendedRuns run (count 0, or an index 0 or over 2^62)",
+            })?;
+    }
+    Ok(indexes)
 }
 
 fn decode_record_batch(body: &mut Bytes) -> Result<RecordBatch, WireError> {
@@ -836,6 +912,15 @@ pub enum ErrorResponse {
     /// limit): the append was not taken; send it again shortly.
     #[error("the node is busy (its disk is behind); retry shortly")]
     Busy,
+    /// The Append re-sends a sequence that is in the log with another
+    /// payload: a sequence numbers one record only. Not retryable: the
+    /// publisher reused sequences (or a producer id) for new records.
+    #[error("producer {producer_id}: sequence {sequence} is already in the log at index {index} with a different payload; a sequence numbers one record only (use new sequences or another producer id for new records)")]
+    PayloadMismatch {
+        producer_id: u64,
+        sequence: u64,
+        index: LogIndex,
+    },
     /// An error code this build does not know (sent by a newer node); its
     /// message is still the node's one-line explanation.
     #[error("error {code} from the node: {message}")]
@@ -872,8 +957,9 @@ pub mod error_codes {
     pub const CHANGE_REFUSED: u16 = 15;
     pub const PERMISSION_DENIED: u16 = 16;
     pub const BUSY: u16 = 17;
+    pub const PAYLOAD_MISMATCH: u16 = 18;
     /// Codes below this are known to this build.
-    pub const KNOWN_END: u16 = 18;
+    pub const KNOWN_END: u16 = 19;
 }
 
 impl ErrorResponse {
@@ -898,6 +984,7 @@ impl ErrorResponse {
             ErrorResponse::ChangeRefused { .. } => c::CHANGE_REFUSED,
             ErrorResponse::PermissionDenied { .. } => c::PERMISSION_DENIED,
             ErrorResponse::Busy => c::BUSY,
+            ErrorResponse::PayloadMismatch { .. } => c::PAYLOAD_MISMATCH,
             ErrorResponse::Unrecognized { code, .. } => *code,
         }
     }
@@ -989,6 +1076,15 @@ impl ErrorResponse {
                 out.put_u64_le(*expected);
                 out.put_u64_le(*got);
             }
+            ErrorResponse::PayloadMismatch {
+                producer_id,
+                sequence,
+                index,
+            } => {
+                out.put_u64_le(*producer_id);
+                out.put_u64_le(*sequence);
+                out.put_u64_le(*index);
+            }
             ErrorResponse::InvalidRequest { reason }
             | ErrorResponse::Internal { reason }
             | ErrorResponse::ChangeRefused { reason }
@@ -1077,6 +1173,11 @@ impl ErrorResponse {
                 producer_id: read::u64(body, "SequenceGap.producer_id")?,
                 expected: read::u64(body, "SequenceGap.expected")?,
                 got: read::u64(body, "SequenceGap.got")?,
+            },
+            c::PAYLOAD_MISMATCH => ErrorResponse::PayloadMismatch {
+                producer_id: read::u64(body, "PayloadMismatch.producer_id")?,
+                sequence: read::u64(body, "PayloadMismatch.sequence")?,
+                index: read::u64(body, "PayloadMismatch.index")?,
             },
             c::TIMEOUT => ErrorResponse::Timeout,
             c::INVALID_REQUEST => ErrorResponse::InvalidRequest {

@@ -159,12 +159,15 @@ pub fn decode_message(mut body: Bytes) -> Result<Message, WireError> {
             }
             let membership = read::bytes_u32(body, "InstallLogStart.membership")?;
             let membership = Membership::decode(&membership)?;
+            // Opaque here: the server decodes (and checks) it at the reset.
+            let producers = read::bytes_u32(body, "InstallLogStart.producers")?;
             Message::InstallLogStart(InstallLogStart {
                 term,
                 log_start: LogStart {
                     first_index,
                     prev_term,
                     membership,
+                    producers,
                 },
             })
         }
@@ -281,6 +284,9 @@ pub fn encode_message_into(message: &Message, out: &mut BytesMut) {
             let membership = m.log_start.membership.to_bytes();
             out.put_u32_le(membership.len() as u32);
             out.put_slice(&membership);
+            // The server keeps it at most SNAPSHOT_BYTES_MAX: fits a u32.
+            out.put_u32_le(m.log_start.producers.len() as u32);
+            out.put_slice(&m.log_start.producers);
         }
         Message::InstallLogStartResponse(m) => {
             out.put_u8(types::INSTALL_LOG_START_RESPONSE);

@@ -3,7 +3,6 @@
 //! start. Each records what it did and saw in the [`Recorder`].
 
 use std::collections::{BTreeMap, VecDeque};
-use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -13,6 +12,7 @@ use bytes::Bytes;
 use raftlog::client::{
     ClientConfig, ClientError, Consumer, ConsumerOptions, Publisher, PublisherOptions, StartFrom,
 };
+use raftlog::types::AppendedIndexes;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -151,7 +151,7 @@ pub fn spawn_publisher(
                     continue;
                 }
             };
-            let mut window: VecDeque<JoinHandle<Result<RangeInclusive<LogIndex>, ClientError>>> =
+            let mut window: VecDeque<JoinHandle<Result<AppendedIndexes, ClientError>>> =
                 VecDeque::new();
             let mut failed = false;
             for (first, records) in unacked.clone() {
@@ -229,7 +229,7 @@ async fn send(
     first_sequence: u64,
     records: Vec<Bytes>,
     recorder: &Recorder,
-) -> Option<JoinHandle<Result<RangeInclusive<LogIndex>, ClientError>>> {
+) -> Option<JoinHandle<Result<AppendedIndexes, ClientError>>> {
     let count = records.len() as u64;
     let ids = move || (first_sequence..first_sequence + count).map(move |seq| (producer_id, seq));
     let ticket = match publisher.send(records).await {
