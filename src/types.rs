@@ -207,6 +207,30 @@ impl AppendedIndexes {
         Some((low, high))
     }
 
+    /// Splits off the first `count` records' indexes (for a request that
+    /// carried several callers' batches); `None` when fewer are left.
+    pub fn split_front(&mut self, count: u64) -> Option<AppendedIndexes> {
+        if count > self.count() {
+            return None;
+        }
+        let mut front = AppendedIndexes::default();
+        let mut left = count;
+        while left > 0 {
+            let (first, run_count) = self.runs.first_mut()?;
+            let take = left.min(*run_count);
+            front.push_run(*first, take)?;
+            left -= take;
+            if take == *run_count {
+                self.runs.remove(0);
+            } else {
+                // `take < run_count`, so the rest of the run stays in range.
+                *first += take;
+                *run_count -= take;
+            }
+        }
+        Some(front)
+    }
+
     /// Each record's index, in request order.
     pub fn iter(&self) -> impl Iterator<Item = LogIndex> + '_ {
         self.runs
@@ -410,6 +434,20 @@ mod tests {
         m.voters_outgoing = [1, 2, 3].into_iter().collect();
         m.learners.insert(4);
         m
+    }
+
+    #[test]
+    fn split_front_hands_out_each_batch_its_indexes_in_order() {
+        let mut indexes = AppendedIndexes::default();
+        indexes.push_run(10, 3).unwrap();
+        indexes.push_run(40, 2).unwrap();
+        let first = indexes.split_front(2).unwrap();
+        assert_eq!(first.runs(), &[(10, 2)]);
+        let second = indexes.split_front(2).unwrap();
+        assert_eq!(second.runs(), &[(12, 1), (40, 1)]);
+        assert_eq!(indexes.split_front(2), None, "only one left");
+        assert_eq!(indexes.split_front(1).unwrap().runs(), &[(41, 1)]);
+        assert_eq!(indexes.count(), 0);
     }
 
     #[test]

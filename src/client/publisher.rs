@@ -86,11 +86,33 @@ struct Batch {
     _permit: OwnedSemaphorePermit,
     /// Frees its records' share of the records window then.
     _records_permit: OwnedSemaphorePermit,
-    /// When the batch was first sent, for the retry deadline.
+}
+
+/// One Append request: the records of consecutive batches, sent (and after
+/// a failure resent) together with the sequence of the first.
+struct Request {
+    first_sequence: u64,
+    records: Vec<Bytes>,
+    /// The callers' batches it carries, in order, with their record counts.
+    batches: Vec<(Batch, u64)>,
+    /// When it was first sent, for the retry deadline.
     first_sent: Option<Instant>,
     /// When it was last sent, for the request timeout.
     last_sent: Option<Instant>,
 }
+
+/// Append requests a publisher keeps in flight on its stream. Batches that
+/// arrive while these are unanswered wait and travel together in the next
+/// request (Kafka's producer batches the same way while requests are in
+/// flight): many single-record appends become a few large requests, and a
+/// lone append on an idle link still goes out at once.
+pub const REQUESTS_IN_FLIGHT_MAX: usize = 4;
+/// Record bytes one request carries at most when it joins several batches
+/// (a single batch is sent whole, whatever its size).
+const REQUEST_JOIN_BYTES_MAX: usize = 1024 * 1024;
+/// Batches taken from the queue at once: the publisher's window bounds it
+/// too, this only bounds one turn of the session.
+const PENDING_BATCHES_MAX: usize = 4096;
 
 pub struct Publisher {
     batches: mpsc::Sender<Batch>,
@@ -134,6 +156,7 @@ impl Publisher {
             node: None,
             stream: None,
             generation: 0,
+            pending: VecDeque::new(),
             unanswered: VecDeque::new(),
             backoff: RECONNECT_BACKOFF_MIN,
             last_progress: Instant::now(),
@@ -206,8 +229,6 @@ impl Publisher {
                 reply,
                 _permit: permit,
                 _records_permit: records_permit,
-                first_sent: None,
-                last_sent: None,
             })
             .await
             .map_err(|_| ClientError::Closed)?;
@@ -263,8 +284,10 @@ struct Session {
     stream: Option<Stream>,
     /// Bumped per stream, so answers read from an abandoned stream are ignored.
     generation: u64,
+    /// Received from the caller, not sent yet, oldest first.
+    pending: VecDeque<Batch>,
     /// Sent (or waiting to be resent) and not yet answered, oldest first.
-    unanswered: VecDeque<Batch>,
+    unanswered: VecDeque<Request>,
     backoff: std::time::Duration,
     /// The last answer, or the last (re)send when later: how long the
     /// oldest unanswered batch has waited without news.
@@ -288,28 +311,32 @@ impl Session {
         let (answer_tx, mut answers) = mpsc::channel::<Answer>(64);
         let mut closing = false;
         loop {
-            if closing && self.unanswered.is_empty() {
+            if closing && self.unanswered.is_empty() && self.pending.is_empty() {
                 return;
             }
             if let Err(error) = self.fail_expired() {
                 self.fail_all(error, &mut incoming);
                 return;
             }
-            if self.stream.is_none() && !self.unanswered.is_empty() {
+            if self.stream.is_none() && !(self.unanswered.is_empty() && self.pending.is_empty()) {
                 if let Err(error) = self.open_stream(&answer_tx).await {
                     self.fail_all(error, &mut incoming);
                     return;
                 }
                 continue;
             }
+            self.send_pending().await;
             let wake_at = self.next_timeout();
             let search_at = self.next_search();
             tokio::select! {
                 batch = incoming.recv(), if !closing => match batch {
                     Some(batch) => {
-                        if let Err(error) = self.submit(batch, &answer_tx).await {
-                            self.fail_all(error, &mut incoming);
-                            return;
+                        self.pending.push_back(batch);
+                        while self.pending.len() < PENDING_BATCHES_MAX {
+                            match incoming.try_recv() {
+                                Ok(batch) => self.pending.push_back(batch),
+                                Err(_) => break,
+                            }
                         }
                     }
                     None => closing = true,
@@ -376,27 +403,53 @@ impl Session {
         }
     }
 
-    async fn submit(
-        &mut self,
-        mut batch: Batch,
-        answer_tx: &mpsc::Sender<Answer>,
-    ) -> Result<(), ClientError> {
-        if self.stream.is_none() {
-            if let Err(error) = self.open_stream(answer_tx).await {
-                self.unanswered.push_back(batch);
-                return Err(error);
+    /// Sends waiting batches while fewer than [`REQUESTS_IN_FLIGHT_MAX`]
+    /// requests are unanswered, joining consecutive batches into one request.
+    async fn send_pending(&mut self) {
+        while self.stream.is_some()
+            && !self.pending.is_empty()
+            && self.unanswered.len() < REQUESTS_IN_FLIGHT_MAX
+        {
+            let mut request = Request {
+                first_sequence: self.pending.front().map_or(0, |batch| batch.first_sequence),
+                records: Vec::new(),
+                batches: Vec::new(),
+                first_sent: None,
+                last_sent: None,
+            };
+            let mut bytes = 0usize;
+            while let Some(batch) = self.pending.front() {
+                let batch_bytes: usize = batch.records.iter().map(Bytes::len).sum();
+                let fits = request.records.len() + batch.records.len() <= RECORDS_PER_APPEND_MAX
+                    && bytes.saturating_add(batch_bytes) <= REQUEST_JOIN_BYTES_MAX;
+                if !request.batches.is_empty() && !fits {
+                    break;
+                }
+                let Some(mut batch) = self.pending.pop_front() else {
+                    break;
+                };
+                debug_assert_eq!(
+                    batch.first_sequence,
+                    request.first_sequence + request.records.len() as u64,
+                    "batches are queued in sequence order"
+                );
+                bytes = bytes.saturating_add(batch_bytes);
+                let count = batch.records.len() as u64;
+                request.records.append(&mut batch.records);
+                request.batches.push((batch, count));
             }
-        }
-        if let Some(stream) = &mut self.stream {
-            if write_batch(stream, self.producer_id, &mut batch)
-                .await
-                .is_err()
-            {
+            let written = match &mut self.stream {
+                Some(stream) => write_request(stream, self.producer_id, &mut request)
+                    .await
+                    .is_ok(),
+                None => false,
+            };
+            self.unanswered.push_back(request);
+            if !written {
+                // Resent with the others on the next stream.
                 self.drop_connection();
             }
         }
-        self.unanswered.push_back(batch);
-        Ok(())
     }
 
     /// Finds the leader (if needed), opens a fresh stream and resends every
@@ -451,8 +504,8 @@ impl Session {
             generation,
             reader,
         };
-        for batch in self.unanswered.iter_mut() {
-            if write_batch(&mut stream, self.producer_id, batch)
+        for request in self.unanswered.iter_mut() {
+            if write_request(&mut stream, self.producer_id, request)
                 .await
                 .is_err()
             {
@@ -472,14 +525,14 @@ impl Session {
         indexes: Option<AppendedIndexes>,
         described: String,
     ) -> Result<(), ClientError> {
-        let Some(batch) = self.unanswered.pop_front() else {
+        let Some(request) = self.unanswered.pop_front() else {
             return Err(ClientError::Protocol {
                 addr: self.node_addr(),
                 reason: "an answer for an append never sent".into(),
             });
         };
-        let expected = batch.records.len() as u64;
-        let Some(indexes) = indexes.filter(|indexes| indexes.count() == expected) else {
+        let expected = request.records.len() as u64;
+        let Some(mut indexes) = indexes.filter(|indexes| indexes.count() == expected) else {
             return Err(ClientError::Protocol {
                 addr: self.node_addr(),
                 reason: format!("{expected} records answered with {described}"),
@@ -487,7 +540,14 @@ impl Session {
         };
         self.backoff = RECONNECT_BACKOFF_MIN;
         self.last_progress = Instant::now();
-        let _ = batch.reply.send(Ok(indexes));
+        for (batch, count) in request.batches {
+            // The counts add up to `expected`, checked above.
+            let answer = indexes.split_front(count).ok_or(ClientError::Protocol {
+                addr: String::new(),
+                reason: "fewer indexes than records".into(),
+            });
+            let _ = batch.reply.send(answer);
+        }
         Ok(())
     }
 
@@ -575,7 +635,11 @@ impl Session {
         while let Ok(batch) = incoming.try_recv() {
             rest.push(batch);
         }
-        for batch in self.unanswered.drain(..).chain(rest) {
+        let sent = self
+            .unanswered
+            .drain(..)
+            .flat_map(|request| request.batches.into_iter().map(|(batch, _)| batch));
+        for batch in sent.chain(self.pending.drain(..)).chain(rest) {
             let error = first
                 .take()
                 .unwrap_or_else(|| ClientError::Abandoned(message.clone()));
@@ -600,18 +664,23 @@ async fn wait_some<T>(task: &mut Option<JoinHandle<T>>) -> Result<T, tokio::task
     }
 }
 
-async fn write_batch(stream: &mut Stream, producer_id: u64, batch: &mut Batch) -> Result<(), ()> {
+async fn write_request(
+    stream: &mut Stream,
+    producer_id: u64,
+    request: &mut Request,
+) -> Result<(), ()> {
+    let now = Instant::now();
+    request.first_sent.get_or_insert(now);
+    request.last_sent = Some(now);
     let request = ClientRequest::Append(AppendRequest {
         producer: Some(ProducerSeq {
             producer_id,
-            sequence: batch.first_sequence,
+            sequence: request.first_sequence,
         }),
-        records: batch.records.clone(),
+        records: request.records.clone(),
     });
-    let now = Instant::now();
-    batch.first_sent.get_or_insert(now);
-    batch.last_sent = Some(now);
-    // `send` checked the limits the encoder enforces, so this cannot fail.
+    // `send` checked the limits the encoder enforces and a joined request
+    // stays within them, so this cannot fail.
     let body = request.encode().map_err(|_| ())?;
     net::write_frame(&mut stream.send, body)
         .await
