@@ -347,3 +347,42 @@ async fn a_replayed_input_with_the_same_producer_id_is_not_appended_twice() {
     assert_eq!(indexes_of(&records), expected_indexes);
     cluster.shutdown().await;
 }
+
+/// Issue 14: single-record appends sent while requests are in flight travel
+/// together (the publisher joins them), yet every caller gets its own
+/// record's index: 4,000 one-record batches with 1,024 in flight, through a
+/// leader crash, each index holds exactly its record on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joined_single_record_appends_each_get_their_own_index_through_a_crash() {
+    let mut cluster = TestCluster::start(3).await;
+    let old_leader = cluster.leader().await;
+    let input = numbered_records("joined", 4_000);
+    let mut publisher = Publisher::connect(cluster.client_config(), producer(0x101, 0, 1024))
+        .await
+        .expect("publisher");
+    let mut tickets = Vec::with_capacity(input.len());
+    for (n, record) in input.iter().enumerate() {
+        if n == 2_000 {
+            cluster.kill(old_leader).await;
+        }
+        tickets.push(publisher.send(vec![record.clone()]).await.expect("queued"));
+    }
+    let mut indexes = Vec::with_capacity(input.len());
+    for ticket in tickets {
+        let answer = within("an answer", CATCH_UP_WAIT, ticket)
+            .await
+            .expect("committed");
+        assert_eq!(answer.count(), 1, "one index per one-record batch");
+        indexes.extend(answer);
+    }
+    publisher.close().await;
+    assert!(
+        indexes.windows(2).all(|pair| pair[0] < pair[1]),
+        "indexes increase in send order"
+    );
+    for id in cluster.ids().into_iter().filter(|&id| id != old_leader) {
+        let records = cluster.wait_node_serves(id, &input).await;
+        assert_eq!(indexes_of(&records), indexes, "node {id}");
+    }
+    cluster.shutdown().await;
+}
