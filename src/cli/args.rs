@@ -135,14 +135,20 @@ impl TryFrom<String> for MillisRange {
     }
 }
 
+/// Read by every client command when `--cluster` is not given, so a shell
+/// (or a systemd unit) names its cluster once; the flag wins (CLI.md).
+pub const CLUSTER_ENV: &str = "RAFTLOG_CLUSTER";
+/// As [`CLUSTER_ENV`], for `--tls-dir`.
+pub const TLS_DIR_ENV: &str = "RAFTLOG_TLS_DIR";
+
 /// Where to reach a cluster and how to trust it; shared by every client command.
 #[derive(Clone, Debug, Args)]
 pub struct ClusterArgs {
     /// Addresses of any subset of the cluster's nodes (HOST:PORT, comma separated).
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, value_delimiter = ',', required = true, env = CLUSTER_ENV)]
     pub cluster: Vec<String>,
     /// Directory written by `raftlog certs` (uses ca.pem, and presents client.pem/client.key, or admin.pem/admin.key for `admin`).
-    #[arg(long)]
+    #[arg(long, env = TLS_DIR_ENV)]
     pub tls_dir: PathBuf,
     /// How long to wait for the cluster to answer a request before giving up.
     #[arg(long, default_value_t = 10_000)]
@@ -343,10 +349,15 @@ pub enum AdminAction {
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Cluster to load (not needed with --embedded).
-    #[arg(long, value_delimiter = ',', required_unless_present = "embedded")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required_unless_present = "embedded",
+        env = CLUSTER_ENV
+    )]
     pub cluster: Vec<String>,
     /// Directory written by `raftlog certs` (not needed with --embedded).
-    #[arg(long, required_unless_present = "embedded")]
+    #[arg(long, required_unless_present = "embedded", env = TLS_DIR_ENV)]
     pub tls_dir: Option<PathBuf>,
     /// Start a local cluster in temporary directories first, and remove it after.
     #[arg(long)]
