@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::process::*;
+use serde_json::Value;
 
 const CLIENT_RUN: Duration = Duration::from_secs(60);
 const LEADER_WAIT: Duration = Duration::from_secs(30);
@@ -25,6 +26,20 @@ fn run_with_env(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Finished {
         command.env(name, value);
     }
     run_command(command, stdin, CLIENT_RUN)
+}
+
+/// The records of `consume --output json`, without their indexes (two
+/// clusters may number them differently): each line's other keys, as text.
+fn records_without_index(consume_output: &str) -> Vec<String> {
+    consume_output
+        .lines()
+        .map(|line| {
+            let mut object: serde_json::Map<String, Value> =
+                serde_json::from_str(line).unwrap_or_else(|error| panic!("{line:?}: {error}"));
+            assert!(object.remove("index").is_some_and(|index| index.is_u64()));
+            Value::Object(object).to_string()
+        })
+        .collect()
 }
 
 #[test]
@@ -95,5 +110,85 @@ fn client_commands_take_the_cluster_from_the_environment_and_flags_win() {
     let missing = run_with_env(&["status"], &[], b"");
     assert!(!missing.status.success());
     assert!(missing.stderr.contains("--cluster"), "{}", missing.stderr);
+    cluster.stop_all();
+}
+
+#[test]
+fn consume_json_piped_into_publish_json_copies_binary_and_multiline_records() {
+    let mut source = ServeCluster::start(1, &[]);
+    let mut target = ServeCluster::start(1, &[]);
+    source.wait_leader(LEADER_WAIT);
+    target.wait_leader(LEADER_WAIT);
+    // A text record, a binary one (not UTF-8: consume prints data_b64), a
+    // multi-line one and an empty one: `lines` input cannot carry the last three.
+    let input = concat!(
+        r#"{"data":"plain text"}"#,
+        "\n",
+        r#"{"data_b64":"/wCAAQ=="}"#,
+        "\n",
+        r#"{"data":"line one\nline two\r\n","ignored":true}"#,
+        "\n",
+        r#"{"data":""}"#,
+        "\n",
+    );
+    let published = source.client(
+        &["publish", "--input", "json"],
+        input.as_bytes(),
+        CLIENT_RUN,
+    );
+    published.assert_success("publish --input json");
+    assert_eq!(published.stdout_lines().len(), 4, "{}", published.stdout);
+
+    let original = source.client(&["consume", "--output", "json"], b"", CLIENT_RUN);
+    original.assert_success("consume the source");
+    assert!(
+        original.stdout.contains(r#""data_b64":"/wCAAQ==""#),
+        "{}",
+        original.stdout
+    );
+    let copied = target.client(
+        &["publish", "--input", "json"],
+        original.stdout.as_bytes(),
+        CLIENT_RUN,
+    );
+    copied.assert_success("publish the consumed JSON");
+    let copy = target.client(&["consume", "--output", "json"], b"", CLIENT_RUN);
+    copy.assert_success("consume the copy");
+    let records = records_without_index(&original.stdout);
+    assert_eq!(records.len(), 4, "{}", original.stdout);
+    assert_eq!(records, records_without_index(&copy.stdout));
+    // And the bytes themselves, through `consume`'s text output.
+    let text = |cluster: &ServeCluster| {
+        let out = cluster.client(&["consume"], b"", CLIENT_RUN);
+        out.assert_success("consume text");
+        out.stdout_bytes
+    };
+    assert_eq!(text(&source), text(&target));
+    assert_eq!(
+        text(&source),
+        b"plain text\n\xff\x00\x80\x01\nline one\nline two\r\n\n\n".to_vec()
+    );
+    source.stop_all();
+    target.stop_all();
+}
+
+#[test]
+fn publish_json_stops_at_a_bad_line_and_names_it() {
+    let mut cluster = ServeCluster::start(1, &[]);
+    cluster.wait_leader(LEADER_WAIT);
+    let input =
+        b"{\"data\":\"before\"}\n{\"data\":\"also before\"}\nnot json\n{\"data\":\"after\"}\n";
+    let published = cluster.client(&["publish", "--input", "json"], input, CLIENT_RUN);
+    let line = published.assert_clean_failure("publish with a bad JSON line");
+    assert!(
+        line.starts_with("error: stdin line 3: not a JSON object"),
+        "{line}"
+    );
+    // The good lines before it are committed (and their indexes printed);
+    // nothing after it is sent.
+    assert_eq!(published.stdout_lines().len(), 2, "{}", published.stdout);
+    let consumed = cluster.client(&["consume"], b"", CLIENT_RUN);
+    consumed.assert_success("consume");
+    assert_eq!(consumed.stdout, "before\nalso before\n");
     cluster.stop_all();
 }

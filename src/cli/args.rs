@@ -289,6 +289,19 @@ pub struct PublishArgs {
     /// `text`: one index per line; `json`: {"index":N} per line.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// `lines`: each stdin line is a record; `json`: each line is {"data":"..."} or {"data_b64":"..."}, as `consume --output json` prints.
+    #[arg(long, value_enum, default_value_t = InputFormat::Lines)]
+    pub input: InputFormat,
+}
+
+/// How `publish` turns a stdin line into a record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum InputFormat {
+    /// The line itself, without its newline.
+    #[default]
+    Lines,
+    /// A JSON object with `data` (UTF-8) or `data_b64` (standard base64).
+    Json,
 }
 
 #[derive(Debug, Args)]

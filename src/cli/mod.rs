@@ -8,6 +8,7 @@ mod bench;
 mod config;
 mod consume;
 pub mod dev;
+mod input;
 mod offline;
 pub mod output;
 mod publish;
