@@ -192,3 +192,23 @@ fn publish_json_stops_at_a_bad_line_and_names_it() {
     assert_eq!(consumed.stdout, "before\nalso before\n");
     cluster.stop_all();
 }
+
+#[test]
+fn completions_print_a_script_for_each_shell() {
+    for (shell, marker) in [
+        ("bash", "_raftlog()"),
+        ("zsh", "#compdef raftlog"),
+        ("fish", "complete -c raftlog"),
+    ] {
+        let out = run_with_env(&["completions", shell], &[], b"");
+        out.assert_success(shell);
+        assert!(out.stdout.contains(marker), "{shell}: {}", out.stdout);
+        assert!(
+            out.stdout.contains("publish"),
+            "{shell} lists no subcommands"
+        );
+        assert!(out.stderr.is_empty(), "{shell}: {}", out.stderr);
+    }
+    let bad = run_with_env(&["completions", "cmd.exe"], &[], b"");
+    assert!(!bad.status.success());
+}

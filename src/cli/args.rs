@@ -43,6 +43,15 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Print the entries stored in a node's data directory, offline.
     Dump(DumpArgs),
+    /// Print a shell completion script (e.g. `raftlog completions bash > /etc/bash_completion.d/raftlog`).
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]

@@ -72,6 +72,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(args) => offline::run_verify(args),
         Command::Dump(args) => offline::run_dump(args).map(|()| ExitCode::SUCCESS),
         Command::Certs(args) => run_certs(args).map(|()| ExitCode::SUCCESS),
+        Command::Completions(args) => print_completions(args.shell).map(|()| ExitCode::SUCCESS),
         command => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -92,10 +93,21 @@ async fn run_async(command: Command) -> anyhow::Result<()> {
         Command::Status(args) => status::run_status(args).await,
         Command::Admin(args) => status::run_admin(args).await,
         Command::Bench(args) => bench::run(*args).await,
-        Command::Verify(_) | Command::Dump(_) | Command::Certs(_) => {
+        Command::Verify(_) | Command::Dump(_) | Command::Certs(_) | Command::Completions(_) => {
             unreachable!("handled without a runtime")
         }
     }
+}
+
+/// The completion script, generated from the same grammar that parses the
+/// command line, so it never lists a flag that does not exist.
+fn print_completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "raftlog", &mut script);
+    let mut stdout = std::io::stdout().lock();
+    std::io::Write::write_all(&mut stdout, &script).context("cannot write to stdout")?;
+    std::io::Write::flush(&mut stdout).context("cannot write to stdout")
 }
 
 /// Logs go to stderr, filtered by RUST_LOG (default: info for servers,
