@@ -212,3 +212,35 @@ fn completions_print_a_script_for_each_shell() {
     let bad = run_with_env(&["completions", "cmd.exe"], &[], b"");
     assert!(!bad.status.success());
 }
+
+/// One node of three runs: it knows no leader, so `status` prints its view
+/// and still fails.
+#[test]
+fn status_fails_without_a_leader_and_the_node_is_alive_but_not_ready() {
+    let mut cluster = ServeCluster::prepare(3, &[]);
+    let port = common::free_tcp_port();
+    let metrics = format!("127.0.0.1:{port}");
+    cluster.spawn(1, &["--metrics-listen", &metrics]);
+
+    let json = cluster.client(
+        &["status", "--output", "json", "--timeout-ms", "3000"],
+        b"",
+        CLIENT_RUN,
+    );
+    let line = json.assert_clean_failure("status --output json without a leader");
+    assert!(line.starts_with("error: no leader"), "{line}");
+    let view: Value = serde_json::from_str(&json.stdout)
+        .unwrap_or_else(|error| panic!("stdout {:?}: {error}", json.stdout));
+    assert!(view["leader"].is_null(), "{view}");
+    assert!(view["nodes"].is_array(), "{view}");
+
+    let text = cluster.client(&["status", "--timeout-ms", "3000"], b"", CLIENT_RUN);
+    let line = text.assert_clean_failure("status without a leader");
+    assert!(line.starts_with("error: no leader"), "{line}");
+    assert!(text.stdout.starts_with("leader none"), "{}", text.stdout);
+
+    // A second node makes a majority: a leader, status exits 0, ready.
+    cluster.spawn(2, &[]);
+    cluster.wait_leader(LEADER_WAIT);
+    cluster.stop_all();
+}
