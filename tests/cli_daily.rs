@@ -244,3 +244,62 @@ fn status_fails_without_a_leader_and_the_node_is_alive_but_not_ready() {
     cluster.wait_leader(LEADER_WAIT);
     cluster.stop_all();
 }
+
+#[test]
+fn serve_takes_sizes_and_durations_with_units_and_refuses_a_bad_unit() {
+    let mut cluster = ServeCluster::start(
+        1,
+        &[
+            "--segment-bytes",
+            "1MiB",
+            "--retention-bytes",
+            "10GiB",
+            "--max-record-bytes",
+            "2KiB",
+            "--retention",
+            "7d",
+        ],
+    );
+    cluster.wait_leader(LEADER_WAIT);
+    let fits = "x".repeat(2048);
+    cluster
+        .client(&["publish"], format!("{fits}\n").as_bytes(), CLIENT_RUN)
+        .assert_success("a record of exactly 2KiB");
+    let over = "x".repeat(2049);
+    cluster
+        .client(&["publish"], format!("{over}\n").as_bytes(), CLIENT_RUN)
+        .assert_clean_failure("a record over 2KiB");
+    cluster.stop_all();
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().display().to_string();
+    for (flag, value, expected) in [
+        ("--segment-bytes", "64M", "unknown size unit `M`"),
+        ("--retention", "7", "needs a unit"),
+        ("--max-record-bytes", "lots", "whole number"),
+    ] {
+        let out = run_with_env(
+            &[
+                "serve",
+                "--id",
+                "1",
+                "--listen",
+                "127.0.0.1:1",
+                "--data-dir",
+                &data,
+                "--tls-dir",
+                &data,
+                flag,
+                value,
+            ],
+            &[],
+            b"",
+        );
+        assert!(!out.status.success(), "{flag} {value} was accepted");
+        assert!(
+            out.stderr.starts_with("error:") && out.stderr.contains(expected),
+            "{flag} {value}: {}",
+            out.stderr
+        );
+    }
+}

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use super::units::{ByteSize, HumanDuration};
 use crate::types::NodeId;
 
 #[derive(Debug, Parser)]
@@ -193,15 +194,18 @@ pub struct ServeArgs {
     /// `always`: sync before an entry counts toward a majority; `never`: trade durability for speed [default: always].
     #[arg(long)]
     pub fsync: Option<FsyncPolicy>,
-    /// Size of each preallocated log segment file, at least 4096; a larger record gets a segment of its own [default: 67108864].
-    #[arg(long)]
-    pub segment_bytes: Option<u64>,
-    /// Drop the oldest whole segments once the log is larger than this [default: keep everything].
-    #[arg(long)]
-    pub retention_bytes: Option<u64>,
-    /// Drop whole segments whose newest entry is older than this [default: keep everything].
-    #[arg(long)]
+    /// Size of each preallocated log segment file, at least 4096; a larger record gets a segment of its own (bytes, or with a unit: 64MiB) [default: 64MiB].
+    #[arg(long, value_name = "SIZE")]
+    pub segment_bytes: Option<ByteSize>,
+    /// Drop the oldest whole segments once the log is larger than this (bytes, or with a unit: 10GiB) [default: keep everything].
+    #[arg(long, value_name = "SIZE")]
+    pub retention_bytes: Option<ByteSize>,
+    /// Drop whole segments whose newest entry is older than this many milliseconds [default: keep everything].
+    #[arg(long, conflicts_with = "retention")]
     pub retention_ms: Option<u64>,
+    /// As --retention-ms, with a unit: 7d, 12h, 30m, 90s, 500ms, 2w.
+    #[arg(long, value_name = "DURATION")]
+    pub retention: Option<HumanDuration>,
     /// Refuse clients that do not present a certificate signed by the cluster CA (the default; kept for compatibility).
     #[arg(long)]
     pub require_client_cert: bool,
@@ -211,9 +215,9 @@ pub struct ServeArgs {
     /// Join a running cluster: bootstrap nothing and wait for `admin add-node`.
     #[arg(long)]
     pub join: bool,
-    /// Largest record a publisher may append [default: 1048576].
-    #[arg(long)]
-    pub max_record_bytes: Option<u64>,
+    /// Largest record a publisher may append (bytes, or with a unit: 1MiB) [default: 1MiB].
+    #[arg(long, value_name = "SIZE")]
+    pub max_record_bytes: Option<ByteSize>,
     /// Forget a producer id's exactly-once state after this long idle [default: 600000].
     #[arg(long)]
     pub producer_expiry_ms: Option<u64>,

@@ -13,6 +13,7 @@ mod offline;
 pub mod output;
 mod publish;
 mod status;
+mod units;
 
 use std::process::ExitCode;
 
