@@ -6,8 +6,9 @@
 
 mod common;
 
+use std::io::{Read, Write};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::process::*;
 use serde_json::Value;
@@ -26,6 +27,47 @@ fn run_with_env(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Finished {
         command.env(name, value);
     }
     run_command(command, stdin, CLIENT_RUN)
+}
+
+/// One `GET path` over plain HTTP/1.1: (status line, body).
+fn http_get(port: u16, path: &str) -> (String, String) {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send the request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP head in {response:?}"));
+    let status = head.lines().next().unwrap_or("").to_string();
+    (status, body.to_string())
+}
+
+/// Polls `path` until its status line starts with `want` (bounded).
+fn wait_http(port: u16, path: &str, want: &str, timeout: Duration) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let answer = std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .map(|_| http_get(port, path));
+        if let Some((status, body)) = &answer {
+            if status.starts_with(want) {
+                return serde_json::from_str(body)
+                    .unwrap_or_else(|error| panic!("{path} body {body:?}: {error}"));
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} never answered {want} within {timeout:?}; last: {answer:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The records of `consume --output json`, without their indexes (two
@@ -214,13 +256,15 @@ fn completions_print_a_script_for_each_shell() {
 }
 
 /// One node of three runs: it knows no leader, so `status` prints its view
-/// and still fails.
+/// and still fails, and the node's `/readyz` says 503 while `/healthz` is 200.
 #[test]
 fn status_fails_without_a_leader_and_the_node_is_alive_but_not_ready() {
     let mut cluster = ServeCluster::prepare(3, &[]);
     let port = common::free_tcp_port();
     let metrics = format!("127.0.0.1:{port}");
     cluster.spawn(1, &["--metrics-listen", &metrics]);
+    let health = wait_http(port, "/healthz", "HTTP/1.1 200", LEADER_WAIT);
+    assert_eq!(health["status"], "ok", "{health}");
 
     let json = cluster.client(
         &["status", "--output", "json", "--timeout-ms", "3000"],
@@ -239,9 +283,20 @@ fn status_fails_without_a_leader_and_the_node_is_alive_but_not_ready() {
     assert!(line.starts_with("error: no leader"), "{line}");
     assert!(text.stdout.starts_with("leader none"), "{}", text.stdout);
 
+    let (status, body) = http_get(port, "/readyz");
+    assert!(status.starts_with("HTTP/1.1 503"), "{status}: {body}");
+    let ready: Value = serde_json::from_str(&body).expect("readyz JSON");
+    assert_eq!(ready["status"], "not ready", "{ready}");
+    assert_eq!(ready["reason"], "no leader known", "{ready}");
+
     // A second node makes a majority: a leader, status exits 0, ready.
     cluster.spawn(2, &[]);
     cluster.wait_leader(LEADER_WAIT);
+    let ready = wait_http(port, "/readyz", "HTTP/1.1 200", LEADER_WAIT);
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert!(ready["leader"].is_u64(), "{ready}");
+    let (status, _) = http_get(port, "/nothing-here");
+    assert!(status.starts_with("HTTP/1.1 404"), "{status}");
     cluster.stop_all();
 }
 

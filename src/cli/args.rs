@@ -221,7 +221,7 @@ pub struct ServeArgs {
     /// Forget a producer id's exactly-once state after this long idle [default: 600000].
     #[arg(long)]
     pub producer_expiry_ms: Option<u64>,
-    /// Serve Prometheus metrics at http://ADDR/metrics.
+    /// Serve Prometheus metrics at http://ADDR/metrics, and the probes /healthz and /readyz.
     #[arg(long)]
     pub metrics_listen: Option<String>,
 }

@@ -453,8 +453,20 @@ impl Driver {
                 return;
             }
         };
+        // What the leader says is committed, for `/readyz`: how far behind
+        // this node is. Committed indexes never go back, so the highest
+        // heard from any leader still stands.
+        let leader_commit = match &message {
+            Message::AppendEntries(append) => Some(append.leader_commit),
+            _ => None,
+        };
         if let Err(error) = self.core.step(from, message) {
             self.reject_peer_frame(from, &error.to_string());
+        } else if let Some(commit) = leader_commit.filter(|_| self.core.leader() == Some(from)) {
+            let commit = i64::try_from(commit).unwrap_or(i64::MAX);
+            if commit > self.metrics.leader_commit_index.get() {
+                self.metrics.leader_commit_index.set(commit);
+            }
         }
     }
 
@@ -1127,6 +1139,15 @@ impl Driver {
         self.metrics.commit_index.set(status.commit_index as i64);
         self.metrics.last_index.set(status.last_index as i64);
         self.metrics.log_start_index.set(status.first_index as i64);
+        self.metrics
+            .leader_id
+            .set(status.soft_state.leader.map_or(0, |id| id as i64));
+        if status.soft_state.role == Role::Leader {
+            let commit = status.commit_index as i64;
+            if commit > self.metrics.leader_commit_index.get() {
+                self.metrics.leader_commit_index.set(commit);
+            }
+        }
         // The core counts since it started, which is when this process did.
         let probes_new = status
             .replication_probes
