@@ -358,3 +358,30 @@ fn serve_takes_sizes_and_durations_with_units_and_refuses_a_bad_unit() {
         );
     }
 }
+
+#[test]
+fn serve_logs_have_no_colour_codes_in_a_file_and_json_lines_parse() {
+    let mut cluster = ServeCluster::prepare(2, &[]);
+    cluster.spawn(1, &[]);
+    cluster.spawn(2, &["--log-format", "json"]);
+    cluster.wait_leader(LEADER_WAIT);
+    cluster.stop_all();
+
+    let text = std::fs::read(cluster.log_path(1)).expect("node 1 log");
+    assert!(!text.is_empty(), "node 1 logged nothing");
+    assert!(
+        !text.contains(&0x1b),
+        "ESC in a log written to a file:\n{}",
+        String::from_utf8_lossy(&text)
+    );
+    let json = cluster.log(2);
+    let lines: Vec<&str> = json.lines().collect();
+    assert!(lines.len() >= 2, "node 2 logged too little:\n{json}");
+    for line in lines {
+        let object: Value = serde_json::from_str(line)
+            .unwrap_or_else(|error| panic!("not a JSON log line {line:?}: {error}"));
+        assert!(object["level"].is_string(), "{line}");
+        assert!(object["timestamp"].is_string(), "{line}");
+    }
+    assert!(!json.contains('\u{1b}'), "{json}");
+}

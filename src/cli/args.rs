@@ -224,6 +224,18 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics, and the probes /healthz and /readyz.
     #[arg(long)]
     pub metrics_listen: Option<String>,
+    /// `text` for people (coloured only on a terminal), `json` (one object per line) for log shippers [default: text].
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// How `serve` writes its log lines to stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args)]

@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Deserialize;
 
-use super::args::{ByteSize, FsyncPolicy, HumanDuration, MillisRange, NodeAddr, ServeArgs};
+use super::args::{
+    ByteSize, FsyncPolicy, HumanDuration, LogFormat, MillisRange, NodeAddr, ServeArgs,
+};
 use crate::server::config::{self as defaults, ConfigError, Fsync, ServerConfig};
 use crate::types::NodeId;
 
@@ -40,6 +42,8 @@ pub struct ServeFile {
     pub max_record_bytes: Option<ByteSize>,
     pub producer_expiry_ms: Option<u64>,
     pub metrics_listen: Option<String>,
+    /// Read before the rest, when logging starts (see `cli::log_format`).
+    pub log_format: Option<LogFormat>,
 }
 
 pub fn load_file(path: &Path) -> anyhow::Result<ServeFile> {
