@@ -385,3 +385,98 @@ fn serve_logs_have_no_colour_codes_in_a_file_and_json_lines_parse() {
     }
     assert!(!json.contains('\u{1b}'), "{json}");
 }
+
+/// The value of the sample `series` (name with labels) in a scrape, if any.
+fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|line| {
+        let (name, value) = line.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok()).flatten()
+    })
+}
+
+/// Exactly one node reports `raftlog_is_leader 1` and only it exports the
+/// per-peer series; after a leadership transfer the old leader drops them
+/// and every node has counted the new leader.
+#[test]
+fn leader_metrics_follow_a_leadership_transfer() {
+    let mut cluster = ServeCluster::prepare(3, &[]);
+    let ports: Vec<u16> = (0..3).map(|_| common::free_tcp_port()).collect();
+    for (id, port) in (1..=3).zip(&ports) {
+        cluster.spawn(id, &["--metrics-listen", &format!("127.0.0.1:{port}")]);
+    }
+    let status = cluster.wait_leader(LEADER_WAIT);
+    let leader = status["leader"].as_u64().expect("a leader");
+    let scrape = |id: u64| {
+        let port = ports[usize::try_from(id - 1).expect("small id")];
+        let (status, body) = http_get(port, "/metrics");
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        body
+    };
+    // Followers learn of the leader with its first heartbeat: wait for it.
+    let deadline = Instant::now() + LEADER_WAIT;
+    while (1..=3).any(|id| sample(&scrape(id), "raftlog_leader_id") != Some(leader as f64)) {
+        assert!(
+            Instant::now() < deadline,
+            "not every node knows leader {leader}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for id in 1..=3 {
+        let body = scrape(id);
+        let leads = f64::from(u8::from(id == leader));
+        assert_eq!(
+            sample(&body, "raftlog_is_leader"),
+            Some(leads),
+            "node {id}:\n{body}"
+        );
+        assert_eq!(
+            body.contains("raftlog_peer_match_index{"),
+            id == leader,
+            "node {id}:\n{body}"
+        );
+        assert!(sample(&body, "raftlog_leader_changes_total").is_some_and(|n| n >= 1.0));
+    }
+    let before = sample(&scrape(leader), "raftlog_leader_changes_total").expect("counter");
+
+    let target = if leader == 1 { 2 } else { 1 };
+    let deadline = Instant::now() + LEADER_WAIT;
+    loop {
+        let moved = cluster.client(
+            &["admin", "transfer-leader", &target.to_string()],
+            b"",
+            CLIENT_RUN,
+        );
+        if moved.status.success() {
+            break;
+        }
+        // The target may still be catching up; the transfer is retried.
+        assert!(
+            Instant::now() < deadline,
+            "transfer failed: {}",
+            moved.stderr
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let deadline = Instant::now() + LEADER_WAIT;
+    loop {
+        let old = scrape(leader);
+        if sample(&old, "raftlog_is_leader") == Some(0.0)
+            && sample(&old, "raftlog_leader_id") == Some(target as f64)
+        {
+            assert!(!old.contains("raftlog_peer_match_index{"), "{old}");
+            assert!(!old.contains("raftlog_peer_lag_entries{"), "{old}");
+            let after = sample(&old, "raftlog_leader_changes_total").expect("counter");
+            assert!(after > before, "{before} -> {after}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {leader} still leads:\n{old}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let new = scrape(target);
+    assert_eq!(sample(&new, "raftlog_is_leader"), Some(1.0), "{new}");
+    assert!(new.contains("raftlog_peer_match_index{"), "{new}");
+    cluster.stop_all();
+}

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use super::config::{Fsync, ServerConfig};
-use super::metrics::{self, FrameSource, Metrics, PeerLabels, RejectLabels};
+use super::metrics::{self, FrameSource, Metrics, RejectLabels};
 use super::producers::{Admission, ProducerTable};
 use super::resolve::{Resolution, Resolver};
 use crate::net::peers::{Lane, PeerLinks};
@@ -1139,10 +1139,9 @@ impl Driver {
         self.metrics.commit_index.set(status.commit_index as i64);
         self.metrics.last_index.set(status.last_index as i64);
         self.metrics.log_start_index.set(status.first_index as i64);
-        self.metrics
-            .leader_id
-            .set(status.soft_state.leader.map_or(0, |id| id as i64));
-        if status.soft_state.role == Role::Leader {
+        let leading = status.soft_state.role == Role::Leader;
+        self.metrics.set_leader(status.soft_state.leader, leading);
+        if leading {
             let commit = status.commit_index as i64;
             if commit > self.metrics.leader_commit_index.get() {
                 self.metrics.leader_commit_index.set(commit);
@@ -1153,17 +1152,18 @@ impl Driver {
             .replication_probes
             .saturating_sub(self.metrics.replication_probes.get());
         self.metrics.replication_probes.inc_by(probes_new);
-        for peer in &status.peers {
-            let labels = PeerLabels { peer: peer.id };
-            self.metrics
-                .peer_match_index
-                .get_or_create(&labels)
-                .set(peer.match_index as i64);
-            self.metrics
-                .peer_lag_entries
-                .get_or_create(&labels)
-                .set(status.last_index.saturating_sub(peer.match_index) as i64);
-        }
+        // Only a leader's view of its peers is current; a follower's
+        // progress is what it had when it last led, so it exports none.
+        let peers: Vec<(u64, i64, i64)> = status
+            .peers
+            .iter()
+            .filter(|_| leading)
+            .map(|peer| {
+                let lag = status.last_index.saturating_sub(peer.match_index);
+                (peer.id, peer.match_index as i64, lag as i64)
+            })
+            .collect();
+        self.metrics.set_peers(&peers);
     }
 
     /// Drops the oldest whole segments the retention policy allows, never

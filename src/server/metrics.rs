@@ -11,7 +11,7 @@
 //! costs the node no more than that many file descriptors (and never the
 //! one a new log segment needs).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -68,6 +68,15 @@ pub struct Metrics {
     /// The highest commit index a leader has told this node (its own on
     /// the leader): how far this node's commit index should be, for `/readyz`.
     pub leader_commit_index: Gauge,
+    /// 1 while this node leads, else 0 (simpler to alert on than `role`).
+    pub is_leader: Gauge,
+    /// Times this node saw a new leader (its first one included), as etcd's
+    /// `leader_changes_seen`: frequent changes mean an unstable cluster.
+    pub leader_changes: Counter,
+    /// Peers with `peer_*` series, so [`Metrics::set_peers`] removes the
+    /// series of a peer that left or of every peer once this node stops
+    /// leading, instead of exporting their last values forever.
+    peers_exported: Arc<Mutex<BTreeSet<u64>>>,
     pub peer_match_index: Family<PeerLabels, Gauge>,
     pub peer_lag_entries: Family<PeerLabels, Gauge>,
     pub appended_records: Counter,
@@ -106,6 +115,9 @@ impl Metrics {
             log_start_index: Gauge::default(),
             leader_id: Gauge::default(),
             leader_commit_index: Gauge::default(),
+            is_leader: Gauge::default(),
+            leader_changes: Counter::default(),
+            peers_exported: Arc::new(Mutex::new(BTreeSet::new())),
             peer_match_index: Family::default(),
             peer_lag_entries: Family::default(),
             appended_records: Counter::default(),
@@ -154,6 +166,16 @@ impl Metrics {
             "leader_commit_index",
             "Highest commit index a leader has sent this node (its own commit index on the leader)",
             self.leader_commit_index.clone(),
+        );
+        registry.register(
+            "is_leader",
+            "1 while this node is the leader, else 0",
+            self.is_leader.clone(),
+        );
+        registry.register(
+            "leader_changes",
+            "Times this node saw a new leader (its first one included)",
+            self.leader_changes.clone(),
         );
         registry.register(
             "peer_match_index",
@@ -211,6 +233,40 @@ impl Metrics {
             self.fsync_seconds.clone(),
         );
         registry
+    }
+
+    /// The known leader (None while there is none); counts a change to a
+    /// node other than the one known before.
+    pub fn set_leader(&self, leader: Option<u64>, this_node_leads: bool) {
+        let id = leader.map_or(0, |id| i64::try_from(id).unwrap_or(i64::MAX));
+        if id != 0 && id != self.leader_id.get() {
+            self.leader_changes.inc();
+        }
+        self.leader_id.set(id);
+        self.is_leader.set(i64::from(this_node_leads));
+    }
+
+    /// The per-peer series, `(peer, match index, lag)` for each follower
+    /// while this node leads; an empty list (a follower) removes them all.
+    pub fn set_peers(&self, peers: &[(u64, i64, i64)]) {
+        let mut exported = self
+            .peers_exported
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now: BTreeSet<u64> = peers.iter().map(|&(peer, _, _)| peer).collect();
+        for gone in exported.difference(&now) {
+            let labels = PeerLabels { peer: *gone };
+            self.peer_match_index.remove(&labels);
+            self.peer_lag_entries.remove(&labels);
+        }
+        for &(peer, match_index, lag) in peers {
+            let labels = PeerLabels { peer };
+            self.peer_match_index
+                .get_or_create(&labels)
+                .set(match_index);
+            self.peer_lag_entries.get_or_create(&labels).set(lag);
+        }
+        *exported = now;
     }
 
     /// Records the certificates in use (after a start or a TLS reload):
@@ -426,6 +482,40 @@ mod tests {
         ] {
             assert!(text.contains(name), "missing {name} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn leader_changes_count_new_leaders_and_peer_series_go_with_leadership() {
+        let metrics = Metrics::new();
+        metrics.set_leader(Some(1), false);
+        metrics.set_leader(Some(1), false);
+        metrics.set_leader(None, false);
+        metrics.set_leader(Some(2), true);
+        assert_eq!(metrics.leader_changes.get(), 2);
+        assert_eq!(metrics.is_leader.get(), 1);
+        metrics.set_peers(&[(1, 10, 0), (3, 4, 6)]);
+        let text = metrics.encode_text();
+        assert!(text.contains("raftlog_is_leader 1"), "{text}");
+        assert!(text.contains("raftlog_leader_changes_total 2"), "{text}");
+        assert!(
+            text.contains("raftlog_peer_lag_entries{peer=\"3\"} 6"),
+            "{text}"
+        );
+        // Node 3 left the configuration: its series go, node 1's stay.
+        metrics.set_peers(&[(1, 12, 0)]);
+        let text = metrics.encode_text();
+        assert!(!text.contains("peer=\"3\""), "{text}");
+        assert!(
+            text.contains("raftlog_peer_match_index{peer=\"1\"} 12"),
+            "{text}"
+        );
+        // No longer leading: no per-peer series at all.
+        metrics.set_leader(Some(1), false);
+        metrics.set_peers(&[]);
+        let text = metrics.encode_text();
+        assert!(!text.contains("raftlog_peer_match_index{"), "{text}");
+        assert!(text.contains("raftlog_is_leader 0"), "{text}");
+        assert_eq!(metrics.leader_changes.get(), 3);
     }
 
     #[test]
