@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use super::units::{ByteSize, HumanDuration};
 use crate::types::NodeId;
 
 #[derive(Debug, Parser)]
@@ -43,6 +44,15 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Print the entries stored in a node's data directory, offline.
     Dump(DumpArgs),
+    /// Print a shell completion script (e.g. `raftlog completions bash > /etc/bash_completion.d/raftlog`).
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -135,14 +145,20 @@ impl TryFrom<String> for MillisRange {
     }
 }
 
+/// Read by every client command when `--cluster` is not given, so a shell
+/// (or a systemd unit) names its cluster once; the flag wins (CLI.md).
+pub const CLUSTER_ENV: &str = "RAFTLOG_CLUSTER";
+/// As [`CLUSTER_ENV`], for `--tls-dir`.
+pub const TLS_DIR_ENV: &str = "RAFTLOG_TLS_DIR";
+
 /// Where to reach a cluster and how to trust it; shared by every client command.
 #[derive(Clone, Debug, Args)]
 pub struct ClusterArgs {
     /// Addresses of any subset of the cluster's nodes (HOST:PORT, comma separated).
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, value_delimiter = ',', required = true, env = CLUSTER_ENV)]
     pub cluster: Vec<String>,
     /// Directory written by `raftlog certs` (uses ca.pem, and presents client.pem/client.key, or admin.pem/admin.key for `admin`).
-    #[arg(long)]
+    #[arg(long, env = TLS_DIR_ENV)]
     pub tls_dir: PathBuf,
     /// How long to wait for the cluster to answer a request before giving up.
     #[arg(long, default_value_t = 10_000)]
@@ -178,15 +194,18 @@ pub struct ServeArgs {
     /// `always`: sync before an entry counts toward a majority; `never`: trade durability for speed [default: always].
     #[arg(long)]
     pub fsync: Option<FsyncPolicy>,
-    /// Size of each preallocated log segment file, at least 4096; a larger record gets a segment of its own [default: 67108864].
-    #[arg(long)]
-    pub segment_bytes: Option<u64>,
-    /// Drop the oldest whole segments once the log is larger than this [default: keep everything].
-    #[arg(long)]
-    pub retention_bytes: Option<u64>,
-    /// Drop whole segments whose newest entry is older than this [default: keep everything].
-    #[arg(long)]
+    /// Size of each preallocated log segment file, at least 4096; a larger record gets a segment of its own (bytes, or with a unit: 64MiB) [default: 64MiB].
+    #[arg(long, value_name = "SIZE")]
+    pub segment_bytes: Option<ByteSize>,
+    /// Drop the oldest whole segments once the log is larger than this (bytes, or with a unit: 10GiB) [default: keep everything].
+    #[arg(long, value_name = "SIZE")]
+    pub retention_bytes: Option<ByteSize>,
+    /// Drop whole segments whose newest entry is older than this many milliseconds [default: keep everything].
+    #[arg(long, conflicts_with = "retention")]
     pub retention_ms: Option<u64>,
+    /// As --retention-ms, with a unit: 7d, 12h, 30m, 90s, 500ms, 2w.
+    #[arg(long, value_name = "DURATION")]
+    pub retention: Option<HumanDuration>,
     /// Refuse clients that do not present a certificate signed by the cluster CA (the default; kept for compatibility).
     #[arg(long)]
     pub require_client_cert: bool,
@@ -196,15 +215,27 @@ pub struct ServeArgs {
     /// Join a running cluster: bootstrap nothing and wait for `admin add-node`.
     #[arg(long)]
     pub join: bool,
-    /// Largest record a publisher may append [default: 1048576].
-    #[arg(long)]
-    pub max_record_bytes: Option<u64>,
+    /// Largest record a publisher may append (bytes, or with a unit: 1MiB) [default: 1MiB].
+    #[arg(long, value_name = "SIZE")]
+    pub max_record_bytes: Option<ByteSize>,
     /// Forget a producer id's exactly-once state after this long idle [default: 600000].
     #[arg(long)]
     pub producer_expiry_ms: Option<u64>,
-    /// Serve Prometheus metrics at http://ADDR/metrics.
+    /// Serve Prometheus metrics at http://ADDR/metrics, and the probes /healthz and /readyz.
     #[arg(long)]
     pub metrics_listen: Option<String>,
+    /// `text` for people (coloured only on a terminal), `json` (one object per line) for log shippers [default: text].
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// How `serve` writes its log lines to stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -283,6 +314,19 @@ pub struct PublishArgs {
     /// `text`: one index per line; `json`: {"index":N} per line.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// `lines`: each stdin line is a record; `json`: each line is {"data":"..."} or {"data_b64":"..."}, as `consume --output json` prints.
+    #[arg(long, value_enum, default_value_t = InputFormat::Lines)]
+    pub input: InputFormat,
+}
+
+/// How `publish` turns a stdin line into a record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum InputFormat {
+    /// The line itself, without its newline.
+    #[default]
+    Lines,
+    /// A JSON object with `data` (UTF-8) or `data_b64` (standard base64).
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -343,10 +387,15 @@ pub enum AdminAction {
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Cluster to load (not needed with --embedded).
-    #[arg(long, value_delimiter = ',', required_unless_present = "embedded")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required_unless_present = "embedded",
+        env = CLUSTER_ENV
+    )]
     pub cluster: Vec<String>,
     /// Directory written by `raftlog certs` (not needed with --embedded).
-    #[arg(long, required_unless_present = "embedded")]
+    #[arg(long, required_unless_present = "embedded", env = TLS_DIR_ENV)]
     pub tls_dir: Option<PathBuf>,
     /// Start a local cluster in temporary directories first, and remove it after.
     #[arg(long)]

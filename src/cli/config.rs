@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Deserialize;
 
-use super::args::{FsyncPolicy, MillisRange, NodeAddr, ServeArgs};
+use super::args::{
+    ByteSize, FsyncPolicy, HumanDuration, LogFormat, MillisRange, NodeAddr, ServeArgs,
+};
 use crate::server::config::{self as defaults, ConfigError, Fsync, ServerConfig};
 use crate::types::NodeId;
 
@@ -26,17 +28,22 @@ pub struct ServeFile {
     pub election_timeout_ms: Option<MillisRange>,
     pub heartbeat_ms: Option<u64>,
     pub fsync: Option<FsyncPolicy>,
-    pub segment_bytes: Option<u64>,
-    pub retention_bytes: Option<u64>,
+    /// A byte count, or text with a unit (`"64MiB"`), as the flags take.
+    pub segment_bytes: Option<ByteSize>,
+    pub retention_bytes: Option<ByteSize>,
     pub retention_ms: Option<u64>,
+    /// `"7d"`; excludes `retention_ms`.
+    pub retention: Option<HumanDuration>,
     /// Accepted for compatibility; client certificates are required unless
     /// `allow_anonymous_clients` is set.
     pub require_client_cert: Option<bool>,
     pub allow_anonymous_clients: Option<bool>,
     pub join: Option<bool>,
-    pub max_record_bytes: Option<u64>,
+    pub max_record_bytes: Option<ByteSize>,
     pub producer_expiry_ms: Option<u64>,
     pub metrics_listen: Option<String>,
+    /// Read before the rest, when logging starts (see `cli::log_format`).
+    pub log_format: Option<LogFormat>,
 }
 
 pub fn load_file(path: &Path) -> anyhow::Result<ServeFile> {
@@ -125,6 +132,22 @@ pub fn serve_config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
         }
         .into());
     }
+    if file.retention.is_some() && file.retention_ms.is_some() {
+        return Err(ConfigError::Invalid {
+            option: "retention",
+            reason: "the config file sets both retention and retention_ms; keep one".into(),
+        }
+        .into());
+    }
+    // A flag (either spelling) wins over the file (either spelling).
+    let retention = match (args.retention, args.retention_ms) {
+        (Some(age), _) => Some(age.0),
+        (None, Some(ms)) => Some(Duration::from_millis(ms)),
+        (None, None) => file
+            .retention
+            .map(|age| age.0)
+            .or(file.retention_ms.map(Duration::from_millis)),
+    };
     let config = ServerConfig {
         id,
         listen,
@@ -152,18 +175,18 @@ pub fn serve_config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
         segment_bytes: args
             .segment_bytes
             .or(file.segment_bytes)
-            .unwrap_or(defaults::SEGMENT_BYTES_DEFAULT),
-        retention_bytes: args.retention_bytes.or(file.retention_bytes),
-        retention: args
-            .retention_ms
-            .or(file.retention_ms)
-            .map(Duration::from_millis),
+            .map_or(defaults::SEGMENT_BYTES_DEFAULT, |size| size.0),
+        retention_bytes: args
+            .retention_bytes
+            .or(file.retention_bytes)
+            .map(|size| size.0),
+        retention,
         allow_anonymous_clients,
         join: args.join || file.join.unwrap_or(false),
         record_bytes_max: args
             .max_record_bytes
             .or(file.max_record_bytes)
-            .unwrap_or(defaults::RECORD_BYTES_MAX_DEFAULT),
+            .map_or(defaults::RECORD_BYTES_MAX_DEFAULT, |size| size.0),
         producer_expiry: args
             .producer_expiry_ms
             .or(file.producer_expiry_ms)
@@ -229,6 +252,87 @@ mod tests {
             config.peers.get(&2).map(String::as_str),
             Some("127.0.0.1:7002")
         );
+    }
+
+    const BASE: [&str; 8] = [
+        "--id",
+        "1",
+        "--listen",
+        "127.0.0.1:1",
+        "--data-dir",
+        "/d",
+        "--tls-dir",
+        "/t",
+    ];
+
+    #[test]
+    fn sizes_and_retention_take_units_in_flags_and_in_the_file() {
+        let mut flags = BASE.to_vec();
+        flags.extend([
+            "--segment-bytes",
+            "8MiB",
+            "--retention-bytes",
+            "10GiB",
+            "--max-record-bytes",
+            "4096",
+            "--retention",
+            "7d",
+        ]);
+        let config = serve_config(serve_args(&flags)).unwrap();
+        assert_eq!(config.segment_bytes, 8 << 20);
+        assert_eq!(config.retention_bytes, Some(10 << 30));
+        assert_eq!(config.record_bytes_max, 4096);
+        assert_eq!(config.retention, Some(Duration::from_secs(7 * 24 * 3600)));
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "segment_bytes = \"1MiB\"\nretention_bytes = 1000000\nmax_record_bytes = \"64KiB\"\nretention = \"12h\"\n",
+        )
+        .unwrap();
+        let mut from_file = BASE.to_vec();
+        let path_text = path.display().to_string();
+        from_file.extend(["--config", &path_text]);
+        let config = serve_config(serve_args(&from_file)).unwrap();
+        assert_eq!(config.segment_bytes, 1 << 20);
+        assert_eq!(config.retention_bytes, Some(1_000_000));
+        assert_eq!(config.record_bytes_max, 64 << 10);
+        assert_eq!(config.retention, Some(Duration::from_secs(12 * 3600)));
+        // The flag, in its other spelling, still wins over the file.
+        from_file.extend(["--retention-ms", "1000"]);
+        let config = serve_config(serve_args(&from_file)).unwrap();
+        assert_eq!(config.retention, Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_bad_unit_is_a_clear_error() {
+        let mut flags = vec!["raftlog", "serve"];
+        flags.extend(BASE);
+        flags.extend(["--segment-bytes", "64M"]);
+        let error = Cli::try_parse_from(&flags).unwrap_err().to_string();
+        assert!(error.contains("unknown size unit `M`"), "{error}");
+        let mut both = vec!["raftlog", "serve"];
+        both.extend(BASE);
+        both.extend(["--retention", "1d", "--retention-ms", "5"]);
+        assert!(
+            Cli::try_parse_from(&both).is_err(),
+            "the two spellings conflict"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "retention = \"7\"\n").unwrap();
+        let error = load_file(&path).unwrap_err().to_string();
+        assert!(error.contains("needs a unit"), "{error}");
+        std::fs::write(&path, "retention = \"7d\"\nretention_ms = 5\n").unwrap();
+        let mut from_file = BASE.to_vec();
+        let path_text = path.display().to_string();
+        from_file.extend(["--config", &path_text]);
+        let error = serve_config(serve_args(&from_file))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("retention_ms"), "{error}");
     }
 
     #[test]

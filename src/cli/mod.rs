@@ -8,10 +8,12 @@ mod bench;
 mod config;
 mod consume;
 pub mod dev;
+mod input;
 mod offline;
 pub mod output;
 mod publish;
 mod status;
+mod units;
 
 use std::process::ExitCode;
 
@@ -66,11 +68,12 @@ pub fn one_line(error: &anyhow::Error) -> String {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let server_side = matches!(cli.command, Command::Serve(_) | Command::Dev(_));
-    init_logging(server_side);
+    init_logging(server_side, log_format(&cli.command));
     match cli.command {
         Command::Verify(args) => offline::run_verify(args),
         Command::Dump(args) => offline::run_dump(args).map(|()| ExitCode::SUCCESS),
         Command::Certs(args) => run_certs(args).map(|()| ExitCode::SUCCESS),
+        Command::Completions(args) => print_completions(args.shell).map(|()| ExitCode::SUCCESS),
         command => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -91,22 +94,62 @@ async fn run_async(command: Command) -> anyhow::Result<()> {
         Command::Status(args) => status::run_status(args).await,
         Command::Admin(args) => status::run_admin(args).await,
         Command::Bench(args) => bench::run(*args).await,
-        Command::Verify(_) | Command::Dump(_) | Command::Certs(_) => {
+        Command::Verify(_) | Command::Dump(_) | Command::Certs(_) | Command::Completions(_) => {
             unreachable!("handled without a runtime")
         }
     }
 }
 
+/// The completion script, generated from the same grammar that parses the
+/// command line, so it never lists a flag that does not exist.
+fn print_completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "raftlog", &mut script);
+    let mut stdout = std::io::stdout().lock();
+    std::io::Write::write_all(&mut stdout, &script).context("cannot write to stdout")?;
+    std::io::Write::flush(&mut stdout).context("cannot write to stdout")
+}
+
+/// `serve --log-format`, or the config file's `log_format`: logging starts
+/// before the config is resolved (so its errors are logged), hence this
+/// early look at the file. A file that does not load is reported by
+/// `serve_config` right after; here it just means the default.
+fn log_format(command: &Command) -> args::LogFormat {
+    let Command::Serve(args) = command else {
+        return args::LogFormat::Text;
+    };
+    args.log_format
+        .or_else(|| {
+            let path = args.config.as_ref()?;
+            config::load_file(path).ok()?.log_format
+        })
+        .unwrap_or_default()
+}
+
 /// Logs go to stderr, filtered by RUST_LOG (default: info for servers,
-/// warnings only for client commands, whose stdout is data).
-fn init_logging(server_side: bool) {
+/// warnings only for client commands, whose stdout is data). Colour codes
+/// only on a terminal: in a file or a journal they are noise.
+fn init_logging(server_side: bool, format: args::LogFormat) {
+    use std::io::IsTerminal;
     let default = if server_side { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        args::LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        // One JSON object per line, fields flattened to the top level so
+        // shippers index them without unpacking a nested object.
+        args::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_ansi(false)
+            .try_init(),
+    };
 }
 
 fn client_config(cluster: &args::ClusterArgs) -> crate::client::ClientConfig {

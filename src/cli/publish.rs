@@ -1,4 +1,5 @@
-//! `raftlog publish`: stdin lines in, one committed index per line out.
+//! `raftlog publish`: stdin lines in (as records, or as JSON with `--input
+//! json`), one committed index per line out.
 
 use std::io::{BufRead, Write};
 
@@ -7,6 +8,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::args::{OutputFormat, PublishArgs};
+use super::input::{InputError, LineParser};
 use super::output::index_json;
 use crate::client::{AppendTicket, Publisher, PublisherOptions};
 
@@ -42,22 +44,32 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
     // and the next read would wait), so `tail -f app.log | raftlog publish`
     // sends each line as it comes while a piped file still fills batches.
     let (batch_tx, mut batch_rx) =
-        mpsc::channel::<std::io::Result<Vec<Bytes>>>(args.inflight * READ_AHEAD_BATCHES);
+        mpsc::channel::<Result<Vec<Bytes>, InputError>>(args.inflight * READ_AHEAD_BATCHES);
     let batch_size = args.batch;
+    let mut parser = LineParser::new(args.input);
     let reader = tokio::task::spawn_blocking(move || {
         let mut stdin = std::io::BufReader::with_capacity(STDIN_BUFFER_BYTES, std::io::stdin());
         let mut batch = Vec::with_capacity(batch_size);
         loop {
             let mut line = Vec::new();
-            match stdin.read_until(b'\n', &mut line) {
+            let record = match stdin.read_until(b'\n', &mut line) {
                 Ok(0) => break,
                 Ok(_) => {
                     if line.last() == Some(&b'\n') {
                         line.pop();
                     }
-                    batch.push(Bytes::from(line));
+                    parser.parse(line)
                 }
+                Err(error) => Err(InputError::Read(error)),
+            };
+            match record {
+                Ok(record) => batch.push(record),
                 Err(error) => {
+                    // The lines before the bad one are still appended (and
+                    // their indexes printed); nothing after it is read.
+                    if !batch.is_empty() && batch_tx.blocking_send(Ok(batch)).is_err() {
+                        return;
+                    }
                     let _ = batch_tx.blocking_send(Err(error));
                     return;
                 }
@@ -99,7 +111,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
         let batch = match batch {
             Ok(batch) => batch,
             Err(error) => {
-                send_result = Err(anyhow::Error::new(error).context("cannot read stdin"));
+                send_result = Err(error.into());
                 break;
             }
         };

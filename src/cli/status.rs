@@ -70,7 +70,21 @@ pub async fn run_status(args: StatusArgs) -> anyhow::Result<()> {
         OutputFormat::Json => println!("{}", status_json(&status)),
         OutputFormat::Text => print!("{}", status_text(&status)),
     }
+    // The view is printed either way (it says which nodes answered), but a
+    // cluster without a leader takes no writes: probes and scripts read
+    // that from the exit code (CLI.md).
+    if status.leader.is_none() {
+        anyhow::bail!("{}", no_leader_reason(&status));
+    }
     Ok(())
+}
+
+/// The `error:` line of a status without a leader.
+pub fn no_leader_reason(status: &ClusterStatus) -> String {
+    format!(
+        "no leader known: the cluster answered in term {} without one (an election is under way, or too few nodes run for a majority)",
+        status.term
+    )
 }
 
 pub fn membership_text(membership: &Membership) -> String {

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use super::config::{Fsync, ServerConfig};
-use super::metrics::{self, FrameSource, Metrics, PeerLabels, RejectLabels};
+use super::metrics::{self, FrameSource, Metrics, RejectLabels};
 use super::producers::{self, Admission, ProducerTable};
 use super::resolve::{Resolution, Resolver};
 use crate::net::peers::{Lane, PeerLinks};
@@ -461,8 +461,20 @@ impl Driver {
                 return;
             }
         };
+        // What the leader says is committed, for `/readyz`: how far behind
+        // this node is. Committed indexes never go back, so the highest
+        // heard from any leader still stands.
+        let leader_commit = match &message {
+            Message::AppendEntries(append) => Some(append.leader_commit),
+            _ => None,
+        };
         if let Err(error) = self.core.step(from, message) {
             self.reject_peer_frame(from, &error.to_string());
+        } else if let Some(commit) = leader_commit.filter(|_| self.core.leader() == Some(from)) {
+            let commit = i64::try_from(commit).unwrap_or(i64::MAX);
+            if commit > self.metrics.leader_commit_index.get() {
+                self.metrics.leader_commit_index.set(commit);
+            }
         }
     }
 
@@ -1171,22 +1183,31 @@ impl Driver {
         self.metrics.commit_index.set(status.commit_index as i64);
         self.metrics.last_index.set(status.last_index as i64);
         self.metrics.log_start_index.set(status.first_index as i64);
+        let leading = status.soft_state.role == Role::Leader;
+        self.metrics.set_leader(status.soft_state.leader, leading);
+        if leading {
+            let commit = status.commit_index as i64;
+            if commit > self.metrics.leader_commit_index.get() {
+                self.metrics.leader_commit_index.set(commit);
+            }
+        }
         // The core counts since it started, which is when this process did.
         let probes_new = status
             .replication_probes
             .saturating_sub(self.metrics.replication_probes.get());
         self.metrics.replication_probes.inc_by(probes_new);
-        for peer in &status.peers {
-            let labels = PeerLabels { peer: peer.id };
-            self.metrics
-                .peer_match_index
-                .get_or_create(&labels)
-                .set(peer.match_index as i64);
-            self.metrics
-                .peer_lag_entries
-                .get_or_create(&labels)
-                .set(status.last_index.saturating_sub(peer.match_index) as i64);
-        }
+        // Only a leader's view of its peers is current; a follower's
+        // progress is what it had when it last led, so it exports none.
+        let peers: Vec<(u64, i64, i64)> = status
+            .peers
+            .iter()
+            .filter(|_| leading)
+            .map(|peer| {
+                let lag = status.last_index.saturating_sub(peer.match_index);
+                (peer.id, peer.match_index as i64, lag as i64)
+            })
+            .collect();
+        self.metrics.set_peers(&peers);
     }
 
     /// Drops the oldest whole segments the retention policy allows, never

@@ -1,4 +1,6 @@
-//! Prometheus metrics of one node, served as text at `http://ADDR/metrics`.
+//! Prometheus metrics of one node, served as text at `http://ADDR/metrics`,
+//! beside the probes `GET /healthz` (the process serves) and `GET /readyz`
+//! (it knows a leader and is caught up), both with a JSON body.
 //!
 //! The runtime updates the gauges once per turn of its loop (not per record);
 //! counters are bumped where the event happens. The text format comes from
@@ -9,7 +11,7 @@
 //! costs the node no more than that many file descriptors (and never the
 //! one a new log segment needs).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -61,6 +63,20 @@ pub struct Metrics {
     pub commit_index: Gauge,
     pub last_index: Gauge,
     pub log_start_index: Gauge,
+    /// The leader this node knows (0: none), for `/readyz` and dashboards.
+    pub leader_id: Gauge,
+    /// The highest commit index a leader has told this node (its own on
+    /// the leader): how far this node's commit index should be, for `/readyz`.
+    pub leader_commit_index: Gauge,
+    /// 1 while this node leads, else 0 (simpler to alert on than `role`).
+    pub is_leader: Gauge,
+    /// Times this node saw a new leader (its first one included), as etcd's
+    /// `leader_changes_seen`: frequent changes mean an unstable cluster.
+    pub leader_changes: Counter,
+    /// Peers with `peer_*` series, so [`Metrics::set_peers`] removes the
+    /// series of a peer that left or of every peer once this node stops
+    /// leading, instead of exporting their last values forever.
+    peers_exported: Arc<Mutex<BTreeSet<u64>>>,
     pub peer_match_index: Family<PeerLabels, Gauge>,
     pub peer_lag_entries: Family<PeerLabels, Gauge>,
     pub appended_records: Counter,
@@ -97,6 +113,11 @@ impl Metrics {
             commit_index: Gauge::default(),
             last_index: Gauge::default(),
             log_start_index: Gauge::default(),
+            leader_id: Gauge::default(),
+            leader_commit_index: Gauge::default(),
+            is_leader: Gauge::default(),
+            leader_changes: Counter::default(),
+            peers_exported: Arc::new(Mutex::new(BTreeSet::new())),
             peer_match_index: Family::default(),
             peer_lag_entries: Family::default(),
             appended_records: Counter::default(),
@@ -135,6 +156,26 @@ impl Metrics {
             "log_start_index",
             "Lowest log index stored",
             self.log_start_index.clone(),
+        );
+        registry.register(
+            "leader_id",
+            "Id of the leader this node knows, 0 when it knows none",
+            self.leader_id.clone(),
+        );
+        registry.register(
+            "leader_commit_index",
+            "Highest commit index a leader has sent this node (its own commit index on the leader)",
+            self.leader_commit_index.clone(),
+        );
+        registry.register(
+            "is_leader",
+            "1 while this node is the leader, else 0",
+            self.is_leader.clone(),
+        );
+        registry.register(
+            "leader_changes",
+            "Times this node saw a new leader (its first one included)",
+            self.leader_changes.clone(),
         );
         registry.register(
             "peer_match_index",
@@ -194,6 +235,40 @@ impl Metrics {
         registry
     }
 
+    /// The known leader (None while there is none); counts a change to a
+    /// node other than the one known before.
+    pub fn set_leader(&self, leader: Option<u64>, this_node_leads: bool) {
+        let id = leader.map_or(0, |id| i64::try_from(id).unwrap_or(i64::MAX));
+        if id != 0 && id != self.leader_id.get() {
+            self.leader_changes.inc();
+        }
+        self.leader_id.set(id);
+        self.is_leader.set(i64::from(this_node_leads));
+    }
+
+    /// The per-peer series, `(peer, match index, lag)` for each follower
+    /// while this node leads; an empty list (a follower) removes them all.
+    pub fn set_peers(&self, peers: &[(u64, i64, i64)]) {
+        let mut exported = self
+            .peers_exported
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now: BTreeSet<u64> = peers.iter().map(|&(peer, _, _)| peer).collect();
+        for gone in exported.difference(&now) {
+            let labels = PeerLabels { peer: *gone };
+            self.peer_match_index.remove(&labels);
+            self.peer_lag_entries.remove(&labels);
+        }
+        for &(peer, match_index, lag) in peers {
+            let labels = PeerLabels { peer };
+            self.peer_match_index
+                .get_or_create(&labels)
+                .set(match_index);
+            self.peer_lag_entries.get_or_create(&labels).set(lag);
+        }
+        *exported = now;
+    }
+
     /// Records the certificates in use (after a start or a TLS reload):
     /// `(label, notAfter as Unix seconds)`; labels not listed are dropped.
     pub fn set_certificates(&self, not_after: &[(&str, i64)]) {
@@ -238,6 +313,59 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry());
         text
     }
+}
+
+/// `/readyz` fails while this node's commit index is more than this many
+/// entries behind the leader's: a node still catching up would serve reads
+/// that stop far short of the log's end.
+pub const READY_LAG_ENTRIES_MAX: u64 = 1024;
+
+fn role_name(role: i64) -> &'static str {
+    match role {
+        ROLE_LEADER => "leader",
+        ROLE_CANDIDATE => "candidate",
+        ROLE_LEARNER => "learner",
+        _ => "follower",
+    }
+}
+
+/// The `/healthz` body: the process serves; the role and term for a human.
+fn health_json(metrics: &Metrics) -> String {
+    serde_json::json!({
+        "status": "ok",
+        "role": role_name(metrics.role.get()),
+        "term": metrics.term.get(),
+    })
+    .to_string()
+}
+
+/// Whether the node is ready (it knows a leader and is caught up to within
+/// [`READY_LAG_ENTRIES_MAX`] of its commit index), and the `/readyz` body.
+fn readiness(metrics: &Metrics) -> (bool, String) {
+    // Gauges are i64 holding non-negative indexes; a negative one reads as 0.
+    let index = |gauge: &Gauge| u64::try_from(gauge.get()).unwrap_or(0);
+    let leader = index(&metrics.leader_id);
+    let commit = index(&metrics.commit_index);
+    let leader_commit = index(&metrics.leader_commit_index).max(commit);
+    let lag = leader_commit.saturating_sub(commit);
+    let (ready, reason) = if leader == 0 {
+        (false, "no leader known")
+    } else if lag > READY_LAG_ENTRIES_MAX {
+        (false, "catching up with the leader")
+    } else {
+        (true, "ok")
+    };
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "reason": reason,
+        "role": role_name(metrics.role.get()),
+        "leader": if leader == 0 { None } else { Some(leader) },
+        "commit_index": commit,
+        "leader_commit_index": leader_commit,
+        "lag_entries": lag,
+        "lag_entries_max": READY_LAG_ENTRIES_MAX,
+    });
+    (ready, body.to_string())
 }
 
 /// A request larger than this is not a metrics scrape.
@@ -294,11 +422,23 @@ async fn answer(mut stream: tokio::net::TcpStream, metrics: Metrics) -> std::io:
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             metrics.encode_text(),
         )
+    } else if first_line.starts_with(b"GET /healthz ") {
+        // Answering at all is the health: the runtime that serves this
+        // also runs the node (a wedged runtime times the probe out).
+        ("200 OK", "application/json", health_json(&metrics))
+    } else if first_line.starts_with(b"GET /readyz ") {
+        let (ready, body) = readiness(&metrics);
+        let status = if ready {
+            "200 OK"
+        } else {
+            "503 Service Unavailable"
+        };
+        (status, "application/json", body)
     } else {
         (
             "404 Not Found",
             "text/plain",
-            "only GET /metrics is served here\n".to_string(),
+            "only GET /metrics, /healthz and /readyz are served here\n".to_string(),
         )
     };
     let head = format!(
@@ -342,6 +482,65 @@ mod tests {
         ] {
             assert!(text.contains(name), "missing {name} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn leader_changes_count_new_leaders_and_peer_series_go_with_leadership() {
+        let metrics = Metrics::new();
+        metrics.set_leader(Some(1), false);
+        metrics.set_leader(Some(1), false);
+        metrics.set_leader(None, false);
+        metrics.set_leader(Some(2), true);
+        assert_eq!(metrics.leader_changes.get(), 2);
+        assert_eq!(metrics.is_leader.get(), 1);
+        metrics.set_peers(&[(1, 10, 0), (3, 4, 6)]);
+        let text = metrics.encode_text();
+        assert!(text.contains("raftlog_is_leader 1"), "{text}");
+        assert!(text.contains("raftlog_leader_changes_total 2"), "{text}");
+        assert!(
+            text.contains("raftlog_peer_lag_entries{peer=\"3\"} 6"),
+            "{text}"
+        );
+        // Node 3 left the configuration: its series go, node 1's stay.
+        metrics.set_peers(&[(1, 12, 0)]);
+        let text = metrics.encode_text();
+        assert!(!text.contains("peer=\"3\""), "{text}");
+        assert!(
+            text.contains("raftlog_peer_match_index{peer=\"1\"} 12"),
+            "{text}"
+        );
+        // No longer leading: no per-peer series at all.
+        metrics.set_leader(Some(1), false);
+        metrics.set_peers(&[]);
+        let text = metrics.encode_text();
+        assert!(!text.contains("raftlog_peer_match_index{"), "{text}");
+        assert!(text.contains("raftlog_is_leader 0"), "{text}");
+        assert_eq!(metrics.leader_changes.get(), 3);
+    }
+
+    #[test]
+    fn ready_needs_a_leader_and_a_commit_index_near_the_leaders() {
+        let metrics = Metrics::new();
+        let (ready, body) = readiness(&metrics);
+        assert!(!ready);
+        assert!(body.contains(r#""reason":"no leader known""#), "{body}");
+        assert!(body.contains(r#""leader":null"#), "{body}");
+        metrics.leader_id.set(2);
+        metrics.commit_index.set(10);
+        metrics
+            .leader_commit_index
+            .set(10 + READY_LAG_ENTRIES_MAX as i64);
+        let (ready, body) = readiness(&metrics);
+        assert!(ready, "{body}");
+        metrics
+            .leader_commit_index
+            .set(11 + READY_LAG_ENTRIES_MAX as i64);
+        let (ready, body) = readiness(&metrics);
+        assert!(!ready);
+        assert!(body.contains("catching up"), "{body}");
+        let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(value["lag_entries"], READY_LAG_ENTRIES_MAX + 1);
+        assert_eq!(value["leader"], 2);
     }
 
     #[tokio::test]
