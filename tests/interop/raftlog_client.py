@@ -13,7 +13,8 @@ from typing import Dict, List, Optional, Tuple
 from aioquic.asyncio import connect
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.events import ConnectionTerminated, StreamDataReceived, StreamReset
+from aioquic.quic.events import (ConnectionTerminated, StopSendingReceived, StreamDataReceived,
+                                 StreamReset)
 
 ALPN = "raftlog-client/1"  # section 2
 VERSION = 1  # section 2.2
@@ -188,6 +189,14 @@ class StreamWasReset(Exception):
         self.code = code
 
 
+class HandshakeFailed(Exception):
+    """The handshake failed; `closed` is the (code, reason) of the close."""
+
+    def __init__(self, closed: Optional[Tuple[int, str]]):
+        super().__init__(f"handshake failed: {closed}")
+        self.closed = closed
+
+
 class Stream:
     """One bidirectional stream: frames in, frames out (2.1)."""
 
@@ -196,6 +205,7 @@ class Stream:
         self.buffer = bytearray()
         self.fin = False
         self.reset_code: Optional[int] = None
+        self.stop_sending_code: Optional[int] = None
         self.event = asyncio.Event()
 
     def send(self, data: bytes, end: bool = False):
@@ -255,6 +265,7 @@ class _Protocol(QuicConnectionProtocol):
         super().__init__(*args, **kwargs)
         self.streams: Dict[int, Stream] = {}
         self.owner: Optional["Connection"] = None
+        self.terminated: Optional[Tuple[int, str]] = None
 
     def quic_event_received(self, event):
         if isinstance(event, StreamDataReceived):
@@ -268,7 +279,13 @@ class _Protocol(QuicConnectionProtocol):
             if stream is not None:
                 stream.reset_code = event.error_code
                 stream.event.set()
+        elif isinstance(event, StopSendingReceived):
+            stream = self.streams.get(event.stream_id)
+            if stream is not None:
+                stream.stop_sending_code = event.error_code
+                stream.event.set()
         elif isinstance(event, ConnectionTerminated):
+            self.terminated = (event.error_code, event.reason_phrase)
             if self.owner is not None:
                 self.owner.closed = (event.error_code, event.reason_phrase)
             for stream in self.streams.values():
@@ -329,9 +346,19 @@ class connect_node:
         self.config, self.timeout = config, timeout
 
     async def __aenter__(self) -> Connection:
+        made: List[_Protocol] = []
+
+        def create(*args, **kwargs):
+            made.append(_Protocol(*args, **kwargs))
+            return made[-1]
+
         self._cm = connect(self.host, self.port, configuration=self.config,
-                           create_protocol=_Protocol, wait_connected=True)
-        protocol = await asyncio.wait_for(self._cm.__aenter__(), self.timeout)
+                           create_protocol=create, wait_connected=True)
+        try:
+            protocol = await asyncio.wait_for(self._cm.__aenter__(), self.timeout)
+        except ConnectionError as error:
+            closed = made[0].terminated if made else None
+            raise HandshakeFailed(closed) from error
         return Connection(protocol)
 
     async def __aexit__(self, *exc):

@@ -6,7 +6,7 @@ import asyncio
 import os
 import random
 import re
-import ssl
+import subprocess
 import time
 
 import pytest
@@ -267,11 +267,12 @@ def test_follow_the_tail_on_a_follower_then_stop_sending(cluster):
             assert time.monotonic() - sent < 5
             # 4.1: the client ends a Consume with STOP_SENDING; the node
             # answers with RESET_STREAM (QUIC) and streams no more.
-            stream.stop_sending(0)
-            with pytest.raises(rc.StreamWasReset):
+            stream.stop_sending(5)
+            with pytest.raises(rc.StreamWasReset) as reset:
                 while True:
                     resp = await stream.response(timeout=5)
                     assert resp.type == rc.RECORDS
+            assert reset.value.code == 5, "the node resets with the client's code"
     run(main())
 
 
@@ -328,18 +329,151 @@ def test_documented_errors(cluster):
     run(main())
 
 
-def test_tls_identity_is_required(cluster):
+def test_tls_server_names_and_failures(cluster, tmp_path):
+    """Section 2 and 2.5: the names a client verifies, and what it sees when
+    TLS fails (QUIC CRYPTO_ERROR 0x100 + TLS alert) or the node refuses."""
+    other = str(tmp_path / "other-ca")
+    subprocess.run([cluster.binary, "certs", "--out", other, "--node", "1=127.0.0.1"],
+                      check=True, capture_output=True, timeout=30)
+
+    async def status(addr, cfg):
+        async with rc.connect_node(addr, cfg, timeout=3) as conn:
+            resp = await conn.request(rc.encode_status(), timeout=3)
+            await asyncio.sleep(0.05)
+            return resp, conn.closed
+
+    async def handshake_close(addr, cfg):
+        with pytest.raises(rc.HandshakeFailed) as failed:
+            await status(addr, cfg)
+        return failed.value.closed[0]
+
     async def main():
         addr = cluster.addrs[1]
+        # the address's host (an IP SAN here) and node-<id>.raftlog both verify
+        for name in (None, "node-1.raftlog"):
+            resp, _ = await status(addr, config(cluster, server_name=name))
+            assert resp.type in (rc.STATUS_RESP, rc.ERROR), resp
+            assert resp.type == rc.STATUS_RESP or resp.fields["error"].code == rc.NOT_LEADER
+        # another node's name: the client's own check fails (bad_certificate, 42)
+        assert await handshake_close(addr, config(cluster, server_name="node-2.raftlog")) \
+            == 0x100 + 42
+        # a CA the node's certificate is not signed by: the same, on the client
+        foreign = rc.client_configuration(os.path.join(other, "ca.pem"),
+                                          cluster.path("client.pem"), cluster.path("client.key"))
+        assert await handshake_close(addr, foreign) == 0x100 + 42
+        # an unknown ALPN: the node's TLS refuses it, no_application_protocol (120)
+        assert await handshake_close(addr, config(cluster, alpn="raftlog-client/2")) \
+            == 0x100 + 120
+        # a client certificate of another CA: the client's handshake completes
+        # (TLS 1.3), then the node closes with CRYPTO_ERROR decrypt_error (51)
+        stranger = rc.client_configuration(cluster.path("ca.pem"),
+                                           os.path.join(other, "client.pem"),
+                                           os.path.join(other, "client.key"))
+        try:
+            async with rc.connect_node(addr, stranger, timeout=3) as conn:
+                with pytest.raises((rc.StreamEnded, asyncio.TimeoutError)):
+                    await conn.request(rc.encode_status(), timeout=3)
+                closed = conn.closed
+        except rc.HandshakeFailed as failed:  # the close overtook the handshake
+            closed = failed.closed
+        assert closed and closed[0] == 0x100 + 51, closed
+        # the peer ALPN with a client certificate: application close 0x101
+        async with rc.connect_node(addr, config(cluster, alpn="raftlog-peer/1")) as conn:
+            for _ in range(100):
+                if conn.closed:
+                    break
+                await asyncio.sleep(0.02)
+            assert conn.closed and conn.closed[0] == 0x101, conn.closed
         # 2.6: without a client certificate the handshake finishes and every
         # request is refused (no --allow-anonymous-clients)
-        async with rc.connect_node(addr, config(cluster, identity=None)) as conn:
-            resp = await conn.request(rc.encode_status())
+        resp, _ = await status(addr, config(cluster, identity=None))
         assert resp.type == rc.ERROR and resp.fields["error"].code == 16, resp
-        # a client that does not trust the cluster CA fails the handshake:
-        # another CA's certificate chain (the node's own cert is no CA)
-        bad = rc.client_configuration(cluster.path("client.pem"), None, None)
-        with pytest.raises(Exception):
-            async with rc.connect_node(addr, bad, timeout=3):
-                pass
+    run(main())
+
+
+def test_reset_stream_ends_a_consume(cluster):
+    """4.1: a client that resets its sending side of a Consume stream (the
+    request sent without FIN) ends the Consume as STOP_SENDING does: the
+    node resets its side and sends nothing more."""
+    async def main():
+        leader, addr = await find_leader(cluster)
+        async with rc.connect_node(addr, config(cluster)) as conn:
+            stream = conn.open_stream()
+            stream.send_request(rc.encode_consume(rc.FROM_END, follow=True), end=False)
+            assert (await stream.response()).type == rc.RECORDS
+            stream.reset(0x7)
+            await asyncio.sleep(0.1)
+            assert (await append_at_leader(cluster, [b"after reset"])).type == rc.APPENDED
+            with pytest.raises(rc.StreamWasReset) as reset:
+                while True:
+                    resp = await stream.response(timeout=3)
+                    assert resp.type == rc.RECORDS and not resp.fields["records"], \
+                        "the node streamed records after the client reset the stream"
+            assert reset.value.code == 0x7, "the node resets with the client's code"
+    run(main())
+
+
+def test_a_frame_after_a_consume_request_is_invalid(cluster):
+    """4.1: a Consume stream carries one request; a further frame is answered
+    InvalidRequest and ends the stream, as on an Append stream."""
+    async def main():
+        leader, addr = await find_leader(cluster)
+        async with rc.connect_node(addr, config(cluster)) as conn:
+            stream = conn.open_stream()
+            stream.send_request(rc.encode_consume(rc.FROM_END, follow=True), end=False)
+            assert (await stream.response()).type == rc.RECORDS
+            stream.send_request(rc.encode_status(), end=True)
+            resp = await stream.response(timeout=3)
+            assert resp.type == rc.ERROR, resp
+            assert resp.fields["error"].code == rc.INVALID_REQUEST
+            assert await stream.read_frame(timeout=3) is None, "the stream ends (FIN)"
+    run(main())
+
+
+def test_a_status_stream_is_read_up_to_its_request(cluster):
+    """4.1: a Status stream has one answer; the node reads nothing after the
+    request: without FIN from the client it stops the receiving side
+    (STOP_SENDING, code 0), and a frame sent after the request is never
+    answered."""
+    async def main():
+        leader, addr = await find_leader(cluster)
+        async with rc.connect_node(addr, config(cluster)) as conn:
+            stream = conn.open_stream()
+            stream.send_request(rc.encode_status(), end=False)
+            stream.send_request(rc.encode_status(), end=False)
+            assert (await stream.response()).type == rc.STATUS_RESP
+            assert await stream.read_frame() is None, "one answer, then FIN"
+            for _ in range(100):
+                if stream.stop_sending_code is not None:
+                    break
+                await asyncio.sleep(0.01)
+            assert stream.stop_sending_code == 0
+    run(main())
+
+
+def test_zz_a_following_consume_ends_with_shutting_down_at_node_stop(cluster):
+    """4.1: a node stopped in order (SIGTERM) ends a following Consume with
+    Error ShuttingDown (code 11) and FIN, not a bare FIN. Runs last: it stops
+    a follower."""
+    async def main():
+        leader, _ = await find_leader(cluster)
+        follower = next(n for n in cluster.addrs if n != leader)
+        async with rc.connect_node(cluster.addrs[follower], config(cluster)) as conn:
+            stream = conn.open_stream()
+            stream.send_request(rc.encode_consume(rc.FROM_START, follow=True))
+            assert (await stream.response()).type == rc.RECORDS
+            await asyncio.sleep(0.1)
+            stopped = asyncio.get_running_loop().run_in_executor(
+                None, cluster.stop, follower)
+            while True:
+                body = await stream.read_frame(timeout=10)
+                assert body is not None, "a bare FIN: no ShuttingDown before it"
+                resp = rc.decode_response(body)
+                if resp.type == rc.ERROR:
+                    break
+                assert resp.type == rc.RECORDS, resp
+            assert resp.fields["error"].code == rc.SHUTTING_DOWN, resp
+            assert resp.fields["error"].retryable
+            assert await stream.read_frame() is None, "FIN after the error"
+            assert await stopped == 0
     run(main())
