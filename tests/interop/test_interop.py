@@ -452,6 +452,26 @@ def test_a_status_stream_is_read_up_to_its_request(cluster):
     run(main())
 
 
+def test_unidirectional_streams_are_not_granted(cluster):
+    """Section 2 and 4.1: the node grants a client no unidirectional stream;
+    a stack that opens one anyway breaks QUIC's stream limit and the node
+    closes the connection with STREAM_LIMIT_ERROR (transport code 0x4).
+    (aioquic holds such a stream back on its own; the test lifts aioquic's
+    private view of the limit to send it anyway.)"""
+    async def main():
+        async with rc.connect_node(cluster.addrs[1], config(cluster)) as conn:
+            quic = conn.protocol._quic
+            assert quic._remote_max_streams_uni == 0
+            quic._remote_max_streams_uni = 1
+            conn.open_uni_stream().send_request(rc.encode_status())
+            for _ in range(200):
+                if conn.closed:
+                    break
+                await asyncio.sleep(0.01)
+            assert conn.closed and conn.closed[0] == 0x4, conn.closed
+    run(main())
+
+
 def test_zz_a_following_consume_ends_with_shutting_down_at_node_stop(cluster):
     """4.1: a node stopped in order (SIGTERM) ends a following Consume with
     Error ShuttingDown (code 11) and FIN, not a bare FIN. Runs last: it stops
