@@ -414,6 +414,22 @@ def test_reset_stream_ends_a_consume(cluster):
     run(main())
 
 
+def test_reset_stream_on_an_append_stream(cluster):
+    """4.1: RESET_STREAM on an Append stream ends its requests: the Appends
+    the node read are answered, then InvalidRequest, then FIN."""
+    async def main():
+        leader, addr = await find_leader(cluster)
+        async with rc.connect_node(addr, config(cluster)) as conn:
+            stream = conn.open_stream()
+            stream.send_request(rc.encode_append([b"before reset"]), end=False)
+            assert (await stream.response()).type == rc.APPENDED
+            stream.reset(0x9)
+            e = (await stream.response(timeout=5)).fields["error"]
+            assert e.code == rc.INVALID_REQUEST, e
+            assert await stream.read_frame(timeout=5) is None
+    run(main())
+
+
 def test_a_frame_after_a_consume_request_is_invalid(cluster):
     """4.1: a Consume stream carries one request; a further frame is answered
     InvalidRequest and ends the stream, as on an Append stream."""
