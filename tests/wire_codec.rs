@@ -1099,3 +1099,145 @@ fn an_entry_has_the_storage_frame_layout() {
     assert_eq!(&block[48..], b"ab");
     assert_eq!(&block[0..4], &crc32fast::hash(&block[4..]).to_le_bytes());
 }
+
+/// docs/protocol.md section 6.1: every line of the `raftlog-test-vectors`
+/// block (a name and a whole frame in hex) decodes to the message its name
+/// says, and everything but an error (whose message text is free) encodes
+/// back to the same bytes. The interop client checks the same block.
+#[test]
+fn protocol_md_test_vectors() {
+    let doc = include_str!("../docs/protocol.md");
+    let block = doc
+        .split("```raftlog-test-vectors\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/protocol.md has a raftlog-test-vectors block");
+    let mut runs = AppendedIndexes::default();
+    runs.push_run(256, 3).unwrap();
+    runs.push_run(512, 2).unwrap();
+    let requests: Vec<(&str, ClientRequest)> = vec![
+        (
+            "append_hi_empty_producer9_seq40",
+            ClientRequest::Append(AppendRequest {
+                producer: Some(ProducerSeq {
+                    producer_id: 9,
+                    sequence: 40,
+                }),
+                records: vec![Bytes::from_static(b"hi"), Bytes::new()],
+            }),
+        ),
+        (
+            "append_one_record_no_producer",
+            ClientRequest::Append(AppendRequest {
+                producer: None,
+                records: vec![Bytes::from_static(b"abc")],
+            }),
+        ),
+        (
+            "consume_index258_follow_limit10",
+            ClientRequest::Consume(ConsumeRequest {
+                from: ConsumeFrom::Index(258),
+                follow: true,
+                limit: Some(10),
+            }),
+        ),
+        (
+            "consume_start_no_follow",
+            ClientRequest::Consume(ConsumeRequest {
+                from: ConsumeFrom::Start,
+                follow: false,
+                limit: None,
+            }),
+        ),
+        ("status_request", ClientRequest::Status),
+    ];
+    let responses: Vec<(&str, ClientResponse)> = vec![
+        (
+            "appended_256_258",
+            ClientResponse::Appended {
+                first_index: 256,
+                last_index: 258,
+            },
+        ),
+        (
+            "appended_runs_256x3_512x2",
+            ClientResponse::AppendedRuns(runs),
+        ),
+        (
+            "records_5_7_commit9",
+            ClientResponse::Records(RecordBatch {
+                start_index: 5,
+                next_index: 7,
+                commit_index: 9,
+                records: vec![(5, Bytes::from_static(b"a")), (6, Bytes::new())],
+            }),
+        ),
+        (
+            "consume_end_commit_reached_next7",
+            ClientResponse::ConsumeEnd(ConsumeEnd {
+                reason: ConsumeEndReason::CommitIndexReached,
+                next_index: 7,
+            }),
+        ),
+    ];
+    let errors: Vec<(&str, ErrorResponse)> = vec![
+        (
+            "error_not_leader_2",
+            ErrorResponse::NotLeader {
+                leader_id: Some(2),
+                leader_addr: Some("127.0.0.1:7002".to_string()),
+            },
+        ),
+        (
+            "error_sequence_gap_p9_expected42_got48",
+            ErrorResponse::SequenceGap {
+                producer_id: 9,
+                expected: 42,
+                got: 48,
+            },
+        ),
+        (
+            "error_unsupported_version_2_1",
+            ErrorResponse::UnsupportedVersion {
+                requested: 2,
+                supported: 1,
+            },
+        ),
+    ];
+    let mut checked = 0;
+    for line in block.lines().filter(|line| !line.trim().is_empty()) {
+        let (name, hex) = line.split_once(' ').expect("`name hex`");
+        let frame: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|at| u8::from_str_radix(&hex[at..at + 2], 16).expect("hex"))
+            .collect();
+        let length = u32::from_le_bytes(frame[..4].try_into().unwrap()) as usize;
+        assert_eq!(length, frame.len() - 4, "{name}: length prefix");
+        let body = Bytes::copy_from_slice(&frame[4..]);
+        if let Some((_, request)) = requests.iter().find(|(n, _)| *n == name) {
+            assert_eq!(
+                ClientRequest::decode(body.clone()).as_ref(),
+                Ok(request),
+                "{name}"
+            );
+            assert_eq!(request.encode().unwrap(), body, "{name}");
+        } else if let Some((_, response)) = responses.iter().find(|(n, _)| *n == name) {
+            assert_eq!(
+                ClientResponse::decode(body.clone()).as_ref(),
+                Ok(response),
+                "{name}"
+            );
+            assert_eq!(response.encode(), body, "{name}");
+        } else if let Some((_, error)) = errors.iter().find(|(n, _)| *n == name) {
+            assert_eq!(
+                ClientResponse::decode(body),
+                Ok(ClientResponse::Error(error.clone())),
+                "{name}"
+            );
+        } else {
+            panic!("{name}: a vector this test does not know");
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, requests.len() + responses.len() + errors.len());
+}

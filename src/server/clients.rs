@@ -50,6 +50,73 @@ pub struct ClientContext {
     /// `--allow-anonymous-clients`: serve publish, consume and status to
     /// callers without a certificate.
     pub allow_anonymous_clients: bool,
+    /// Consume streams still open: at shutdown the node waits (bounded) for
+    /// each to deliver its ShuttingDown before it closes the connections.
+    pub open_consumes: OpenConsumes,
+}
+
+/// Counts the consume streams being served (see [`ClientContext::open_consumes`]).
+#[derive(Clone, Default)]
+pub struct OpenConsumes(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl OpenConsumes {
+    fn enter(&self) -> OpenConsume {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        OpenConsume(self.clone())
+    }
+
+    /// Waits until no consume stream is open, at most `timeout`.
+    pub async fn wait_closed(&self, timeout: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.0.load(std::sync::atomic::Ordering::SeqCst) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+}
+
+struct OpenConsume(OpenConsumes);
+
+impl Drop for OpenConsume {
+    fn drop(&mut self) {
+        (self.0).0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// How long a consume stream that ends at shutdown waits for the client to
+/// acknowledge its ShuttingDown before the node closes the connection.
+const SHUTDOWN_DELIVERY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// What a consumer did on its sending side after the request.
+#[derive(Clone, Copy, Debug)]
+enum ClientSide {
+    /// RESET_STREAM with this code: the consumer is gone (like STOP_SENDING).
+    Reset(quinn::VarInt),
+    /// Bytes after the request: a consume stream carries one request.
+    ExtraFrame,
+}
+
+/// Watches a consume stream's receiving side after its request: FIN is
+/// expected; a reset or more bytes is reported once.
+fn watch_client_side(mut recv: quinn::RecvStream) -> watch::Receiver<Option<ClientSide>> {
+    let (report, watched) = watch::channel(None);
+    tokio::spawn(async move {
+        let mut byte = [0u8; 1];
+        let seen = loop {
+            match recv.read(&mut byte).await {
+                Ok(None) => return,
+                Ok(Some(0)) => continue,
+                Ok(Some(_)) => break ClientSide::ExtraFrame,
+                Err(quinn::ReadError::Reset(code)) => break ClientSide::Reset(code),
+                Err(_) => return,
+            }
+        };
+        let _ = report.send(Some(seen));
+        // Keep the channel open until the consume task has seen it.
+        report.closed().await;
+    });
+    watched
 }
 
 /// Whether `caller` (its verified certificate, `None` without one) may make
@@ -141,7 +208,9 @@ async fn serve_stream(
         ClientRequest::Append(append) => serve_appends(send, recv, (append, permit), context).await,
         ClientRequest::Consume(consume) => {
             drop(permit);
-            serve_consume(send, consume, context).await
+            let _open = context.open_consumes.enter();
+            let client_side = watch_client_side(recv);
+            serve_consume(send, consume, client_side, context).await
         }
         request => {
             drop(permit);
@@ -321,6 +390,7 @@ async fn serve_appends(
 async fn serve_consume(
     mut send: quinn::SendStream,
     request: ConsumeRequest,
+    mut client_side: watch::Receiver<Option<ClientSide>>,
     context: ClientContext,
 ) {
     let mut commit_rx = context.commit.clone();
@@ -357,7 +427,12 @@ async fn serve_consume(
     // out even when empty, so the consumer learns at once from its
     // `start_index` where the stream continues (docs/protocol.md 5.3).
     let mut announce_skip = false;
+    let mut watching_client = true;
     loop {
+        let seen = *client_side.borrow();
+        if let Some(seen) = seen {
+            return end_for_client(&mut send, seen).await;
+        }
         let commit = *commit_rx.borrow_and_update();
         if commit.first_index > next && !first_frame {
             announce_skip = true;
@@ -375,7 +450,7 @@ async fn serve_consume(
             // larger than the batch takes the rest before it is encoded.
             let batch_bytes = context.buffers.consume_batch_bytes(CONSUME_BATCH_BYTES_MAX);
             let Ok(permit) = context.buffers.take(batch_bytes).await else {
-                let _ = write_response(&mut send, &shutting_down()).await;
+                end_with_shutting_down(&mut send).await;
                 return;
             };
             let log = context.log.clone();
@@ -441,11 +516,50 @@ async fn serve_consume(
             end_consume(&mut send, ConsumeEndReason::CommitIndexReached, next).await;
             return;
         }
-        // Wait for the commit index to move, or the consumer to go away.
+        // Wait for the commit index to move, the consumer to go away or
+        // to send what a consume stream does not carry, or the node to stop.
         tokio::select! {
-            changed = commit_rx.changed() => if changed.is_err() { return },
+            changed = commit_rx.changed() => if changed.is_err() {
+                // The driver is gone: the node is stopping (4.1).
+                end_with_shutting_down(&mut send).await;
+                return;
+            },
             _ = send.stopped() => return,
+            changed = client_side.changed(), if watching_client => {
+                let seen = if changed.is_ok() { *client_side.borrow_and_update() } else { None };
+                match seen {
+                    Some(seen) => return end_for_client(&mut send, seen).await,
+                    // FIN after the request, as it should be: nothing more to watch.
+                    None => watching_client = changed.is_ok(),
+                }
+            }
         }
+    }
+}
+
+/// Ends a consume stream for what its client did after the request (4.1):
+/// a reset is mirrored (the node resets its side with the client's code);
+/// a further frame is answered `InvalidRequest`, then FIN.
+async fn end_for_client(send: &mut quinn::SendStream, seen: ClientSide) {
+    match seen {
+        ClientSide::Reset(code) => {
+            debug!(%code, "a consumer reset its stream; consume ended");
+            let _ = send.reset(code);
+        }
+        ClientSide::ExtraFrame => {
+            let response = invalid("a consume stream carries one request");
+            if write_response(send, &response).await.is_ok() {
+                let _ = send.finish();
+            }
+        }
+    }
+}
+
+/// Ends a consume stream because the node stops: `ShuttingDown`, FIN, and a
+/// bounded wait for the client to acknowledge it before the node closes.
+async fn end_with_shutting_down(send: &mut quinn::SendStream) {
+    if write_response(send, &shutting_down()).await.is_ok() && send.finish().is_ok() {
+        let _ = tokio::time::timeout(SHUTDOWN_DELIVERY_TIMEOUT, send.stopped()).await;
     }
 }
 

@@ -69,6 +69,8 @@ pub struct NodeHandle {
     endpoint: net::Endpoint,
     links: Arc<net::PeerLinks>,
     metrics: Metrics,
+    /// The consume streams being served, waited for at shutdown.
+    open_consumes: clients::OpenConsumes,
 }
 
 impl NodeHandle {
@@ -117,6 +119,11 @@ impl NodeHandle {
             task.abort();
         }
         self.links.shutdown();
+        // The driver is gone, so every consume stream is ending with
+        // ShuttingDown (docs/protocol.md 4.1): let them deliver it first.
+        self.open_consumes
+            .wait_closed(Duration::from_millis(300))
+            .await;
         self.endpoint.close();
         // Let peers and clients learn of the close at once (bounded).
         let _ = tokio::time::timeout(Duration::from_millis(500), self.endpoint.wait_idle()).await;
@@ -319,6 +326,7 @@ impl Node {
         });
         let (request_tx, request_rx) = mpsc::channel(REQUEST_QUEUE_MAX);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let open_consumes = clients::OpenConsumes::default();
 
         let mut background = Vec::new();
         let context = ClientContext {
@@ -328,6 +336,7 @@ impl Node {
             metrics: metrics.clone(),
             buffers: budget::ClientBuffers::new(budget::CLIENT_BUFFER_BYTES_MAX),
             allow_anonymous_clients: config.allow_anonymous_clients,
+            open_consumes: open_consumes.clone(),
         };
         background.push(tokio::spawn(accept_loop(incoming, links.clone(), context)));
         if let Some(addr) = config.metrics_listen {
@@ -364,6 +373,7 @@ impl Node {
             endpoint,
             links: links_for_shutdown,
             metrics,
+            open_consumes,
         })
     }
 }
