@@ -485,15 +485,21 @@ fn backoff(failures: u32) -> Duration {
     jittered(capped / 2, capped)
 }
 
-/// A duration uniformly in `low..=high` (no random crate: the clock's
-/// nanoseconds mixed by a hasher seeded from the OS are random enough).
+/// A duration uniformly in `low..=high`.
 pub(crate) fn jittered(low: Duration, high: Duration) -> Duration {
-    use std::collections::hash_map::RandomState;
-    use std::hash::{BuildHasher, Hasher};
     let span = high.saturating_sub(low).as_micros() as u64;
     if span == 0 {
         return low;
     }
+    low + Duration::from_micros(random_u64() % (span + 1))
+}
+
+/// A random u64 without a random crate: RandomState is seeded from the OS;
+/// mixing in the clock and the pid makes two processes started at once
+/// differ even if it were not.
+pub(crate) fn random_u64() -> u64 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
     let mut hasher = RandomState::new().build_hasher();
     hasher.write_u128(
         std::time::SystemTime::now()
@@ -501,5 +507,6 @@ pub(crate) fn jittered(low: Duration, high: Duration) -> Duration {
             .map(|elapsed| elapsed.as_nanos())
             .unwrap_or(0),
     );
-    low + Duration::from_micros(hasher.finish() % (span + 1))
+    hasher.write_u32(std::process::id());
+    hasher.finish()
 }

@@ -248,19 +248,7 @@ impl Publisher {
 }
 
 fn random_producer_id() -> u64 {
-    use std::collections::hash_map::RandomState;
-    use std::hash::{BuildHasher, Hasher};
-    // RandomState is seeded from the OS; mixing in time and pid makes two
-    // publishers started at once differ even if it were not.
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_nanos())
-            .unwrap_or(0),
-    );
-    hasher.write_u32(std::process::id());
-    hasher.finish() | 1
+    super::pool::random_u64() | 1
 }
 
 /// The stream appends currently go on.
