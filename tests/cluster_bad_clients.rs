@@ -272,27 +272,6 @@ async fn a_record_over_the_size_limit_is_refused_and_the_cluster_keeps_serving()
     cluster.shutdown().await;
 }
 
-/// One request on a fresh stream of `connection`; the node's first answer.
-async fn ask_raw(connection: &quinn::Connection, request: &ClientRequest) -> ClientResponse {
-    let (mut send, mut recv) = within("a stream", Duration::from_secs(20), connection.open_bi())
-        .await
-        .expect("open a stream");
-    let body = request.encode().expect("an encodable request");
-    raftlog::net::write_frame(&mut send, body)
-        .await
-        .expect("write the request");
-    let _ = send.finish();
-    let frame = within(
-        "the node's answer",
-        Duration::from_secs(20),
-        raftlog::net::read_frame(&mut recv, FRAME_BYTES_MAX),
-    )
-    .await
-    .unwrap_or_else(|error| panic!("{request:?}: no answer, the stream failed: {error}"))
-    .unwrap_or_else(|| panic!("{request:?}: the node ended the stream without answering"));
-    ClientResponse::decode(frame).expect("a well-formed answer")
-}
-
 /// Every frame of a consume stream up to its end (`ConsumeEnd` or an error).
 async fn consume_raw(
     connection: &quinn::Connection,

@@ -23,7 +23,6 @@ use raftlog::net::ClientTls;
 use raftlog::server::config::ServerConfig;
 use raftlog::types::{LogIndex, NodeId, ProducerSeq};
 use raftlog::wire::client::{AppendRequest, ClientRequest, ClientResponse};
-use raftlog::wire::FRAME_BYTES_MAX;
 
 /// Bound on one CLI run against a local cluster.
 const CLI_WAIT: Duration = Duration::from_secs(60);
@@ -109,26 +108,6 @@ fn a_resent_sequence_with_another_payload_is_refused_by_the_cli() {
     consumed.assert_success("raftlog consume");
     assert_eq!(consumed.stdout, stored, "the log is unchanged");
     cluster.stop_all();
-}
-
-async fn ask_raw(connection: &quinn::Connection, request: &ClientRequest) -> ClientResponse {
-    let (mut send, mut recv) = within("a stream", Duration::from_secs(20), connection.open_bi())
-        .await
-        .expect("open a stream");
-    let body = request.encode().expect("an encodable request");
-    raftlog::net::write_frame(&mut send, body)
-        .await
-        .expect("write the request");
-    let _ = send.finish();
-    let frame = within(
-        "the node's answer",
-        Duration::from_secs(20),
-        raftlog::net::read_frame(&mut recv, FRAME_BYTES_MAX),
-    )
-    .await
-    .unwrap_or_else(|error| panic!("{request:?}: no answer, the stream failed: {error}"))
-    .unwrap_or_else(|| panic!("{request:?}: the node ended the stream without answering"));
-    ClientResponse::decode(frame).expect("a well-formed answer")
 }
 
 /// Issue 13, item 5: the same batch sent on two streams before it commits.

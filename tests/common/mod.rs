@@ -405,3 +405,27 @@ pub fn producer(producer_id: u64, first_sequence: u64, inflight_max: usize) -> P
         inflight_max,
     }
 }
+
+/// One request on a fresh stream of `connection`; the node's first answer.
+pub async fn ask_raw(
+    connection: &quinn::Connection,
+    request: &raftlog::wire::client::ClientRequest,
+) -> raftlog::wire::client::ClientResponse {
+    let (mut send, mut recv) = within("a stream", Duration::from_secs(20), connection.open_bi())
+        .await
+        .expect("open a stream");
+    let body = request.encode().expect("an encodable request");
+    raftlog::net::write_frame(&mut send, body)
+        .await
+        .expect("write the request");
+    let _ = send.finish();
+    let frame = within(
+        "the node's answer",
+        Duration::from_secs(20),
+        raftlog::net::read_frame(&mut recv, raftlog::wire::FRAME_BYTES_MAX),
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{request:?}: no answer, the stream failed: {error}"))
+    .unwrap_or_else(|| panic!("{request:?}: the node ended the stream without answering"));
+    raftlog::wire::client::ClientResponse::decode(frame).expect("a well-formed answer")
+}
