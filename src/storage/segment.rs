@@ -338,6 +338,30 @@ pub(crate) fn scan_frames(
     }
 }
 
+/// Whether the frames of a segment's bytes, from offset 64, run without a
+/// gap from `first_index` up to `last`, judged by their headers alone: each
+/// frame's length, kind, reserved bits and index are checked as in
+/// storage-format.md 2.2, its checksum is not. Reads one frame header per
+/// entry, so open can tell a trusted segment that stops short (the next
+/// segment is missing) without an index file and without checksumming it.
+pub(crate) fn frames_reach(view: &[u8], first_index: LogIndex, last: LogIndex) -> bool {
+    let mut offset = SEGMENT_HEADER_BYTES;
+    let mut expected = first_index;
+    while expected <= last {
+        match frame::decode_header(view, offset, false) {
+            Ok(header) if header.index == expected => {
+                offset = offset.saturating_add(header.frame_bytes);
+                let Some(next) = expected.checked_add(1) else {
+                    return true;
+                };
+                expected = next;
+            }
+            _ => return false,
+        }
+    }
+    true
+}
+
 /// Best effort, for sizing a damaged range: the highest index of a valid
 /// frame (checksum and all checks of storage-format.md 2.2 except sequence)
 /// found at any byte position at or after `from`, among frames whose index
