@@ -207,9 +207,12 @@ impl Log {
         // voting (storage-format.md 6.2a).
         let hard_state_lost = copies.any_file_present && copies.newest.is_none();
         if hard_state_lost {
+            for problem in &copies.problems {
+                tracing::error!(%problem, "hard-state copy unusable");
+            }
             tracing::error!(
                 dir = %dir.display(),
-                "both hard-state copies are unreadable; the node must not vote until repaired"
+                "no hard-state copy can be trusted; the node must not vote until repaired"
             );
         } else {
             for problem in &copies.problems {
