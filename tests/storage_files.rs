@@ -279,6 +279,38 @@ fn a_missing_or_damaged_index_file_is_rebuilt_from_its_segment() {
     assert!(verify_data_dir(dir.path()).unwrap().is_clean());
 }
 
+/// An index file whose checksum holds but whose first offset is not 64
+/// (where every segment's first frame is) is not used: before, it passed
+/// (offsets increasing, the last frame valid) and the first read of the
+/// segment decoded a frame at the wrong offset and failed as `Corrupt`,
+/// which a node records as damage and repairs: a cache error turned into a
+/// cut. It is rebuilt from the segment instead (storage-format.md 3).
+#[test]
+fn an_index_file_whose_first_offset_is_not_64_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut log = Log::open(dir.path(), config()).unwrap().log;
+        for chunk in 0..10 {
+            log.append(&entries(chunk * 30 + 1..=chunk * 30 + 30, 1))
+                .unwrap();
+            log.sync().unwrap();
+        }
+    }
+    let path = dir.path().join("log").join("00000000000000000001.idx");
+    let mut bytes = std::fs::read(&path).expect("the first segment's index file");
+    let second = u32::from_le_bytes(bytes[36..40].try_into().unwrap());
+    bytes[32..36].copy_from_slice(&(second - 48).to_le_bytes());
+    let crc_at = bytes.len() - 4;
+    let crc = crc32fast::hash(&bytes[..crc_at]);
+    bytes[crc_at..].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let log = Log::open(dir.path(), config()).unwrap().log;
+    assert_eq!(
+        log.entries(1, 300, usize::MAX).unwrap(),
+        entries(1..=300, 1)
+    );
+}
+
 /// Group commit: the sync runs on another thread while appends continue;
 /// only what was appended before the request is reported durable, and a
 /// request captured before a truncation does not report the new entries.

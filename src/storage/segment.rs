@@ -688,6 +688,9 @@ pub(crate) fn read_index_file(
     if u32_at(&bytes, 8) != SEGMENT_VERSION {
         return Err(invalid(8, "unsupported version"));
     }
+    if u32_at(&bytes, 12) != 0 {
+        return Err(invalid(12, "reserved bytes are not zero"));
+    }
     let crc_at = bytes.len() - 4;
     if u32_at(&bytes, crc_at) != crc32fast::hash(bytes.get(..crc_at).unwrap_or_default()) {
         return Err(invalid(crc_at as u64, "checksum mismatch"));
@@ -708,6 +711,12 @@ pub(crate) fn read_index_file(
     {
         let offset = u32_at(word, 0) as usize;
         let at = (INDEX_HEADER_BYTES + 4 * i) as u64;
+        if i == 0 && offset != SEGMENT_HEADER_BYTES {
+            return Err(invalid(
+                at,
+                "the first offset is not 64, where a segment's first frame is",
+            ));
+        }
         if offset < previous_end || offset + frame::FRAME_HEADER_BYTES > capacity {
             return Err(invalid(
                 at,
