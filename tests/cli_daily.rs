@@ -480,3 +480,153 @@ fn leader_metrics_follow_a_leadership_transfer() {
     assert!(new.contains("raftlog_peer_match_index{"), "{new}");
     cluster.stop_all();
 }
+
+/// Polls `scrape()` until `ready` holds for it (bounded); returns that scrape.
+fn wait_scrape(scrape: impl Fn() -> String, what: &str, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + LEADER_WAIT;
+    loop {
+        let body = scrape();
+        if ready(&body) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{what}; last scrape:\n{body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Issue 16's metrics on a real cluster: build info, requests by kind and
+/// outcome, the commit latency histogram, client and peer connections and
+/// the bytes the log takes on disk, each present and moving.
+#[test]
+fn node_metrics_count_requests_commits_connections_and_disk_bytes() {
+    let mut cluster = ServeCluster::prepare(
+        2,
+        &["--segment-bytes", "64KiB", "--max-record-bytes", "4KiB"],
+    );
+    let ports: Vec<u16> = (0..2).map(|_| common::free_tcp_port()).collect();
+    for (id, port) in (1..=2).zip(&ports) {
+        cluster.spawn(id, &["--metrics-listen", &format!("127.0.0.1:{port}")]);
+    }
+    let status = cluster.wait_leader(LEADER_WAIT);
+    let leader = status["leader"].as_u64().expect("a leader");
+    let scrape_node = |id: u64| {
+        let port = ports[usize::try_from(id - 1).expect("small id")];
+        let (status, body) = http_get(port, "/metrics");
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        body
+    };
+    let scrape = || scrape_node(leader);
+    let value = |body: &str, series: &str| sample(body, series).unwrap_or(0.0);
+
+    let version = env!("CARGO_PKG_VERSION");
+    let body = wait_scrape(
+        scrape,
+        "the leader never reported a peer connection",
+        |body| value(body, "raftlog_peer_connections") >= 1.0,
+    );
+    assert_eq!(
+        sample(
+            &body,
+            &format!("raftlog_build_info{{version=\"{version}\"}}")
+        ),
+        Some(1.0),
+        "{body}"
+    );
+    for series in [
+        "raftlog_commit_seconds_bucket{le=\"0.00005\"}",
+        "raftlog_commit_seconds_bucket{le=\"5.0\"}",
+        "raftlog_client_connections",
+        "raftlog_log_disk_bytes",
+    ] {
+        assert!(sample(&body, series).is_some(), "no {series} in:\n{body}");
+    }
+    // The log's first segment is allocated at once: its bytes are counted
+    // within a refresh (5 s) of the start.
+    let body = wait_scrape(scrape, "raftlog_log_disk_bytes stayed 0", |body| {
+        value(body, "raftlog_log_disk_bytes") > 0.0
+    });
+    let disk_before = value(&body, "raftlog_log_disk_bytes");
+    let appends_before = value(
+        &body,
+        "raftlog_client_requests_total{kind=\"append\",outcome=\"ok\"}",
+    );
+    let commits_before = value(&body, "raftlog_commit_seconds_count");
+
+    // 64 records of 3 KiB: several 64 KiB segments and their index files.
+    let record = "r".repeat(3000);
+    let input: String = (0..64).map(|_| format!("{record}\n")).collect();
+    cluster
+        .client(&["publish"], input.as_bytes(), CLIENT_RUN)
+        .assert_success("publish 64 records");
+    cluster
+        .client(
+            &["publish"],
+            format!("{}\n", "x".repeat(5000)).as_bytes(),
+            CLIENT_RUN,
+        )
+        .assert_clean_failure("a record over --max-record-bytes");
+    cluster
+        .client(&["consume", "--limit", "1"], b"", CLIENT_RUN)
+        .assert_success("consume one record");
+    let body = wait_scrape(scrape, "the disk bytes did not grow", |body| {
+        value(body, "raftlog_log_disk_bytes") > disk_before
+    });
+    let appends = value(
+        &body,
+        "raftlog_client_requests_total{kind=\"append\",outcome=\"ok\"}",
+    );
+    assert!(
+        appends > appends_before,
+        "{appends_before} -> {appends}:\n{body}"
+    );
+    let commits = value(&body, "raftlog_commit_seconds_count");
+    assert!(
+        commits > commits_before,
+        "{commits_before} -> {commits}:\n{body}"
+    );
+    assert!(value(&body, "raftlog_commit_seconds_sum") > 0.0, "{body}");
+    assert!(
+        value(
+            &body,
+            "raftlog_client_requests_total{kind=\"append\",outcome=\"record_too_large\"}"
+        ) >= 1.0,
+        "{body}"
+    );
+    // Status (wait_leader) and consume are served by whichever node the
+    // client reached first: count them over both nodes.
+    let both = |series: &str| value(&scrape_node(1), series) + value(&scrape_node(2), series);
+    assert!(both("raftlog_client_requests_total{kind=\"status\",outcome=\"ok\"}") >= 1.0);
+    assert!(both("raftlog_client_requests_total{kind=\"consume\",outcome=\"ok\"}") >= 1.0);
+
+    // A consumer that follows holds a client connection until it goes.
+    let deadline = Instant::now() + LEADER_WAIT;
+    while both("raftlog_client_connections") != 0.0 {
+        assert!(Instant::now() < deadline, "client connections stay open");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut consumer = Command::new(RAFTLOG);
+    consumer
+        .args(["consume", "--follow"])
+        .args(cluster.client_flags())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut consumer = ChildGuard::spawn(consumer);
+    let deadline = Instant::now() + LEADER_WAIT;
+    while both("raftlog_client_connections") < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the consumer's connection is not counted"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    consumer.kill();
+    let deadline = Instant::now() + LEADER_WAIT;
+    while both("raftlog_client_connections") != 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the consumer's connection is still counted"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cluster.stop_all();
+}

@@ -180,3 +180,49 @@ async fn a_follower_that_lost_its_hard_state_votes_again_after_repair() {
     cluster.wait_node_serves(new_leader, &all).await;
     cluster.shutdown().await;
 }
+
+/// A power loss can take the index files (they are not fsynced) and, with
+/// a bad disk, a whole segment in the middle of the log: the follower
+/// finds the gap at start from the frame headers of the segment before it,
+/// starts as a repairing replica instead of failing a later read of that
+/// range, and the leader refills it (issue 16).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_missing_a_middle_segment_and_its_index_files_repairs_at_start() {
+    let mut cluster = TestCluster::start_with(3, small_segments).await;
+    let leader = cluster.leader().await;
+    let follower = cluster.follower().await;
+    let before = numbered_records("before-loss", 3_000);
+    publish(&cluster, "publishing before the loss", &before).await;
+    cluster.wait_node_serves(follower, &before).await;
+
+    cluster.stop(follower).await;
+    let data_dir = cluster.config(follower).data_dir.clone();
+    let files = segments(&data_dir);
+    assert!(
+        files.len() >= 4,
+        "the log spans several segments: {files:?}"
+    );
+    let lost = files[files.len() / 2].clone();
+    std::fs::remove_file(&lost).expect("remove a middle segment");
+    for entry in std::fs::read_dir(data_dir.join("log")).expect("the log directory") {
+        let path = entry.expect("a directory entry").path();
+        if path.extension().is_some_and(|ext| ext == "idx") {
+            std::fs::remove_file(&path).expect("remove an index file");
+        }
+    }
+    tracing_free_note(&format!("removed {} and every index file", lost.display()));
+
+    cluster.restart(follower).await;
+    assert!(
+        data_dir.join("REPAIR").exists(),
+        "the gap is recorded in the repair marker at start"
+    );
+    let after = numbered_records("after-loss", 200);
+    publish(&cluster, "publishing after the loss", &after).await;
+    let all: Vec<_> = before.iter().chain(after.iter()).cloned().collect();
+    let on_leader = cluster.wait_node_serves(leader, &all).await;
+    let on_follower = cluster.wait_node_serves(follower, &all).await;
+    assert_eq!(on_follower, on_leader, "same records at the same indexes");
+    wait_repair_marker_removed(&data_dir).await;
+    cluster.shutdown().await;
+}

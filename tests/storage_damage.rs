@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use bytes::Bytes;
-use raftlog::storage::verify::verify_data_dir;
+use raftlog::storage::verify::{verify_data_dir, VerifyReport};
 use raftlog::storage::{dump, Log, LogConfig, Opened, RepairMarker, StorageError};
-use raftlog::types::{Entry, HardState, LogIndex};
+use raftlog::types::{Entry, HardState, LogIndex, LogStart, Membership};
 
 const SEGMENT_HEADER_BYTES: usize = 64;
 const FRAME_BYTES: usize = 48 + 100;
@@ -277,6 +277,40 @@ fn a_missing_middle_segment_is_damage_up_to_the_last_index() {
     assert_verify_repair_pending(dir.path(), 200);
 }
 
+/// The same without index files (they are a cache, not fsynced: a power
+/// loss can take them): open still finds the gap, from the frame headers of
+/// the segment before it, and records it for repair at start, instead of
+/// opening "healthy" and failing a later read of that range.
+#[test]
+fn a_missing_middle_segment_without_index_files_is_found_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    build_segmented(dir.path(), 200);
+    let all = segments(dir.path());
+    let (missing_first, missing) = all[2].clone();
+    std::fs::remove_file(&missing).unwrap();
+    for item in std::fs::read_dir(dir.path().join("log")).unwrap() {
+        let path = item.unwrap().path();
+        if path.extension().is_some_and(|ext| ext == "idx") {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+    let before = &all[1].1;
+    assert_verify_reports(dir.path(), before, missing_first, 200);
+
+    let opened = open(dir.path(), 4096);
+    let ranges: Vec<_> = opened
+        .damage
+        .iter()
+        .map(|d| (d.first_index, d.last_index, d.path.clone()))
+        .collect();
+    assert_eq!(ranges, vec![(missing_first, 200, before.clone())]);
+    assert_eq!(opened.repair, marker(200));
+    assert_prefix(&opened.log, missing_first - 1);
+    drop(opened);
+    assert_eq!(segments(dir.path()).len(), 2, "later segments are removed");
+    assert_verify_repair_pending(dir.path(), 200);
+}
+
 #[test]
 fn a_truncated_middle_segment_is_damage_from_its_first_lost_entry() {
     let dir = tempfile::tempdir().unwrap();
@@ -448,4 +482,222 @@ fn a_pending_cut_below_new_damage_cuts_at_the_lower_index() {
     assert_eq!(ranges, vec![(10, 40), (30, 40)]);
     assert_eq!(opened.repair, marker(40));
     assert_prefix(&opened.log, 9);
+}
+
+/// `(first, last)` of every `damaged entries FIRST..LAST` problem of a
+/// verify report, sorted, each once.
+fn verify_damaged_ranges(report: &VerifyReport) -> Vec<(LogIndex, LogIndex)> {
+    let mut ranges: Vec<(LogIndex, LogIndex)> = report
+        .problems
+        .iter()
+        .filter_map(|p| {
+            let rest = p.what.split_once("damaged entries ")?.1;
+            let (range, _) = rest.split_once(':')?;
+            let (first, last) = range.split_once("..")?;
+            Some((first.parse().ok()?, last.parse().ok()?))
+        })
+        .collect();
+    ranges.sort_unstable();
+    ranges.dedup();
+    ranges
+}
+
+/// What a read-only open (the same decisions as a node's open, nothing
+/// written) and `verify` make of `dir` agree: the same damaged ranges, and
+/// verify (library and CLI) is clean exactly when the open records nothing
+/// (no damage, and the votes not newly counted as lost). Returns the
+/// verify report.
+fn assert_verify_agrees_with_open(dir: &Path) -> VerifyReport {
+    let report = verify_data_dir(dir).unwrap();
+    let opened = Log::open_read_only(dir).unwrap_or_else(|e| panic!("read-only open: {e}"));
+    let mut open_ranges: Vec<(LogIndex, LogIndex)> = opened
+        .damage
+        .iter()
+        .map(|d| (d.first_index, d.last_index))
+        .collect();
+    open_ranges.sort_unstable();
+    open_ranges.dedup();
+    assert_eq!(
+        verify_damaged_ranges(&report),
+        open_ranges,
+        "verify problems {:?} vs open damage {:?}",
+        report.problems,
+        opened.damage
+    );
+    let votes_lost_now = opened.repair.is_some_and(|m| m.hard_state_lost)
+        && !report.repair.is_some_and(|m| m.hard_state_lost);
+    let open_records_something = !opened.damage.is_empty() || votes_lost_now;
+    drop(opened);
+    assert_eq!(
+        report.is_clean(),
+        !open_records_something,
+        "verify problems: {:?}",
+        report.problems
+    );
+    let (ok, stdout) = verify_cli(dir);
+    assert_eq!(ok, report.is_clean(), "{stdout}");
+    report
+}
+
+/// A zero-length segment file (first, middle or last) is a segment with an
+/// invalid header: damage from its first index, for verify as for open.
+#[test]
+fn verify_agrees_with_open_on_a_zero_length_segment() {
+    let count = {
+        let dir = tempfile::tempdir().unwrap();
+        build_segmented(dir.path(), 200);
+        segments(dir.path()).len()
+    };
+    assert!(count >= 3, "the test needs 3 segments or more");
+    for position in [0, count / 2, count - 1] {
+        let dir = tempfile::tempdir().unwrap();
+        build_segmented(dir.path(), 200);
+        let all = segments(dir.path());
+        let (first, path) = all[position].clone();
+        std::fs::File::create(&path).unwrap();
+        let report = assert_verify_agrees_with_open(dir.path());
+        let ranges = verify_damaged_ranges(&report);
+        assert_eq!(
+            ranges.first().map(|r| r.0),
+            Some(first),
+            "segment {position}: {:?}",
+            report.problems
+        );
+        assert!(
+            report.problems.iter().any(|p| p.path == path),
+            "segment {position}: {:?}",
+            report.problems
+        );
+    }
+}
+
+/// A zero-length segment file wholly below the log start (left, say, by a
+/// crash while retention deleted it) is no part of the log: open deletes
+/// it without a word (6.2 step 3), so verify notes it and is clean.
+#[test]
+fn verify_agrees_with_open_on_a_zero_length_segment_below_the_log_start() {
+    let dir = tempfile::tempdir().unwrap();
+    build_segmented(dir.path(), 200);
+    let all = segments(dir.path());
+    let start = all[2].0 + 1;
+    {
+        let mut log = open(dir.path(), 4096).log;
+        log.advance_start(LogStart {
+            first_index: start,
+            prev_term: entry(start - 1).term,
+            membership: Membership::default(),
+            producers: Bytes::new(),
+        })
+        .unwrap();
+    }
+    assert_eq!(segments(dir.path())[0].0, all[2].0, "retention ran");
+    std::fs::File::create(&all[0].1).unwrap();
+    let report = assert_verify_agrees_with_open(dir.path());
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert!(
+        report.notes.iter().any(|n| n.path == all[0].1),
+        "{:?}",
+        report.notes
+    );
+}
+
+/// The 36 bytes of a repair marker (storage-format.md 4a).
+fn marker_bytes(until_index: LogIndex, cut_from: Option<LogIndex>) -> Vec<u8> {
+    let mut bytes = b"RLOGRPR\0".to_vec();
+    bytes.extend_from_slice(&1u32.to_le_bytes());
+    let flags: u32 = if cut_from.is_some() { 2 } else { 0 };
+    bytes.extend_from_slice(&flags.to_le_bytes());
+    bytes.extend_from_slice(&until_index.to_le_bytes());
+    bytes.extend_from_slice(&cut_from.unwrap_or(0).to_le_bytes());
+    let crc = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
+/// A cut a running node recorded (a read found an entry damaged) is damage
+/// from that index for verify too, as the next open cuts there; a pending
+/// cut past the end of the log is dropped by open and is no problem.
+#[test]
+fn verify_agrees_with_open_on_a_pending_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    build_segmented(dir.path(), 100);
+    {
+        let mut log = open(dir.path(), 4096).log;
+        log.record_damage(60, "simulated").unwrap();
+    }
+    let report = assert_verify_agrees_with_open(dir.path());
+    assert_eq!(verify_damaged_ranges(&report), vec![(60, 100)]);
+
+    let past_end = tempfile::tempdir().unwrap();
+    build_segmented(past_end.path(), 100);
+    std::fs::write(past_end.path().join("REPAIR"), marker_bytes(150, Some(150))).unwrap();
+    let report = assert_verify_agrees_with_open(past_end.path());
+    assert!(report.is_clean(), "{:?}", report.problems);
+}
+
+/// Both hard-state copies valid with the same generation but different
+/// contents: no store writes that (both copies get the same bytes), so one
+/// of them is not what was stored and the vote cannot be trusted. Open
+/// counts the votes as lost (the marker keeps the node from voting), and
+/// verify reports it. A copy with the voted flag clear but a non-zero
+/// `voted_for` is invalid, like any field that breaks its rule.
+#[test]
+fn verify_agrees_with_open_on_conflicting_hard_state_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    build_segmented(dir.path(), 50);
+    let state = HardState {
+        term: 7,
+        voted_for: Some(2),
+    };
+    open(dir.path(), 4096).log.store_hard_state(&state).unwrap();
+    let good = std::fs::read(dir.path().join("hard-state.0")).unwrap();
+    let with = |at: usize, bytes: &[u8]| {
+        let mut copy = good.clone();
+        copy[at..at + bytes.len()].copy_from_slice(bytes);
+        let crc = crc32fast::hash(&copy[..40]);
+        copy[40..44].copy_from_slice(&crc.to_le_bytes());
+        copy
+    };
+    // Same generation, another vote in the same term.
+    std::fs::write(
+        dir.path().join("hard-state.1"),
+        with(32, &3u64.to_le_bytes()),
+    )
+    .unwrap();
+    let report = assert_verify_agrees_with_open(dir.path());
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.path.ends_with("hard-state.1") && p.what.contains("same generation")),
+        "{:?}",
+        report.problems
+    );
+    let opened = open(dir.path(), 4096);
+    assert_eq!(opened.hard_state, None);
+    assert!(opened.repair.expect("a repair marker").hard_state_lost);
+    drop(opened);
+
+    // The voted flag clear with a vote in the field: that copy is bad, the
+    // other one is used (one bad copy is a verify problem, not damage).
+    let dir = tempfile::tempdir().unwrap();
+    build_segmented(dir.path(), 50);
+    open(dir.path(), 4096).log.store_hard_state(&state).unwrap();
+    std::fs::write(
+        dir.path().join("hard-state.1"),
+        with(12, &0u32.to_le_bytes()),
+    )
+    .unwrap();
+    let report = verify_data_dir(dir.path()).unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.path.ends_with("hard-state.1") && p.offset == 32),
+        "{:?}",
+        report.problems
+    );
+    let opened = open(dir.path(), 4096);
+    assert_eq!(opened.hard_state, Some(state));
+    assert_eq!(opened.repair, None);
 }

@@ -279,6 +279,38 @@ fn a_missing_or_damaged_index_file_is_rebuilt_from_its_segment() {
     assert!(verify_data_dir(dir.path()).unwrap().is_clean());
 }
 
+/// An index file whose checksum holds but whose first offset is not 64
+/// (where every segment's first frame is) is not used: before, it passed
+/// (offsets increasing, the last frame valid) and the first read of the
+/// segment decoded a frame at the wrong offset and failed as `Corrupt`,
+/// which a node records as damage and repairs: a cache error turned into a
+/// cut. It is rebuilt from the segment instead (storage-format.md 3).
+#[test]
+fn an_index_file_whose_first_offset_is_not_64_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut log = Log::open(dir.path(), config()).unwrap().log;
+        for chunk in 0..10 {
+            log.append(&entries(chunk * 30 + 1..=chunk * 30 + 30, 1))
+                .unwrap();
+            log.sync().unwrap();
+        }
+    }
+    let path = dir.path().join("log").join("00000000000000000001.idx");
+    let mut bytes = std::fs::read(&path).expect("the first segment's index file");
+    let second = u32::from_le_bytes(bytes[36..40].try_into().unwrap());
+    bytes[32..36].copy_from_slice(&(second - 48).to_le_bytes());
+    let crc_at = bytes.len() - 4;
+    let crc = crc32fast::hash(&bytes[..crc_at]);
+    bytes[crc_at..].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let log = Log::open(dir.path(), config()).unwrap().log;
+    assert_eq!(
+        log.entries(1, 300, usize::MAX).unwrap(),
+        entries(1..=300, 1)
+    );
+}
+
 /// Group commit: the sync runs on another thread while appends continue;
 /// only what was appended before the request is reported durable, and a
 /// request captured before a truncation does not report the new entries.
@@ -737,4 +769,80 @@ fn a_missing_index_is_rebuilt_outside_the_log_by_an_index_job() {
     let payloads: Vec<_> = read.iter().map(|entry| entry.payload.clone()).collect();
     let expected: Vec<_> = written.iter().map(|entry| entry.payload.clone()).collect();
     assert_eq!(payloads, expected);
+}
+
+/// `raftlog dump --output json` prints exactly what the README documents:
+/// keys in the order index, term, kind, [producer_id, sequence], then
+/// `data` (UTF-8 payload) or `data_b64`, decided by the bytes whatever the
+/// kind (a config entry's payload is its raw membership encoding); `--from`
+/// below the log start starts there, past the end prints nothing.
+#[test]
+fn dump_prints_the_documented_json_lines() {
+    use raftlog::types::{EntryKind, ProducerSeq};
+    let dir = tempfile::tempdir().unwrap();
+    let config_payload = membership(2).to_bytes();
+    {
+        let mut log = Log::open(dir.path(), config()).unwrap().log;
+        log.append(&[
+            Entry::data(1, 1, Bytes::from_static(b"dropped")),
+            Entry::data(2, 1, Bytes::from_static(b"dropped")),
+            Entry {
+                index: 3,
+                term: 1,
+                kind: EntryKind::Config,
+                producer: None,
+                payload: config_payload.clone(),
+            },
+            Entry::noop(4, 2),
+            Entry::data(5, 2, Bytes::from_static(b"two\nlines \"quoted\"")),
+            Entry {
+                index: 6,
+                term: 2,
+                kind: EntryKind::Data,
+                producer: Some(ProducerSeq {
+                    producer_id: 42,
+                    sequence: 7,
+                }),
+                payload: Bytes::from_static(b"\xff\x00binary"),
+            },
+        ])
+        .unwrap();
+        log.sync().unwrap();
+        log.advance_start(LogStart {
+            first_index: 3,
+            prev_term: 1,
+            membership: membership(2),
+            producers: Bytes::new(),
+        })
+        .unwrap();
+    }
+    let dump = |from: &str| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_raftlog"))
+            .args(["dump", "--output", "json", "--from", from])
+            .arg(dir.path())
+            .output()
+            .expect("run raftlog dump");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).expect("UTF-8 output")
+    };
+    let config_json = match std::str::from_utf8(&config_payload) {
+        Ok(text) => format!("\"data\":{}", serde_json::Value::from(text)),
+        Err(_) => panic!("this membership encodes as UTF-8 (ids and ports < 128)"),
+    };
+    let expected = [
+        format!(r#"{{"index":3,"term":1,"kind":"config",{config_json}}}"#),
+        r#"{"index":4,"term":2,"kind":"noop","data":""}"#.to_string(),
+        r#"{"index":5,"term":2,"kind":"data","data":"two\nlines \"quoted\""}"#.to_string(),
+        r#"{"index":6,"term":2,"kind":"data","producer_id":42,"sequence":7,"data_b64":"/wBiaW5hcnk="}"#
+            .to_string(),
+    ];
+    let lines: Vec<String> = dump("1").lines().map(str::to_string).collect();
+    assert_eq!(lines, expected);
+    assert_eq!(
+        dump("0"),
+        dump("1"),
+        "0 and below the log start: the log start"
+    );
+    assert_eq!(dump("5").lines().count(), 2);
+    assert_eq!(dump("7"), "", "past the last index: nothing");
 }

@@ -243,6 +243,9 @@ struct Shared {
     inbound: mpsc::Sender<InboundFrame>,
     /// Bytes of the frames in `inbound` (and being read into it).
     inbound_bytes: Arc<Semaphore>,
+    /// Peer connections open now, dialed and accepted (each has one
+    /// [`read_connection`] task for as long as it lasts).
+    open_connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// The links from this node to its peers.
@@ -280,6 +283,7 @@ impl PeerLinks {
                 stats,
                 inbound,
                 inbound_bytes,
+                open_connections: Arc::default(),
             },
             peers: Mutex::new(BTreeMap::new()),
             accepted: Mutex::new(BTreeMap::new()),
@@ -371,6 +375,14 @@ impl PeerLinks {
             }
         }
         tokio::spawn(read_connection(self.shared.clone(), node_id, connection));
+    }
+
+    /// Peer connections open now: the ones this node dialed and the ones
+    /// peers dialed to it (two nodes may hold one each way).
+    pub fn open_connections(&self) -> usize {
+        self.shared
+            .open_connections
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Closes every link and accepted peer connection. `send` fails after.
@@ -679,6 +691,16 @@ fn decode_stream_header(body: &[u8]) -> Result<StreamHeader, StreamHeaderError> 
 
 /// Reads every stream `node_id` opens on `connection` until it closes.
 async fn read_connection(shared: Shared, node_id: NodeId, connection: quinn::Connection) {
+    struct Open(Arc<std::sync::atomic::AtomicUsize>);
+    impl Drop for Open {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    shared
+        .open_connections
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let _open = Open(shared.open_connections.clone());
     while let Ok(stream) = connection.accept_uni().await {
         tokio::spawn(read_stream(
             shared.clone(),

@@ -19,7 +19,7 @@ use tracing::debug;
 
 use super::budget::{BufferPermit, ClientBuffers, CLIENT_STALL_TIMEOUT, STREAM_RESET_STALLED};
 use super::driver::{Commit, DriverRequest, SharedLog};
-use super::metrics::{FrameSource, Metrics, RejectLabels};
+use super::metrics::{self, FrameSource, Metrics, RejectLabels, RequestKind};
 use super::stages::Stage;
 use crate::net;
 use crate::net::certs::Role;
@@ -157,6 +157,7 @@ pub async fn serve_connection(
     caller: Option<ClientIdentity>,
     context: ClientContext,
 ) {
+    let _open = metrics::ConnectionGauge::enter(&context.metrics.client_connections);
     let caller = std::sync::Arc::new(caller);
     loop {
         let (send, recv) = match connection.accept_bi().await {
@@ -171,6 +172,16 @@ pub async fn serve_connection(
         tokio::spawn(async move {
             serve_stream(send, recv, caller.as_ref().as_ref(), context).await;
         });
+    }
+}
+
+/// The `kind` label of a request.
+fn request_kind(request: &ClientRequest) -> RequestKind {
+    match request {
+        ClientRequest::Append(_) => RequestKind::Append,
+        ClientRequest::Consume(_) => RequestKind::Consume,
+        ClientRequest::Status => RequestKind::Status,
+        ClientRequest::Admin(_) => RequestKind::Admin,
     }
 }
 
@@ -200,8 +211,10 @@ async fn serve_stream(
     };
     // An append stream carries only appends, so the first request decides
     // for the whole stream.
+    let kind = request_kind(&first);
     if let Err(error) = authorize(&first, caller, context.allow_anonymous_clients) {
         context.metrics.permission_denied.inc();
+        context.metrics.count_request(kind, error.outcome());
         debug!(%error, role = ?caller.map(|identity| identity.role), "refused a client request");
         let _ = write_response(&mut send, &ClientResponse::Error(error)).await;
         let _ = send.finish();
@@ -213,12 +226,15 @@ async fn serve_stream(
             drop(permit);
             let _open = context.open_consumes.enter();
             let client_side = watch_client_side(recv);
-            serve_consume(send, consume, client_side, context).await
+            let mut outcome = "ok";
+            serve_consume(send, consume, client_side, &context, &mut outcome).await;
+            context.metrics.count_request(kind, outcome);
         }
         request => {
             drop(permit);
             let response =
                 ask_driver(&context, |reply| DriverRequest::Other { request, reply }).await;
+            context.metrics.count_response(kind, &response);
             let _ = write_response(&mut send, &response).await;
             let _ = send.finish();
         }
@@ -346,10 +362,12 @@ async fn serve_appends(
     );
     let (pending_tx, mut pending_rx) = mpsc::channel::<Pending>(APPENDS_PENDING_PER_STREAM_MAX);
     let buffers = context.buffers.clone();
+    let metrics = context.metrics.clone();
     let stages = context.metrics.stages.clone();
     let writer = tokio::spawn(async move {
         while let Some((answer, permit, received)) = pending_rx.recv().await {
             let response = answer.await.unwrap_or_else(|_| shutting_down());
+            metrics.count_response(RequestKind::Append, &response);
             let answered = Instant::now();
             match write_or_give_up(&mut send, response.encode(), &buffers).await {
                 WriteEnd::Written => {
@@ -415,11 +433,13 @@ async fn serve_appends(
 }
 
 /// Streams committed data records from the cursor, never past the commit index.
+/// `outcome` is set to the error's name when the stream ends with one.
 async fn serve_consume(
     mut send: quinn::SendStream,
     request: ConsumeRequest,
     mut client_side: watch::Receiver<Option<ClientSide>>,
-    context: ClientContext,
+    context: &ClientContext,
+    outcome: &mut &'static str,
 ) {
     let mut commit_rx = context.commit.clone();
     let commit = *commit_rx.borrow_and_update();
@@ -428,7 +448,9 @@ async fn serve_consume(
             let reason = format!(
                 "Consume.from_index {index} is beyond any log (indexes end at {LOG_INDEX_MAX})"
             );
-            let _ = write_response(&mut send, &invalid(&reason)).await;
+            let response = invalid(&reason);
+            *outcome = metrics::response_outcome(&response);
+            let _ = write_response(&mut send, &response).await;
             let _ = send.finish();
             return;
         }
@@ -459,7 +481,7 @@ async fn serve_consume(
     loop {
         let seen = *client_side.borrow();
         if let Some(seen) = seen {
-            return end_for_client(&mut send, seen).await;
+            return end_for_client(&mut send, seen, outcome).await;
         }
         let commit = *commit_rx.borrow_and_update();
         if commit.first_index > next && !first_frame {
@@ -478,6 +500,7 @@ async fn serve_consume(
             // larger than the batch takes the rest before it is encoded.
             let batch_bytes = context.buffers.consume_batch_bytes(CONSUME_BATCH_BYTES_MAX);
             let Ok(permit) = context.buffers.take(batch_bytes).await else {
+                *outcome = ErrorResponse::ShuttingDown.outcome();
                 end_with_shutting_down(&mut send).await;
                 return;
             };
@@ -502,6 +525,7 @@ async fn serve_consume(
                 }
                 Err(ReadError::Failed(reason)) => {
                     let error = ClientResponse::Error(ErrorResponse::Internal { reason });
+                    *outcome = metrics::response_outcome(&error);
                     let _ = write_response(&mut send, &error).await;
                     return;
                 }
@@ -549,6 +573,7 @@ async fn serve_consume(
         tokio::select! {
             changed = commit_rx.changed() => if changed.is_err() {
                 // The driver is gone: the node is stopping (4.1).
+                *outcome = ErrorResponse::ShuttingDown.outcome();
                 end_with_shutting_down(&mut send).await;
                 return;
             },
@@ -556,7 +581,7 @@ async fn serve_consume(
             changed = client_side.changed(), if watching_client => {
                 let seen = if changed.is_ok() { *client_side.borrow_and_update() } else { None };
                 match seen {
-                    Some(seen) => return end_for_client(&mut send, seen).await,
+                    Some(seen) => return end_for_client(&mut send, seen, outcome).await,
                     // FIN after the request, as it should be: nothing more to watch.
                     None => watching_client = changed.is_ok(),
                 }
@@ -568,7 +593,11 @@ async fn serve_consume(
 /// Ends a consume stream for what its client did after the request (4.1):
 /// a reset is mirrored (the node resets its side with the client's code);
 /// a further frame is answered `InvalidRequest`, then FIN.
-async fn end_for_client(send: &mut quinn::SendStream, seen: ClientSide) {
+async fn end_for_client(
+    send: &mut quinn::SendStream,
+    seen: ClientSide,
+    outcome: &mut &'static str,
+) {
     match seen {
         ClientSide::Reset(code) => {
             debug!(%code, "a consumer reset its stream; consume ended");
@@ -576,6 +605,7 @@ async fn end_for_client(send: &mut quinn::SendStream, seen: ClientSide) {
         }
         ClientSide::ExtraFrame => {
             let response = invalid("a consume stream carries one request");
+            *outcome = metrics::response_outcome(&response);
             if write_response(send, &response).await.is_ok() {
                 let _ = send.finish();
             }

@@ -91,6 +91,9 @@ struct PendingAppend {
     /// matching), so every lower index is unchanged too.
     term: Term,
     reply: oneshot::Sender<ClientResponse>,
+    /// When the leader accepted the proposal (for `raftlog_commit_seconds`);
+    /// `None` for a re-sent batch already in the log.
+    proposed: Option<Instant>,
 }
 
 enum AdminGoal {
@@ -617,7 +620,7 @@ impl Driver {
                 return refuse(reply, invalid("an append needs at least one record"));
             };
             let term = self.core.term_at(highest).unwrap_or(0);
-            self.wait_for_commit(known_indexes, highest, term, reply);
+            self.wait_for_commit(known_indexes, highest, term, reply, None);
             return;
         }
         // Record `offset` of the new ones has sequence `sequence + known +
@@ -656,6 +659,7 @@ impl Driver {
             };
             proposals.push(Proposal { producer, payload });
         }
+        let accepted = Instant::now();
         match self.core.propose(proposals) {
             Ok(range) => {
                 let (first_index, last_index) = (*range.start(), *range.end());
@@ -684,8 +688,8 @@ impl Driver {
                     );
                 }
                 let term = self.core.term();
-                self.stage_clock.proposed(last_index, Instant::now());
-                self.wait_for_commit(indexes, last_index, term, reply);
+                self.stage_clock.proposed(last_index, accepted);
+                self.wait_for_commit(indexes, last_index, term, reply, Some(accepted));
             }
             Err(ProposeError::NotLeader { .. }) => refuse(reply, self.not_leader()),
             // Routine, not the caller's fault: the client waits and retries.
@@ -704,8 +708,14 @@ impl Driver {
         highest: LogIndex,
         term: Term,
         reply: oneshot::Sender<ClientResponse>,
+        proposed: Option<Instant>,
     ) {
         if highest <= self.core.commit_index() {
+            if let Some(proposed) = proposed {
+                self.metrics
+                    .commit_seconds
+                    .observe(proposed.elapsed().as_secs_f64());
+            }
             let _ = reply.send(ClientResponse::appended(indexes));
             return;
         }
@@ -716,6 +726,7 @@ impl Driver {
                 indexes,
                 term,
                 reply,
+                proposed,
             });
     }
 
@@ -727,8 +738,14 @@ impl Driver {
                 break;
             }
             let term = self.core.term_at(last_index);
+            let now = Instant::now();
             for pending in entry.remove() {
                 let response = if term == Some(pending.term) {
+                    if let Some(proposed) = pending.proposed {
+                        self.metrics
+                            .commit_seconds
+                            .observe(now.saturating_duration_since(proposed).as_secs_f64());
+                    }
                     ClientResponse::appended(pending.indexes)
                 } else {
                     refused(ErrorResponse::Unavailable)
@@ -1250,6 +1267,9 @@ impl Driver {
             })
             .collect();
         self.metrics.set_peers(&peers);
+        self.metrics
+            .peer_connections
+            .set(i64::try_from(self.links.open_connections()).unwrap_or(i64::MAX));
     }
 
     /// Drops the oldest whole segments the retention policy allows, never

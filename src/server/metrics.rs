@@ -17,7 +17,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -27,6 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::wire::client::ClientResponse;
 use super::stages::{AppendStages, StageLabels};
 
 /// 25 µs .. ~0.8 s, doubling: a stage can be as short as a task wake-up.
@@ -55,6 +56,59 @@ pub struct CertLabels {
 pub struct RejectLabels {
     pub source: FrameSource,
 }
+
+/// What a client asked for: the request type of docs/protocol.md 4.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum RequestKind {
+    Append,
+    Consume,
+    Status,
+    Admin,
+}
+
+impl RequestKind {
+    /// The `kind` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestKind::Append => "append",
+            RequestKind::Consume => "consume",
+            RequestKind::Status => "status",
+            RequestKind::Admin => "admin",
+        }
+    }
+}
+
+impl EncodeLabelValue for RequestKind {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+/// `kind` and `outcome` of `raftlog_client_requests_total`; the outcome is
+/// `ok` or [`ErrorResponse::outcome`] (the error code's name).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub kind: RequestKind,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+}
+
+/// Bucket bounds (seconds) of `raftlog_commit_seconds`: 50 µs (a single
+/// node on a fast disk) to 5 s (an election or a stalled disk), roughly
+/// 1-2.5-5 per decade so a p99 reads off the buckets without a wide gap.
+pub const COMMIT_SECONDS_BUCKETS: [f64; 16] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0,
+];
+
+/// How often the node re-reads the size of its log files for
+/// `raftlog_log_disk_bytes` (one `stat` per segment and index file, off
+/// the runtime threads; never per scrape).
+pub const DISK_BYTES_REFRESH: Duration = Duration::from_secs(5);
 
 /// Role as a number for the `raftlog_role` gauge.
 pub const ROLE_FOLLOWER: i64 = 0;
@@ -96,6 +150,20 @@ pub struct Metrics {
     /// directly by an embedded `bench --breakdown`.
     pub stages: AppendStages,
     append_stage_seconds: Family<StageLabels, Histogram>,
+    /// From a proposal accepted by the leader to its commit (leader only).
+    pub commit_seconds: Histogram,
+    /// Client requests answered, by kind and outcome.
+    pub client_requests: Family<RequestLabels, Counter<u64, AtomicU64>>,
+    /// Client connections open now.
+    pub client_connections: Gauge,
+    /// Peer connections open now (dialed and accepted; two nodes may hold
+    /// one each way).
+    pub peer_connections: Gauge,
+    /// Bytes the log's segment and index files take on disk, refreshed
+    /// every [`DISK_BYTES_REFRESH`].
+    pub log_disk_bytes: Gauge,
+    /// Always 1, labelled with the build's version.
+    pub build_info: Family<BuildLabels, Gauge>,
     /// Client requests refused because the caller's certificate (or its
     /// lack of one) does not allow them.
     pub permission_denied: Counter,
@@ -141,6 +209,19 @@ impl Metrics {
             fsync_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             stages: AppendStages::new(Some(append_stage_seconds.clone())),
             append_stage_seconds,
+            commit_seconds: Histogram::new(COMMIT_SECONDS_BUCKETS),
+            client_requests: Family::default(),
+            client_connections: Gauge::default(),
+            peer_connections: Gauge::default(),
+            log_disk_bytes: Gauge::default(),
+            build_info: {
+                let info: Family<BuildLabels, Gauge> = Family::default();
+                info.get_or_create(&BuildLabels {
+                    version: env!("CARGO_PKG_VERSION"),
+                })
+                .set(1);
+                info
+            },
             permission_denied: Counter::default(),
             peer_frames_dropped_non_member: Counter::default(),
             certificate_expiry_seconds: Family::default(),
@@ -252,7 +333,49 @@ impl Metrics {
             "Time appends spend in each stage on this node (queue, sync_wait, local_sync, follower_ack, commit, reply, total; follower_sync on followers)",
             self.append_stage_seconds.clone(),
         );
+        registry.register(
+            "commit_seconds",
+            "Time from a proposal accepted by the leader to its commit (observed on the leader)",
+            self.commit_seconds.clone(),
+        );
+        registry.register(
+            "client_requests",
+            "Client requests answered, by kind (append, consume, status, admin) and outcome (ok or the error code's name)",
+            self.client_requests.clone(),
+        );
+        registry.register(
+            "client_connections",
+            "Client connections open now",
+            self.client_connections.clone(),
+        );
+        registry.register(
+            "peer_connections",
+            "Connections to and from other nodes open now",
+            self.peer_connections.clone(),
+        );
+        registry.register(
+            "log_disk_bytes",
+            "Bytes the log's segment and index files take on disk (refreshed every few seconds)",
+            self.log_disk_bytes.clone(),
+        );
+        registry.register(
+            "build_info",
+            "Always 1; the labels say which build runs",
+            self.build_info.clone(),
+        );
         registry
+    }
+
+    /// Counts one answered client request.
+    pub fn count_request(&self, kind: RequestKind, outcome: &'static str) {
+        self.client_requests
+            .get_or_create(&RequestLabels { kind, outcome })
+            .inc();
+    }
+
+    /// Counts one answered client request by its response.
+    pub fn count_response(&self, kind: RequestKind, response: &ClientResponse) {
+        self.count_request(kind, response_outcome(response));
     }
 
     /// The known leader (None while there is none); counts a change to a
@@ -332,6 +455,67 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry());
         text
+    }
+}
+
+/// The `outcome` label of a response: `ok` unless it is an error.
+pub fn response_outcome(response: &ClientResponse) -> &'static str {
+    match response {
+        ClientResponse::Error(error) => error.outcome(),
+        _ => "ok",
+    }
+}
+
+/// Holds one open connection in a gauge until dropped.
+pub struct ConnectionGauge(Gauge);
+
+impl ConnectionGauge {
+    pub fn enter(gauge: &Gauge) -> ConnectionGauge {
+        gauge.inc();
+        ConnectionGauge(gauge.clone())
+    }
+}
+
+impl Drop for ConnectionGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Bytes the segment (`.seg`) and index (`.idx`) files in `log_dir` take
+/// on disk: allocated blocks, so a sparse segment counts what it holds and
+/// a preallocated one its whole size. Files that vanish while listed
+/// (retention, a truncation) are skipped.
+pub fn log_disk_bytes(log_dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(listing) = std::fs::read_dir(log_dir) else {
+        return 0;
+    };
+    listing
+        .flatten()
+        .filter(|item| {
+            let name = item.file_name();
+            let name = name.to_string_lossy();
+            name.ends_with(".seg") || name.ends_with(".idx")
+        })
+        .filter_map(|item| item.metadata().ok())
+        .map(|metadata| metadata.blocks().saturating_mul(512))
+        .fold(0u64, u64::saturating_add)
+}
+
+/// Sets `raftlog_log_disk_bytes` from `log_dir` now and every
+/// [`DISK_BYTES_REFRESH`] until the task is dropped.
+pub async fn refresh_disk_bytes(log_dir: std::path::PathBuf, metrics: Metrics) {
+    let mut every = tokio::time::interval(DISK_BYTES_REFRESH);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let dir = log_dir.clone();
+        if let Ok(bytes) = tokio::task::spawn_blocking(move || log_disk_bytes(&dir)).await {
+            metrics
+                .log_disk_bytes
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
     }
 }
 
@@ -484,6 +668,14 @@ mod tests {
             .get_or_create(&PeerLabels { peer: 2 })
             .set(40);
         metrics.fsync_seconds.observe(0.001);
+        metrics.commit_seconds.observe(0.002);
+        metrics.count_response(
+            RequestKind::Append,
+            &ClientResponse::Error(crate::wire::client::ErrorResponse::NotLeader {
+                leader_id: None,
+                leader_addr: None,
+            }),
+        );
         metrics.set_certificates(&[("node", i64::MAX), ("ca", 0)]);
         let text = metrics.encode_text();
         for name in [
@@ -499,6 +691,13 @@ mod tests {
             "raftlog_certificate_expiry_seconds{cert=\"node\"}",
             "raftlog_client_requests_denied_total",
             "raftlog_peer_frames_dropped_non_member_total",
+            "raftlog_commit_seconds_bucket{le=\"0.00005\"}",
+            "raftlog_commit_seconds_bucket{le=\"5.0\"}",
+            "raftlog_client_requests_total{kind=\"append\",outcome=\"not_leader\"} 1",
+            "raftlog_client_connections 0",
+            "raftlog_peer_connections 0",
+            "raftlog_log_disk_bytes 0",
+            "raftlog_build_info{version=\"",
         ] {
             assert!(text.contains(name), "missing {name} in:\n{text}");
         }

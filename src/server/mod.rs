@@ -346,6 +346,10 @@ impl Node {
                 .map_err(|source| ServerError::Metrics { addr, source })?;
             background.push(tokio::spawn(metrics::serve(listener, metrics.clone())));
         }
+        background.push(tokio::spawn(metrics::refresh_disk_bytes(
+            config.data_dir.join(crate::storage::LOG_DIR_NAME),
+            metrics.clone(),
+        )));
 
         let links_for_shutdown = links.clone();
         let driver = Driver::new(

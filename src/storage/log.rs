@@ -207,9 +207,12 @@ impl Log {
         // voting (storage-format.md 6.2a).
         let hard_state_lost = copies.any_file_present && copies.newest.is_none();
         if hard_state_lost {
+            for problem in &copies.problems {
+                tracing::error!(%problem, "hard-state copy unusable");
+            }
             tracing::error!(
                 dir = %dir.display(),
-                "both hard-state copies are unreadable; the node must not vote until repaired"
+                "no hard-state copy can be trusted; the node must not vote until repaired"
             );
         } else {
             for problem in &copies.problems {
@@ -407,15 +410,26 @@ impl Log {
             };
             if pos < tail_from {
                 // Trusted. Scan only to check a pending cut inside it, a file
-                // shorter than it was created (truncated), or a gap its index
-                // file reveals (the next segment is missing).
+                // shorter than it was created (truncated), or a gap (the
+                // next segment is missing): revealed by a sound index file
+                // with too few entries, or, without an index file of the
+                // expected count, by frame headers that stop before `limit`.
                 let scan_to = match cut {
                     Some(c) if limit.is_some_and(|l| c - 1 <= l) => Some(c - 1),
                     _ => {
                         let count =
                             index_file_entry_count(&self.index_path(slot.first), slot.first);
                         let shortened = (segment.capacity() as u64) < segment.created_bytes;
-                        limit.filter(|l| shortened || count.is_some_and(|n| slot.first + n <= *l))
+                        limit.filter(|l| {
+                            // Entries the segment must hold: `first..=l`.
+                            let expected = l.saturating_add(1).saturating_sub(slot.first);
+                            shortened
+                                || match count {
+                                    Some(n) if n == expected => false,
+                                    Some(n) if n < expected => true,
+                                    _ => !segment::frames_reach(segment.view(), slot.first, *l),
+                                }
+                        })
                     }
                 };
                 if let Some(scan_to) = scan_to {

@@ -209,6 +209,14 @@ pub(crate) fn decode_hard_state(
             return Err(StorageError::corrupt(path, 32, "vote for node id 0"));
         }
         Some(voted)
+    } else if voted != 0 {
+        // The field and its flag disagree: which one is right is unknown,
+        // and reading "no vote" could let the node vote twice in the term.
+        return Err(StorageError::corrupt(
+            path,
+            32,
+            "voted_for is set but the voted flag is clear",
+        ));
     } else {
         None
     };
@@ -242,6 +250,7 @@ pub(crate) fn read_hard_state_copies(dir: &Path) -> Result<HardStateCopies, Stor
         any_file_present: false,
     };
     let mut missing = Vec::new();
+    let mut conflict = false;
     for name in HARD_STATE_FILE_NAMES {
         let path = dir.join(name);
         match read_small_file(&path, HARD_STATE_BYTES as u64)? {
@@ -249,15 +258,32 @@ pub(crate) fn read_hard_state_copies(dir: &Path) -> Result<HardStateCopies, Stor
             Some(bytes) => {
                 copies.any_file_present = true;
                 match decode_hard_state(&path, &bytes) {
-                    Ok((state, generation)) => {
-                        if copies.newest.map_or(true, |(_, g)| generation > g) {
-                            copies.newest = Some((state, generation));
+                    Ok((state, generation)) => match copies.newest {
+                        Some((newest, g)) if g == generation && newest != state => {
+                            // A store writes both copies with the same
+                            // bytes, so one of these is not what was
+                            // stored, and which vote was cast is unknown:
+                            // the votes count as lost (storage-format.md 4).
+                            conflict = true;
+                            copies.problems.push(StorageError::corrupt(
+                                path,
+                                16,
+                                format!(
+                                    "both hard-state copies are valid with the same generation {generation} but differ (term {} vote {:?} against term {} vote {:?}); the votes count as lost",
+                                    newest.term, newest.voted_for, state.term, state.voted_for
+                                ),
+                            ));
                         }
-                    }
+                        Some((_, g)) if generation <= g => {}
+                        _ => copies.newest = Some((state, generation)),
+                    },
                     Err(e) => copies.problems.push(e),
                 }
             }
         }
+    }
+    if conflict {
+        copies.newest = None;
     }
     if copies.any_file_present {
         for path in missing {

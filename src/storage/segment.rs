@@ -338,6 +338,30 @@ pub(crate) fn scan_frames(
     }
 }
 
+/// Whether the frames of a segment's bytes, from offset 64, run without a
+/// gap from `first_index` up to `last`, judged by their headers alone: each
+/// frame's length, kind, reserved bits and index are checked as in
+/// storage-format.md 2.2, its checksum is not. Reads one frame header per
+/// entry, so open can tell a trusted segment that stops short (the next
+/// segment is missing) without an index file and without checksumming it.
+pub(crate) fn frames_reach(view: &[u8], first_index: LogIndex, last: LogIndex) -> bool {
+    let mut offset = SEGMENT_HEADER_BYTES;
+    let mut expected = first_index;
+    while expected <= last {
+        match frame::decode_header(view, offset, false) {
+            Ok(header) if header.index == expected => {
+                offset = offset.saturating_add(header.frame_bytes);
+                let Some(next) = expected.checked_add(1) else {
+                    return true;
+                };
+                expected = next;
+            }
+            _ => return false,
+        }
+    }
+    true
+}
+
 /// Best effort, for sizing a damaged range: the highest index of a valid
 /// frame (checksum and all checks of storage-format.md 2.2 except sequence)
 /// found at any byte position at or after `from`, among frames whose index
@@ -664,6 +688,9 @@ pub(crate) fn read_index_file(
     if u32_at(&bytes, 8) != SEGMENT_VERSION {
         return Err(invalid(8, "unsupported version"));
     }
+    if u32_at(&bytes, 12) != 0 {
+        return Err(invalid(12, "reserved bytes are not zero"));
+    }
     let crc_at = bytes.len() - 4;
     if u32_at(&bytes, crc_at) != crc32fast::hash(bytes.get(..crc_at).unwrap_or_default()) {
         return Err(invalid(crc_at as u64, "checksum mismatch"));
@@ -684,6 +711,12 @@ pub(crate) fn read_index_file(
     {
         let offset = u32_at(word, 0) as usize;
         let at = (INDEX_HEADER_BYTES + 4 * i) as u64;
+        if i == 0 && offset != SEGMENT_HEADER_BYTES {
+            return Err(invalid(
+                at,
+                "the first offset is not 64, where a segment's first frame is",
+            ));
+        }
         if offset < previous_end || offset + frame::FRAME_HEADER_BYTES > capacity {
             return Err(invalid(
                 at,

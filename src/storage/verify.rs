@@ -120,6 +120,17 @@ pub fn verify_data_dir(dir: impl AsRef<Path>) -> Result<VerifyReport, StorageErr
         }
     }
     firsts.sort_unstable();
+    // Segments wholly below the log start (a successor begins at or below
+    // it) are leftovers open deletes unread, whatever their header: by
+    // name, as open does (storage-format.md 6.2 step 3).
+    while firsts.len() >= 2 && firsts[1] <= log_first_index {
+        let first = firsts.remove(0);
+        report.notes.push(Problem {
+            path: log_dir.join(segment_file_name(first)),
+            offset: 0,
+            what: "segment lies wholly below the log start; open will delete it".to_string(),
+        });
+    }
     // The highest index the log is known to have held: later segment names,
     // and any valid frame of the last segment (the end of a damaged range).
     let mut highest = firsts
@@ -153,15 +164,6 @@ pub fn verify_data_dir(dir: impl AsRef<Path>) -> Result<VerifyReport, StorageErr
             }
             Err(error) => report.problems.push(problem_of(&error, &log_dir)),
         }
-    }
-    // Segments wholly below the log start are leftovers open will delete.
-    while segments.len() >= 2 && segments[1].first_index <= log_first_index {
-        let segment = segments.remove(0);
-        report.notes.push(Problem {
-            path: segment.path.clone(),
-            offset: 0,
-            what: "segment lies wholly below the log start; open will delete it".to_string(),
-        });
     }
     if let Some(first) = segments.first() {
         if first.first_index > log_first_index {
@@ -270,6 +272,21 @@ pub fn verify_data_dir(dir: impl AsRef<Path>) -> Result<VerifyReport, StorageErr
                     what: format!("index file is invalid ({reason}); open rebuilds it"),
                 }),
             }
+        }
+    }
+    // A cut a running node recorded (`record_damage`): the next open cuts
+    // the log before it, as damage, when the log holds that entry (open
+    // drops a pending cut below the log start or past the log's end).
+    if let Some(cut) = report.repair.and_then(|marker| marker.cut_from) {
+        if cut >= log_first_index && report.last_index.is_some_and(|last| cut <= last) {
+            report.problems.push(Problem {
+                path: dir.join(repair::REPAIR_FILE_NAME),
+                offset: 24,
+                what: damaged(
+                    cut,
+                    "a read while the node ran found this entry damaged; the next open cuts the log before it (cut pending in the repair marker)",
+                ),
+            });
         }
     }
     Ok(report)

@@ -989,6 +989,33 @@ impl ErrorResponse {
         }
     }
 
+    /// The error code's name in snake case (`not_leader` for code 1, ...,
+    /// `unrecognized` for a code this build does not know): the `outcome`
+    /// label of the node's `raftlog_client_requests_total`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            ErrorResponse::NotLeader { .. } => "not_leader",
+            ErrorResponse::Unavailable => "unavailable",
+            ErrorResponse::RecordTooLarge { .. } => "record_too_large",
+            ErrorResponse::TooManyRecords { .. } => "too_many_records",
+            ErrorResponse::SequenceGap { .. } => "sequence_gap",
+            ErrorResponse::Timeout => "timeout",
+            ErrorResponse::InvalidRequest { .. } => "invalid_request",
+            ErrorResponse::ChangeInProgress => "change_in_progress",
+            ErrorResponse::UnknownNode { .. } => "unknown_node",
+            ErrorResponse::AlreadyMember { .. } => "already_member",
+            ErrorResponse::ShuttingDown => "shutting_down",
+            ErrorResponse::Internal { .. } => "internal",
+            ErrorResponse::UnsupportedVersion { .. } => "unsupported_version",
+            ErrorResponse::BelowLogStart { .. } => "below_log_start",
+            ErrorResponse::ChangeRefused { .. } => "change_refused",
+            ErrorResponse::PermissionDenied { .. } => "permission_denied",
+            ErrorResponse::Busy => "busy",
+            ErrorResponse::PayloadMismatch { .. } => "payload_mismatch",
+            ErrorResponse::Unrecognized { .. } => "unrecognized",
+        }
+    }
+
     /// True when the same request may succeed if sent again (to the leader,
     /// or after a pause); appends retried with the same producer id and
     /// sequence are never duplicated.
