@@ -134,3 +134,60 @@ fn bench_warms_up_uncounted_and_writes_the_per_second_series() {
         "the read-back covers the measured records only: {report}"
     );
 }
+
+/// Issue 14: `--breakdown` reports, per node, where appends spent their
+/// time: every request timed once per stage on the leader, the followers'
+/// sync share on each follower, and stages that nest agree (commit within
+/// total, total within what the publisher measured).
+#[test]
+fn bench_breakdown_times_every_append_stage_by_stage() {
+    let finished = run(
+        &[
+            "bench",
+            "--embedded",
+            "--records",
+            "600",
+            "--inflight",
+            "1",
+            "--breakdown",
+            "--output",
+            "json",
+        ],
+        b"",
+        Duration::from_secs(120),
+    );
+    finished.assert_success("bench --breakdown");
+    let report: serde_json::Value =
+        serde_json::from_str(finished.stdout.trim()).expect("bench JSON");
+    let nodes = report["breakdown"].as_array().expect("breakdown array");
+    assert_eq!(nodes.len(), 3, "one entry per node: {report}");
+    let leaders: Vec<&serde_json::Value> = nodes
+        .iter()
+        .filter(|node| node["leader"] == serde_json::Value::Bool(true))
+        .collect();
+    assert_eq!(leaders.len(), 1, "one leader: {report}");
+    let stages = &leaders[0]["stages"];
+    let samples = |stage: &str| stages[stage]["samples"].as_u64().unwrap_or(0);
+    let p50 = |stage: &str| stages[stage]["p50_us"].as_u64().unwrap_or(0);
+    // One record per request at window 1: each stage once per record.
+    for stage in ["queue", "commit", "reply", "total"] {
+        assert_eq!(samples(stage), 600, "{stage} once per append: {report}");
+    }
+    assert!(samples("local_sync") >= 600, "{report}");
+    assert!(samples("follower_ack") >= 600, "{report}");
+    assert!(
+        p50("commit") <= p50("total"),
+        "commit within total: {report}"
+    );
+    let client_p50 = report["latency_us"]["p50"].as_u64().unwrap_or(0);
+    assert!(
+        p50("total") <= client_p50,
+        "the node's part within the publisher's: {report}"
+    );
+    for follower in nodes.iter().filter(|node| node["leader"] != true) {
+        let synced = follower["stages"]["follower_sync"]["samples"]
+            .as_u64()
+            .unwrap_or(0);
+        assert!(synced >= 600, "each follower syncs every append: {report}");
+    }
+}

@@ -431,6 +431,10 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
     /// Fsync policy of the embedded cluster.
+    /// Print where appends spend their time, stage by stage, on the leader
+    /// and the followers (embedded clusters only: it reads the nodes' own timers).
+    #[arg(long, requires = "embedded")]
+    pub breakdown: bool,
     #[arg(long, value_enum, default_value_t = FsyncPolicy::Always)]
     pub fsync: FsyncPolicy,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]

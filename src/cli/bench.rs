@@ -23,7 +23,8 @@ use crate::client::{
     AppendTicket, ClientConfig, Consumer, ConsumerOptions, Publisher, PublisherOptions, StartFrom,
 };
 use crate::server::config::Fsync;
-use crate::types::LogIndex;
+use crate::server::stages::{AppendStages, StageSummary};
+use crate::types::{LogIndex, NodeId};
 
 /// Records appended when neither --records nor --seconds is given.
 pub const BENCH_RECORDS_DEFAULT: u64 = 100_000;
@@ -42,6 +43,54 @@ pub struct BenchReport {
     pub latency_us: Histogram<u64>,
     pub consume_records: u64,
     pub consume_seconds: f64,
+    /// Per node, where appends spent their time (`--breakdown`).
+    pub breakdown: Vec<NodeBreakdown>,
+}
+
+/// One node's stage timings over the measured part of a run.
+#[derive(Debug)]
+pub struct NodeBreakdown {
+    pub node: NodeId,
+    pub leader: bool,
+    pub stages: Vec<StageSummary>,
+}
+
+impl NodeBreakdown {
+    fn to_json(&self) -> serde_json::Value {
+        let stages: serde_json::Map<String, serde_json::Value> = self
+            .stages
+            .iter()
+            .map(|s| {
+                (
+                    s.stage.name().to_string(),
+                    json!({
+                        "samples": s.samples,
+                        "p50_us": s.p50_us,
+                        "p90_us": s.p90_us,
+                        "p99_us": s.p99_us,
+                        "mean_us": s.mean_us.round(),
+                    }),
+                )
+            })
+            .collect();
+        json!({ "node": self.node, "leader": self.leader, "stages": stages })
+    }
+
+    fn to_text(&self) -> String {
+        let role = if self.leader { "leader" } else { "follower" };
+        let mut text = format!("node {} ({role}), µs p50 / p90 / p99 (samples):", self.node);
+        for s in &self.stages {
+            text.push_str(&format!(
+                "\n  {:<13} {:>7} / {:>7} / {:>7}  ({})",
+                s.stage.name(),
+                s.p50_us,
+                s.p90_us,
+                s.p99_us,
+                s.samples
+            ));
+        }
+        text
+    }
 }
 
 impl BenchReport {
@@ -59,7 +108,7 @@ impl BenchReport {
 
     pub fn to_json(&self) -> serde_json::Value {
         let latency = &self.latency_us;
-        json!({
+        let mut report = json!({
             "records": self.records,
             "size": self.record_bytes,
             "seconds": self.seconds,
@@ -76,13 +125,17 @@ impl BenchReport {
             "consume_records": self.consume_records,
             "consume_seconds": self.consume_seconds,
             "consume_records_per_sec": self.consume_records_per_sec(),
-        })
+        });
+        if !self.breakdown.is_empty() {
+            report["breakdown"] = self.breakdown.iter().map(NodeBreakdown::to_json).collect();
+        }
+        report
     }
 
     pub fn to_text(&self) -> String {
         let latency = &self.latency_us;
         let ms = |us: u64| us as f64 / 1000.0;
-        format!(
+        let mut text = format!(
             "appended {} records of {} bytes in {:.2} s: {:.0} records/s, {:.2} MB/s\n\
              commit latency: p50 {:.3} ms, p90 {:.3} ms, p95 {:.3} ms, p99 {:.3} ms, p999 {:.3} ms, max {:.3} ms\n\
              read back {} records in {:.2} s: {:.0} records/s",
@@ -100,7 +153,12 @@ impl BenchReport {
             self.consume_records,
             self.consume_seconds,
             self.consume_records_per_sec(),
-        )
+        );
+        for node in &self.breakdown {
+            text.push('\n');
+            text.push_str(&node.to_text());
+        }
+        text
     }
 }
 
@@ -347,7 +405,14 @@ async fn read_back(
     Ok((records, started.elapsed().as_secs_f64()))
 }
 
-pub async fn measure(config: ClientConfig, args: &BenchArgs) -> anyhow::Result<BenchReport> {
+/// Runs the benchmark against `config`. `stages` are the nodes' stage
+/// timers when the cluster is embedded: reset when the warm-up ends, so the
+/// breakdown covers the measured records only.
+pub async fn measure(
+    config: ClientConfig,
+    args: &BenchArgs,
+    stages: &[AppendStages],
+) -> anyhow::Result<BenchReport> {
     if args.publishers == 0 || args.publishers > PUBLISHERS_MAX {
         anyhow::bail!("--publishers must be between 1 and {PUBLISHERS_MAX}");
     }
@@ -390,6 +455,9 @@ pub async fn measure(config: ClientConfig, args: &BenchArgs) -> anyhow::Result<B
             Instant::now(),
         )
         .await?;
+    }
+    for timers in stages {
+        timers.reset();
     }
     let shared = Arc::new(Shared::new()?);
     let progress = progress_bar(goal, args.output);
@@ -435,6 +503,7 @@ pub async fn measure(config: ClientConfig, args: &BenchArgs) -> anyhow::Result<B
         latency_us,
         consume_records,
         consume_seconds,
+        breakdown: Vec::new(),
     })
 }
 
@@ -620,10 +689,29 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             request_timeout: timeout,
         };
         // Time the cluster, not its first election.
+        let timers: Vec<AppendStages> = cluster
+            .nodes
+            .iter()
+            .map(|node| node.metrics().stages.clone())
+            .collect();
         let report = match wait_for_leader(&config).await {
-            Ok(()) => measure(config, &args).await,
+            Ok(()) => measure(config, &args, &timers).await,
             Err(error) => Err(error),
         };
+        let report = report.map(|mut report| {
+            if args.breakdown {
+                report.breakdown = cluster
+                    .nodes
+                    .iter()
+                    .map(|node| NodeBreakdown {
+                        node: node.id(),
+                        leader: node.metrics().is_leader.get() == 1,
+                        stages: node.metrics().stages.summary(),
+                    })
+                    .collect();
+            }
+            report
+        });
         let stopped = cluster.shutdown().await;
         let report = report?;
         stopped?;
@@ -638,7 +726,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             tls_dir,
             request_timeout: timeout,
         };
-        measure(config, &args).await?
+        measure(config, &args, &[]).await?
     };
     match args.output {
         OutputFormat::Json => println!("{}", report.to_json()),

@@ -11,6 +11,8 @@
 //! Every frame read and every consume batch takes its bytes from the node's
 //! client budget first ([`super::budget`]).
 
+use std::time::Instant;
+
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::debug;
@@ -18,6 +20,7 @@ use tracing::debug;
 use super::budget::{BufferPermit, ClientBuffers, CLIENT_STALL_TIMEOUT, STREAM_RESET_STALLED};
 use super::driver::{Commit, DriverRequest, SharedLog};
 use super::metrics::{self, FrameSource, Metrics, RejectLabels, RequestKind};
+use super::stages::Stage;
 use crate::net;
 use crate::net::certs::Role;
 use crate::net::ClientIdentity;
@@ -351,22 +354,39 @@ async fn serve_appends(
 ) {
     // Each answer travels with the bytes its request holds, given back once
     // the answer is written.
-    type Pending = (oneshot::Receiver<ClientResponse>, Option<BufferPermit>);
+    // and with when the request was read, for the stage timings.
+    type Pending = (
+        oneshot::Receiver<ClientResponse>,
+        Option<BufferPermit>,
+        Instant,
+    );
     let (pending_tx, mut pending_rx) = mpsc::channel::<Pending>(APPENDS_PENDING_PER_STREAM_MAX);
     let buffers = context.buffers.clone();
     let metrics = context.metrics.clone();
+    let stages = context.metrics.stages.clone();
     let writer = tokio::spawn(async move {
-        while let Some((answer, permit)) = pending_rx.recv().await {
+        while let Some((answer, permit, received)) = pending_rx.recv().await {
             let response = answer.await.unwrap_or_else(|_| shutting_down());
             metrics.count_response(RequestKind::Append, &response);
+            let answered = Instant::now();
             match write_or_give_up(&mut send, response.encode(), &buffers).await {
-                WriteEnd::Written => drop(permit),
+                WriteEnd::Written => {
+                    drop(permit);
+                    if matches!(
+                        response,
+                        ClientResponse::Appended { .. } | ClientResponse::AppendedRuns(_)
+                    ) {
+                        stages.record(Stage::Reply, answered.elapsed());
+                        stages.record(Stage::Total, received.elapsed());
+                    }
+                }
                 WriteEnd::Failed | WriteEnd::Stalled => return,
             }
         }
         let _ = send.finish();
     });
     let mut next = Some(first);
+    let mut received = Instant::now();
     while let Some((append, permit)) = next.take() {
         let (reply, answer) = oneshot::channel();
         if context
@@ -374,28 +394,36 @@ async fn serve_appends(
             .send(DriverRequest::Append {
                 request: append,
                 reply,
+                received,
             })
             .await
             .is_err()
         {
             break;
         }
-        if pending_tx.send((answer, Some(permit))).await.is_err() {
+        if pending_tx
+            .send((answer, Some(permit), received))
+            .await
+            .is_err()
+        {
             break;
         }
         next = match read_request(&mut recv, &context).await {
-            Ok(Some((ClientRequest::Append(append), permit))) => Some((append, permit)),
+            Ok(Some((ClientRequest::Append(append), permit))) => {
+                received = Instant::now();
+                Some((append, permit))
+            }
             Ok(Some(_)) => {
                 let (reply, answer) = oneshot::channel();
                 let _ = reply.send(invalid("an append stream carries only appends"));
-                let _ = pending_tx.send((answer, None)).await;
+                let _ = pending_tx.send((answer, None, Instant::now())).await;
                 None
             }
             Ok(None) => None,
             Err(response) => {
                 let (reply, answer) = oneshot::channel();
                 let _ = reply.send(response);
-                let _ = pending_tx.send((answer, None)).await;
+                let _ = pending_tx.send((answer, None, Instant::now())).await;
                 None
             }
         };

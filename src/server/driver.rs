@@ -28,10 +28,11 @@ use super::config::{Fsync, ServerConfig};
 use super::metrics::{self, FrameSource, Metrics, RejectLabels};
 use super::producers::{self, Admission, ProducerTable};
 use super::resolve::{Resolution, Resolver};
+use super::stages::{Stage, StageClock};
 use crate::net::peers::{Lane, PeerLinks};
 use crate::raft::{
-    Core, LogReadError, LogReader, MembershipChange, MembershipChangeError, Message, Proposal,
-    ProposeError, Ready, Role, TransferError,
+    AppendOutcome, Core, LogReadError, LogReader, MembershipChange, MembershipChangeError, Message,
+    Proposal, ProposeError, Ready, Role, TransferError,
 };
 use crate::storage::{Log, RetentionPolicy, StorageError, SyncDone};
 use crate::types::{
@@ -58,6 +59,8 @@ pub enum DriverRequest {
     Append {
         request: AppendRequest,
         reply: oneshot::Sender<ClientResponse>,
+        /// When the request was read off its stream (for the stage timings).
+        received: Instant,
     },
     /// Status and admin requests.
     Other {
@@ -135,6 +138,8 @@ pub struct Driver {
     resolver: Resolver,
     /// Non-members whose dropped frames were logged (once each).
     non_members_logged: BTreeSet<NodeId>,
+    /// Times the stages of appends in flight (`stages`).
+    stage_clock: StageClock,
 }
 
 /// Non-member node ids remembered for logging once; beyond it drops are
@@ -308,6 +313,7 @@ impl Driver {
             config_history,
             resolver: Resolver::new(),
             non_members_logged: BTreeSet::new(),
+            stage_clock: StageClock::default(),
         }
     }
 
@@ -361,6 +367,7 @@ impl Driver {
                     let index = log.mark_synced(done);
                     let term = log.term_at(index)?.unwrap_or(0);
                     drop(log);
+                    self.stage_clock.synced(&self.metrics.stages, index, Instant::now());
                     if index > 0 {
                         self.core.persisted(index, term);
                     }
@@ -468,7 +475,20 @@ impl Driver {
         // this node is. Committed indexes never go back, so the highest
         // heard from any leader still stands.
         let leader_commit = match &message {
-            Message::AppendEntries(append) => Some(append.leader_commit),
+            Message::AppendEntries(append) => {
+                if let Some(last) = append.entries.last() {
+                    self.stage_clock
+                        .received_entries(last.index, Instant::now());
+                }
+                Some(append.leader_commit)
+            }
+            Message::AppendEntriesResponse(response) => {
+                if let AppendOutcome::Accepted { match_index } = response.outcome {
+                    self.stage_clock
+                        .acked(&self.metrics.stages, from, match_index, Instant::now());
+                }
+                None
+            }
             _ => None,
         };
         if let Err(error) = self.core.step(from, message) {
@@ -506,7 +526,14 @@ impl Driver {
 
     fn on_request(&mut self, request: DriverRequest) {
         match request {
-            DriverRequest::Append { request, reply } => self.on_append(request, reply),
+            DriverRequest::Append {
+                request,
+                reply,
+                received,
+            } => {
+                self.metrics.stages.record(Stage::Queue, received.elapsed());
+                self.on_append(request, reply)
+            }
             DriverRequest::Other { request, reply } => match request {
                 ClientRequest::Status => {
                     let _ = reply.send(self.status_response());
@@ -661,6 +688,7 @@ impl Driver {
                     );
                 }
                 let term = self.core.term();
+                self.stage_clock.proposed(last_index, accepted);
                 self.wait_for_commit(indexes, last_index, term, reply, Some(accepted));
             }
             Err(ProposeError::NotLeader { .. }) => refuse(reply, self.not_leader()),
@@ -968,6 +996,7 @@ impl Driver {
                 self.config_history.clear();
             }
             if let Some(from_index) = truncate_from {
+                self.stage_clock.clear();
                 log.truncate_suffix(from_index)?;
                 self.producers.truncate_from(from_index);
                 self.config_history.split_off(&from_index);
@@ -978,10 +1007,14 @@ impl Driver {
             if !entries.is_empty() {
                 log.append(&entries)?;
                 self.note_appended(&entries);
+                let now = Instant::now();
                 if self.config.fsync == Fsync::Never {
                     let last = log.last_index();
                     let term = log.last_term();
+                    self.stage_clock.synced(&self.metrics.stages, last, now);
                     self.core.persisted(last, term);
+                } else {
+                    self.stage_clock.written(now);
                 }
             }
             if let Some(state) = hard_state {
@@ -1010,7 +1043,13 @@ impl Driver {
         // In steady state every follower gets the same AppendEntries; encode
         // it once (each entry's checksum is computed in the encoding).
         let mut last_encoded: Option<(Message, Bytes)> = None;
+        let sent_at = Instant::now();
         for (to, message) in messages {
+            if let Message::AppendEntries(append) = &message {
+                if let Some(last) = append.entries.last() {
+                    self.stage_clock.sent_entries(to, last.index, sent_at);
+                }
+            }
             let lane = match PeerLane::of(&message) {
                 PeerLane::Replication => Lane::Replication,
                 PeerLane::Control => Lane::Control,
@@ -1046,6 +1085,8 @@ impl Driver {
         // answered as committed even if the node also stepped down (a leader
         // that removed itself steps down as the removal commits).
         if let Some(commit_index) = commit_index {
+            self.stage_clock
+                .committed(&self.metrics.stages, commit_index, Instant::now());
             self.answer_committed(commit_index);
             let first_index = self.core.first_index();
             self.commit_tx.send_if_modified(|commit| {
@@ -1169,6 +1210,7 @@ impl Driver {
         }
         if role != Role::Leader {
             self.promoting.clear();
+            self.stage_clock.clear();
             let not_leader = self.not_leader();
             self.fail_pending_appends(not_leader);
             let not_leader = self.not_leader();
@@ -1307,6 +1349,8 @@ impl Driver {
             log.sync_request()
         };
         self.sync_in_flight = true;
+        self.stage_clock
+            .sync_started(&self.metrics.stages, Instant::now());
         let sync_tx = sync_tx.clone();
         tokio::task::spawn_blocking(move || {
             let started = Instant::now();

@@ -28,6 +28,12 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::wire::client::ClientResponse;
+use super::stages::{AppendStages, StageLabels};
+
+/// 25 µs .. ~0.8 s, doubling: a stage can be as short as a task wake-up.
+fn stage_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_025, 2.0, 16))
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PeerLabels {
@@ -140,6 +146,10 @@ pub struct Metrics {
     pub replication_probes: Counter,
     pub rejected_frames: Family<RejectLabels, Counter<u64, AtomicU64>>,
     pub fsync_seconds: Histogram,
+    /// Where appends spend their time, by stage (see `stages`); also read
+    /// directly by an embedded `bench --breakdown`.
+    pub stages: AppendStages,
+    append_stage_seconds: Family<StageLabels, Histogram>,
     /// From a proposal accepted by the leader to its commit (leader only).
     pub commit_seconds: Histogram,
     /// Client requests answered, by kind and outcome.
@@ -175,6 +185,8 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
+        let append_stage_seconds: Family<StageLabels, Histogram> =
+            Family::new_with_constructor(stage_histogram);
         Metrics {
             // 50 µs .. ~1.6 s, doubling: covers page-cache "syncs" to slow disks.
             role: Gauge::default(),
@@ -195,6 +207,8 @@ impl Metrics {
             replication_probes: Counter::default(),
             rejected_frames: Family::default(),
             fsync_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            stages: AppendStages::new(Some(append_stage_seconds.clone())),
+            append_stage_seconds,
             commit_seconds: Histogram::new(COMMIT_SECONDS_BUCKETS),
             client_requests: Family::default(),
             client_connections: Gauge::default(),
@@ -313,6 +327,11 @@ impl Metrics {
             "fsync_seconds",
             "Latency of one group-commit sync of the log",
             self.fsync_seconds.clone(),
+        );
+        registry.register(
+            "append_stage_seconds",
+            "Time appends spend in each stage on this node (queue, sync_wait, local_sync, follower_ack, commit, reply, total; follower_sync on followers)",
+            self.append_stage_seconds.clone(),
         );
         registry.register(
             "commit_seconds",

@@ -14,6 +14,7 @@ pub mod driver;
 pub mod metrics;
 pub mod producers;
 pub mod resolve;
+pub mod stages;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
