@@ -100,7 +100,10 @@ fn venv() -> Result<PathBuf, String> {
         b"",
         Duration::from_secs(180),
     );
-    check(&installed, "pip install -r clients/python/tests/requirements.txt")?;
+    check(
+        &installed,
+        "pip install -r clients/python/tests/requirements.txt",
+    )?;
     std::fs::write(&stamp, REQUIREMENTS)
         .map_err(|error| format!("{}: {error}", stamp.display()))?;
     Ok(python)
