@@ -109,7 +109,9 @@ def publish(client, records, size, in_flight):
 def consume(client, first, records):
     count = size = 0
     started = time.perf_counter()
-    for record in client.consume(start=first, limit=records):
+    # Follows with a limit: a follower may learn of the last commit a
+    # moment after the publisher did.
+    for record in client.consume(start=first, follow=True, limit=records):
         count += 1
         size += len(record.data)
     elapsed = time.perf_counter() - started

@@ -281,7 +281,12 @@ impl Consumer {
                 Next::End => return Ok(None),
                 Next::Empty => {
                     let batch = match self.stream.batches.as_mut() {
-                        Some(batches) => wait(py, batches.recv())?,
+                        // A batch read ahead: no need to let go of the GIL.
+                        Some(batches) => match batches.try_recv() {
+                            Ok(batch) => Some(batch),
+                            Err(mpsc::error::TryRecvError::Empty) => wait(py, batches.recv())?,
+                            Err(mpsc::error::TryRecvError::Disconnected) => None,
+                        },
                         None => None,
                     };
                     self.stream.receive(batch);

@@ -63,9 +63,13 @@ enum Command {
     Flush(oneshot::Sender<()>),
 }
 
+/// Appends joined into one batch of the Rust publisher: each caller with
+/// its record count, in order.
+type Replies = Vec<(Reply, usize)>;
+
 enum Pending {
-    Ticket(AppendTicket, Reply),
-    Failed(Failure, Reply),
+    Ticket(AppendTicket, Replies),
+    Failed(Failure, Replies),
     Flush(oneshot::Sender<()>),
 }
 
@@ -277,22 +281,67 @@ async fn run(
     };
     let (pending, in_order) = mpsc::unbounded_channel();
     let completer = tokio::spawn(complete_in_order(in_order, failed.clone()));
-    while let Some(command) = commands.recv().await {
-        let next = match command {
-            Command::Append { records, reply } => match publisher.send(records).await {
-                Ok(ticket) => Pending::Ticket(ticket, reply),
-                Err(error) => {
-                    let failure = match lock(&failed).as_ref() {
-                        Some(first) => Failure::closed(format!(
-                            "the publisher stopped after an earlier error: {}",
-                            first.message
-                        )),
-                        None => Failure::from(&error),
-                    };
-                    Pending::Failed(failure, reply)
-                }
+    // A command taken while joining appends that does not join: next.
+    let mut held = None;
+    loop {
+        let command = match held.take() {
+            Some(command) => command,
+            None => match commands.recv().await {
+                Some(command) => command,
+                None => break,
             },
-            Command::Flush(done) => Pending::Flush(done),
+        };
+        let (mut records, reply) = match command {
+            Command::Flush(done) => {
+                let _ = pending.send(Pending::Flush(done));
+                continue;
+            }
+            Command::Append { records, reply } => (records, reply),
+        };
+        // The appends already waiting join this one in one batch (their
+        // sequences follow on anyway): while the Rust publisher's window is
+        // full they pile up here, and go out together once it has room.
+        let mut bytes: usize = records.iter().map(Bytes::len).sum();
+        let mut replies = vec![(reply, records.len())];
+        loop {
+            match commands.try_recv() {
+                Ok(Command::Append {
+                    records: more,
+                    reply,
+                }) => {
+                    let more_bytes: usize = more.iter().map(Bytes::len).sum();
+                    if records.len() + more.len() > RECORDS_PER_APPEND_MAX
+                        || bytes.saturating_add(more_bytes) > BATCH_BYTES_MAX
+                    {
+                        held = Some(Command::Append {
+                            records: more,
+                            reply,
+                        });
+                        break;
+                    }
+                    bytes = bytes.saturating_add(more_bytes);
+                    replies.push((reply, more.len()));
+                    records.extend(more);
+                }
+                Ok(other) => {
+                    held = Some(other);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let next = match publisher.send(records).await {
+            Ok(ticket) => Pending::Ticket(ticket, replies),
+            Err(error) => {
+                let failure = match lock(&failed).as_ref() {
+                    Some(first) => Failure::closed(format!(
+                        "the publisher stopped after an earlier error: {}",
+                        first.message
+                    )),
+                    None => Failure::from(&error),
+                };
+                Pending::Failed(failure, replies)
+            }
         };
         let _ = pending.send(next);
     }
@@ -307,20 +356,28 @@ async fn complete_in_order(
 ) {
     while let Some(next) = pending.recv().await {
         match next {
-            Pending::Ticket(ticket, reply) => {
-                let result = match ticket.await {
-                    Ok(indexes) => Ok(indexes.into_iter().collect()),
-                    Err(error) => {
-                        let failure = Failure::from(&error);
-                        if failure.kind != Kind::Abandoned {
-                            lock(&failed).get_or_insert_with(|| failure.clone());
-                        }
-                        Err(failure)
+            Pending::Ticket(ticket, replies) => match ticket.await {
+                Ok(indexes) => {
+                    let mut indexes = indexes.into_iter();
+                    for (reply, count) in replies {
+                        complete(reply, Ok(indexes.by_ref().take(count).collect()));
                     }
-                };
-                complete(reply, result);
+                }
+                Err(error) => {
+                    let failure = Failure::from(&error);
+                    if failure.kind != Kind::Abandoned {
+                        lock(&failed).get_or_insert_with(|| failure.clone());
+                    }
+                    for (reply, _) in replies {
+                        complete(reply, Err(failure.clone()));
+                    }
+                }
+            },
+            Pending::Failed(failure, replies) => {
+                for (reply, _) in replies {
+                    complete(reply, Err(failure.clone()));
+                }
             }
-            Pending::Failed(failure, reply) => complete(reply, Err(failure)),
             // After the futures answered before it (the delivery queue is FIFO).
             Pending::Flush(done) => deliver(flushed(done)),
         }

@@ -120,3 +120,29 @@ def cluster():
 @pytest.fixture
 def client(cluster):
     return cluster.client()
+
+
+def read_back(client, start, count, timeout=60.0):
+    """The `count` records from index `start` on, with a bounded wait.
+
+    It follows (with a limit) instead of stopping at the commit index: a
+    consumer reads from any node, and a follower may learn of the last
+    commit a moment after the publisher was told."""
+    import threading
+
+    got, failures = [], []
+
+    def read():
+        try:
+            for record in client.consume(start=start, follow=True, limit=count):
+                got.append(record)
+        except Exception as error:  # re-raised below, in the test's thread
+            failures.append(error)
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if failures:
+        raise failures[0]
+    assert not thread.is_alive(), f"read {len(got)} of {count} records within {timeout} s"
+    return got

@@ -16,8 +16,14 @@ def test_async_publisher_and_consumer(client):
         assert pub.closed
         assert list(indexes) == sorted(indexes) and indexes[0] > first and many[0] > indexes[-1]
         got = []
-        async for record in client.async_consume(start=first, limit=1011):
-            got.append(record)
+
+        async def read():
+            # Follows with a limit: the node read from may learn of the
+            # last commit a moment after the publisher.
+            async for record in client.async_consume(start=first, follow=True, limit=1011):
+                got.append(record)
+
+        await asyncio.wait_for(read(), 60)
         assert [r.index for r in got] == [first, *indexes, *many]
         assert [r.data for r in got] == [b"aio-first", *(b"aio-%04d" % i for i in range(1000)),
                                           *(b"aio-m-%d" % i for i in range(10))]

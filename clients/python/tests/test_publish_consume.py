@@ -6,6 +6,7 @@ import json
 import time
 
 import raftlog
+from conftest import read_back
 
 
 def test_round_trip_of_100000_records(client):
@@ -16,7 +17,7 @@ def test_round_trip_of_100000_records(client):
         indexes += pub.append_many(records[50_000:])
     assert len(indexes) == 100_000
     assert indexes == sorted(set(indexes)), "one index per record, increasing in append order"
-    got = list(client.consume(start=indexes[0], limit=100_000))
+    got = read_back(client, indexes[0], 100_000)
     assert [record.index for record in got] == indexes
     assert [record.data for record in got] == records
 
@@ -37,7 +38,7 @@ def test_append_returns_the_committed_index(client):
         assert last > many[2]
         assert pub.next_sequence == 5
     assert pub.closed
-    got = list(client.consume(start=first, limit=5))
+    got = read_back(client, first, 5)
     assert [(r.index, r.data) for r in got] == [
         (first, b"one record"), (many[0], b"a"), (many[1], b"b"), (many[2], b"c"), (last, b"d")]
     assert repr(got[0]) == f"Record(index={first}, data=b'one record')"
