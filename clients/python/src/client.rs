@@ -14,14 +14,12 @@ use raftlog::types::Membership;
 use crate::aio::{self, json_to_py, Value};
 use crate::consumer::{AsyncStream, Consumer};
 use crate::errors::{raise, Failure, Kind};
-use crate::publisher::{AsyncPublisher, Options, Publisher, MAX_IN_FLIGHT_DEFAULT};
+use crate::publisher::{AsyncPublisher, Options, Publisher};
 use crate::runtime::{runtime, wait};
 
 /// Same variables as the CLI's `--cluster` / `--tls-dir`.
 const CLUSTER_ENV: &str = "RAFTLOG_CLUSTER";
 const TLS_DIR_ENV: &str = "RAFTLOG_TLS_DIR";
-/// Default `timeout`, as the CLI's `--timeout-ms`.
-const TIMEOUT_DEFAULT_SECS: f64 = 10.0;
 
 /// A handle on a raftlog cluster.
 ///
@@ -142,7 +140,7 @@ impl Client {
 #[pymethods]
 impl Client {
     #[new]
-    #[pyo3(signature = (cluster=None, tls_dir=None, *, timeout=TIMEOUT_DEFAULT_SECS, admin=false))]
+    #[pyo3(signature = (cluster=None, tls_dir=None, *, timeout=10.0, admin=false))]
     fn new(
         py: Python<'_>,
         cluster: Option<&Bound<'_, PyAny>>,
@@ -200,7 +198,7 @@ impl Client {
     /// within `timeout`). `producer_id` and `first_sequence` make re-sends
     /// exactly-once across restarts: reuse both to resend what may not have
     /// been committed. `max_in_flight` bounds unanswered `append_nowait`s.
-    #[pyo3(signature = (producer_id=None, *, first_sequence=0, max_in_flight=MAX_IN_FLIGHT_DEFAULT))]
+    #[pyo3(signature = (producer_id=None, *, first_sequence=0, max_in_flight=1024))]
     fn publisher(
         &self,
         py: Python<'_>,
@@ -218,7 +216,7 @@ impl Client {
 
     /// An asyncio publisher; connects in the background (`async with`
     /// waits for it).
-    #[pyo3(signature = (producer_id=None, *, first_sequence=0, max_in_flight=MAX_IN_FLIGHT_DEFAULT))]
+    #[pyo3(signature = (producer_id=None, *, first_sequence=0, max_in_flight=1024))]
     fn async_publisher(
         &self,
         py: Python<'_>,
@@ -237,7 +235,10 @@ impl Client {
     /// Committed records in index order from `start` ("start", "end" or an
     /// index): an iterator of `Record`. Without `follow` it ends at the
     /// commit index seen when it started; `limit` ends it after that many.
-    #[pyo3(signature = (start=None, follow=false, limit=None))]
+    #[pyo3(
+        signature = (start=None, follow=false, limit=None),
+        text_signature = "(self, start='start', follow=False, limit=None)"
+    )]
     fn consume(
         &self,
         py: Python<'_>,
@@ -253,7 +254,10 @@ impl Client {
     }
 
     /// As `consume`, for `async for`.
-    #[pyo3(signature = (start=None, follow=false, limit=None))]
+    #[pyo3(
+        signature = (start=None, follow=false, limit=None),
+        text_signature = "(self, start='start', follow=False, limit=None)"
+    )]
     fn async_consume(
         &self,
         py: Python<'_>,

@@ -26,9 +26,6 @@ use crate::aio::{self, Value};
 use crate::errors::{Failure, Kind};
 use crate::runtime::{deliver, runtime, wait};
 
-/// Appends (futures) `append_nowait` keeps unanswered before it blocks,
-/// unless told otherwise; also the Rust publisher's window.
-pub const MAX_IN_FLIGHT_DEFAULT: usize = 1024;
 /// The Rust publisher's bound on its window (`INFLIGHT_MAX`).
 pub const MAX_IN_FLIGHT_MAX: usize = 4096;
 /// Record bytes one batch of `append_many` carries at most (a larger

@@ -3,15 +3,40 @@
 import concurrent.futures
 import os
 from types import TracebackType
-from typing import Any, Awaitable, Dict, Iterable, Iterator, List, Literal, Optional, Sequence, Type, Union
+from typing import (
+    Any,
+    Awaitable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Literal,
+    Optional,
+    Sequence,
+    Type,
+    Union,
+    final,
+)
 
 from ._aio import AsyncConsumer
+
+__all__ = [
+    "Client",
+    "Publisher",
+    "AsyncPublisher",
+    "Consumer",
+    "AsyncStream",
+    "Record",
+    "_shutdown",
+    "__version__",
+]
 
 __version__: str
 
 _Bytes = Union[bytes, bytearray, memoryview]
 _Start = Union[Literal["start", "end"], int]
 
+@final
 class Record:
     """A committed record."""
 
@@ -19,21 +44,22 @@ class Record:
     def index(self) -> int: ...
     @property
     def data(self) -> bytes: ...
-    def __eq__(self, other: object) -> bool: ...
+    def __eq__(self, value: object, /) -> bool: ...
     def __hash__(self) -> int: ...
 
+@final
 class Client:
     """A handle on a raftlog cluster; publishers and consumers made from it
     share its connections."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         cluster: Optional[Union[str, Sequence[str]]] = None,
         tls_dir: Optional[Union[str, "os.PathLike[str]"]] = None,
         *,
         timeout: float = 10.0,
         admin: bool = False,
-    ) -> None: ...
+    ) -> "Client": ...
     @property
     def cluster(self) -> List[str]: ...
     @property
@@ -74,6 +100,7 @@ class Client:
     def add_node(self, node_id: int, addr: str) -> List[Dict[str, Any]]: ...
     def remove_node(self, node_id: int) -> List[Dict[str, Any]]: ...
 
+@final
 class Publisher:
     """Exactly-once, ordered publisher (a context manager)."""
 
@@ -96,6 +123,7 @@ class Publisher:
         tb: Optional[TracebackType],
     ) -> bool: ...
 
+@final
 class AsyncPublisher:
     """The asyncio publisher (an async context manager)."""
 
@@ -118,6 +146,7 @@ class AsyncPublisher:
         tb: Optional[TracebackType],
     ) -> Awaitable[None]: ...
 
+@final
 class Consumer:
     """Iterator of committed records in index order (a context manager)."""
 
@@ -132,6 +161,7 @@ class Consumer:
         tb: Optional[TracebackType],
     ) -> bool: ...
 
+@final
 class AsyncStream:
     def next_ready(self) -> Optional[Record]: ...
     def wait_ready(self) -> Awaitable[None]: ...
