@@ -8,6 +8,7 @@
 //! node is closed with it.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use pyo3::exceptions::PyStopAsyncIteration;
@@ -190,12 +191,39 @@ impl Drop for Stream {
     }
 }
 
+/// Reading tasks alive (each owns a Rust consumer and its stream), for
+/// tests: `_live_consumers()`.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts a reading task while it lives (also when it is aborted).
+struct Live;
+
+impl Live {
+    fn new() -> Live {
+        LIVE.fetch_add(1, Ordering::Relaxed);
+        Live
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How many consumers still hold a stream open (a test hook).
+#[pyfunction]
+pub fn _live_consumers() -> usize {
+    LIVE.load(Ordering::Relaxed)
+}
+
 async fn read_ahead(
     client: Client,
     options: ConsumerOptions,
     batches: mpsc::Sender<Batch>,
     connected: Option<oneshot::Sender<Result<(), Failure>>>,
 ) {
+    let _live = Live::new();
     let mut consumer = match client.consumer(options).await {
         Ok(consumer) => consumer,
         Err(error) => {

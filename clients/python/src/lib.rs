@@ -21,6 +21,7 @@ fn _raftlog(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<consumer::AsyncStream>()?;
     module.add_class::<consumer::Record>()?;
     module.add_function(wrap_pyfunction!(runtime::_shutdown, module)?)?;
+    module.add_function(wrap_pyfunction!(consumer::_live_consumers, module)?)?;
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -92,3 +92,37 @@ def test_environment_gives_the_defaults(cluster, monkeypatch):
     client = raftlog.Client()
     assert client.cluster == list(cluster.addrs.values())
     assert client.status()["leader"] is not None
+
+
+def wait_live_consumers(count, timeout=10):
+    from raftlog import _raftlog
+
+    deadline = time.monotonic() + timeout
+    while _raftlog._live_consumers() != count:
+        assert time.monotonic() < deadline, (
+            f"{_raftlog._live_consumers()} consumers hold a stream, expected {count}")
+        time.sleep(0.02)
+
+
+def test_a_dropped_consumer_closes_its_stream(client):
+    import asyncio
+    import gc
+
+    wait_live_consumers(0)
+    consumer = client.consume(start="end", follow=True)
+    wait_live_consumers(1)
+    del consumer  # waiting for records that never come
+    gc.collect()
+    wait_live_consumers(0)
+
+    async def dropped_while_waiting():
+        records = client.async_consume(start="end", follow=True)
+        try:
+            await asyncio.wait_for(records.__anext__(), 0.2)
+        except asyncio.TimeoutError:
+            pass
+        wait_live_consumers(1)
+
+    asyncio.run(dropped_while_waiting())
+    gc.collect()
+    wait_live_consumers(0)

@@ -28,6 +28,7 @@ __all__ = [
     "AsyncStream",
     "Record",
     "_shutdown",
+    "_live_consumers",
     "__version__",
 ]
 
@@ -168,3 +169,4 @@ class AsyncStream:
     def close(self) -> None: ...
 
 def _shutdown() -> None: ...
+def _live_consumers() -> int: ...
