@@ -118,7 +118,6 @@ fn install_package(python: &Path) {
             "-m",
             "pip",
             "install",
-            "--quiet",
             "--disable-pip-version-check",
             "--no-build-isolation",
             "--force-reinstall",
@@ -126,7 +125,15 @@ fn install_package(python: &Path) {
             "./clients/python",
         ],
     );
+    // maturin's build hook runs `maturin` from PATH: the venv's.
+    let venv_bin = python.parent().unwrap_or(Path::new("."));
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let path = std::env::join_paths(
+        std::iter::once(venv_bin.to_path_buf()).chain(std::env::split_paths(&path)),
+    )
+    .unwrap_or(path);
     pip.current_dir(manifest_dir())
+        .env("PATH", path)
         // Its own target dir: the one of this `cargo test` is locked while
         // it runs.
         .env("CARGO_TARGET_DIR", &target)
