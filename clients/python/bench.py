@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Throughput of the Python client: ``append_nowait`` with N records in
-flight, then ``consume`` of what was appended.
+flight, then ``consume`` of what was appended (and, for comparison,
+blocking ``append_many`` calls of N records each).
 
 Against a running cluster (``--cluster``/``--tls-dir``, or
 ``RAFTLOG_CLUSTER``/``RAFTLOG_TLS_DIR``), or, with ``--raftlog BIN``, against
@@ -106,6 +107,16 @@ def publish(client, records, size, in_flight):
     return first, time.perf_counter() - started
 
 
+def publish_many(client, records, size, batch):
+    """append_many in batches of `batch`, one at a time (for comparison)."""
+    payload = os.urandom(size)
+    started = time.perf_counter()
+    with client.publisher() as pub:
+        for start in range(0, records, batch):
+            pub.append_many([payload] * min(batch, records - start))
+    return time.perf_counter() - started
+
+
 def consume(client, first, records):
     count = size = 0
     started = time.perf_counter()
@@ -146,6 +157,7 @@ def main():
         client = raftlog.Client(cluster, tls_dir)
         first, publish_seconds = publish(client, args.records, args.size, args.in_flight)
         consume_seconds = consume(client, first, args.records)
+        many_seconds = publish_many(client, args.records, args.size, args.in_flight)
     finally:
         if dev:
             dev.close()
@@ -160,6 +172,8 @@ def main():
         "consume_seconds": round(consume_seconds, 3),
         "consume_records_per_sec": round(args.records / consume_seconds),
         "consume_mb_per_sec": round(mb / consume_seconds, 2),
+        "append_many_batch": args.in_flight,
+        "append_many_records_per_sec": round(args.records / many_seconds),
         "python": sys.version.split()[0],
     }
     if args.output == "json":
@@ -170,6 +184,8 @@ def main():
               f"{args.size} B with {args.in_flight} in flight, {publish_seconds:.2f} s")
         print(f"consume:       {result['consume_records_per_sec']:,} records/s "
               f"({result['consume_mb_per_sec']} MB/s), {consume_seconds:.2f} s")
+        print(f"append_many:   {result['append_many_records_per_sec']:,} records/s in blocking "
+              f"batches of {args.in_flight}, {many_seconds:.2f} s")
 
 
 if __name__ == "__main__":
