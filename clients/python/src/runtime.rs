@@ -33,6 +33,10 @@ static DELIVERY: OnceLock<mpsc::Sender<Job>> = OnceLock::new();
 /// Set by the `atexit` hook: the interpreter is going away, so the delivery
 /// thread drops jobs instead of attaching to it.
 static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
+/// The delivery thread is attaching to (or running under) the interpreter.
+static ATTACHING: AtomicBool = AtomicBool::new(false);
+/// How long `_shutdown` waits for a delivery turn under way to end.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 
 /// The shared runtime.
 pub fn runtime() -> Result<&'static Runtime, Failure> {
@@ -68,22 +72,35 @@ fn deliver_loop(receiver: mpsc::Receiver<Job>) {
         let mut jobs = Vec::with_capacity(64);
         jobs.push(first);
         jobs.extend(receiver.try_iter().take(JOBS_PER_TURN - 1));
-        if SHUTTING_DOWN.load(Ordering::Acquire) {
-            continue;
+        // Announce the attach, then look at the flag: `_shutdown` sets the
+        // flag, then waits while this one is set (both SeqCst), so no
+        // attach starts after `_shutdown` returns.
+        ATTACHING.store(true, Ordering::SeqCst);
+        if !SHUTTING_DOWN.load(Ordering::SeqCst) {
+            // `try_attach`: never panics on an interpreter that is finalizing.
+            let _ = Python::try_attach(|py| {
+                for job in jobs {
+                    job(py);
+                }
+            });
         }
-        // `try_attach`: never panics on an interpreter that is finalizing.
-        let _ = Python::try_attach(|py| {
-            for job in jobs {
-                job(py);
-            }
-        });
+        ATTACHING.store(false, Ordering::SeqCst);
     }
 }
 
-/// Called from `atexit`: stop touching the interpreter.
+/// Called from `atexit`: stop touching the interpreter, and wait (GIL
+/// released, bounded) for a delivery turn under way to end, so the
+/// delivery thread never waits for the GIL of an interpreter that is
+/// finalizing (which may end the thread under Rust frames).
 #[pyfunction]
-pub fn _shutdown() {
-    SHUTTING_DOWN.store(true, Ordering::Release);
+pub fn _shutdown(py: Python<'_>) {
+    SHUTTING_DOWN.store(true, Ordering::SeqCst);
+    py.detach(|| {
+        let deadline = std::time::Instant::now() + SHUTDOWN_WAIT;
+        while ATTACHING.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
 }
 
 /// Runs `future` to completion on the runtime from a Python thread, with
