@@ -12,7 +12,7 @@ mod input;
 mod offline;
 pub mod output;
 mod publish;
-mod status;
+pub mod status;
 mod units;
 
 use std::process::ExitCode;

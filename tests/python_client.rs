@@ -1,0 +1,201 @@
+//! The Python client's suite (issue 15): `clients/python/tests`, pytest
+//! against a real local 3-node cluster of this build's `raftlog serve`,
+//! through the `raftlog` package built from `clients/python` (PyO3 +
+//! maturin, on the crate's Rust client).
+//!
+//! This test makes a venv under the target dir (`python3 -m venv`, then
+//! `pip install -r clients/python/tests/requirements.txt`: maturin and
+//! pytest, pinned; reused while that file is unchanged), builds and
+//! installs the package into it (`pip install ./clients/python`; cargo's
+//! incremental build under `target/tmp/python-client-target` makes a rerun
+//! cheap) and runs pytest with `RAFTLOG_BIN` set to the binary cargo built.
+//! It runs in every `cargo test`. Where the venv cannot be made (no
+//! python3, or PyPI not reachable) it is skipped with a message saying so,
+//! except with `CI` set or `RAFTLOG_PYTHON_CLIENT=1`, where that fails the
+//! test; a package that does not build always fails it. By hand, after
+//! `pip install ./clients/python pytest`:
+//! `RAFTLOG_BIN=target/release/raftlog python -m pytest clients/python/tests`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::process::{run_command, Finished, RAFTLOG};
+
+const REQUIREMENTS: &str = include_str!("../clients/python/tests/requirements.txt");
+/// The cargo profile the test builds the extension with (defined in
+/// clients/python/Cargo.toml): quick to compile, fast enough for the suite.
+/// `pip install ./clients/python` without it builds `release`.
+const PROFILE: &str = "quick";
+/// Bound on building the extension from scratch on a loaded 2-core machine.
+const BUILD_WAIT: Duration = Duration::from_secs(1200);
+/// Bound on the pytest run.
+const PYTEST_WAIT: Duration = Duration::from_secs(300);
+
+fn required() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+        || std::env::var("RAFTLOG_PYTHON_CLIENT").is_ok_and(|v| v == "1")
+}
+
+fn command(program: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(program);
+    command.args(args);
+    command
+}
+
+fn manifest_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn check(finished: &Finished, what: &str) -> Result<(), String> {
+    if finished.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} failed ({}):\n{}{}",
+            finished.status, finished.stdout, finished.stderr
+        ))
+    }
+}
+
+/// The venv's python, made (or reused) under the target dir; `Err` says why not.
+fn venv() -> Result<PathBuf, String> {
+    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("python-client-venv");
+    let python = venv.join("bin").join("python");
+    let stamp = venv.join("requirements.installed");
+    if python.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(REQUIREMENTS) {
+        return Ok(python);
+    }
+    let _ = std::fs::remove_dir_all(&venv);
+    let venv_arg = venv
+        .to_str()
+        .ok_or_else(|| format!("target dir {} is not UTF-8", venv.display()))?;
+    let made = run_command(
+        command(Path::new("python3"), &["-m", "venv", venv_arg]),
+        b"",
+        Duration::from_secs(60),
+    );
+    check(&made, "python3 -m venv")?;
+    let requirements = manifest_dir().join("clients/python/tests/requirements.txt");
+    let requirements_arg = requirements
+        .to_str()
+        .ok_or_else(|| format!("{} is not UTF-8", requirements.display()))?;
+    let installed = run_command(
+        command(
+            &python,
+            &[
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--timeout",
+                "20",
+                "-r",
+                requirements_arg,
+            ],
+        ),
+        b"",
+        Duration::from_secs(180),
+    );
+    check(
+        &installed,
+        "pip install -r clients/python/tests/requirements.txt",
+    )?;
+    std::fs::write(&stamp, REQUIREMENTS)
+        .map_err(|error| format!("{}: {error}", stamp.display()))?;
+    Ok(python)
+}
+
+/// Builds `clients/python` and installs it into the venv.
+fn install_package(python: &Path) {
+    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("python-client-target");
+    let mut pip = command(
+        python,
+        &[
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--no-build-isolation",
+            "--force-reinstall",
+            "--no-deps",
+            "./clients/python",
+        ],
+    );
+    // maturin's build hook runs `maturin` from PATH: the venv's.
+    let venv_bin = python.parent().unwrap_or(Path::new("."));
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let path = std::env::join_paths(
+        std::iter::once(venv_bin.to_path_buf()).chain(std::env::split_paths(&path)),
+    )
+    .unwrap_or(path);
+    pip.current_dir(manifest_dir())
+        .env("PATH", path)
+        // Its own target dir: the one of this `cargo test` is locked while
+        // it runs.
+        .env("CARGO_TARGET_DIR", &target)
+        .env("MATURIN_PEP517_ARGS", format!("--profile {PROFILE}"))
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    let started = std::time::Instant::now();
+    let finished = run_command(pip, b"", BUILD_WAIT);
+    eprintln!(
+        "pip install ./clients/python (profile {PROFILE}): {:.0?}",
+        started.elapsed()
+    );
+    if let Err(why) = check(&finished, "pip install ./clients/python") {
+        panic!("the Python package does not build: {why}");
+    }
+}
+
+#[test]
+fn python_client_suite_passes_against_a_3_node_cluster() {
+    let python = match venv() {
+        Ok(python) => python,
+        Err(why) if !required() => {
+            eprintln!(
+                "SKIPPED: the Python client test needs python3 and PyPI (maturin, pytest) and \
+                 could not set them up; set CI or RAFTLOG_PYTHON_CLIENT=1 to make that a \
+                 failure.\n{why}"
+            );
+            return;
+        }
+        Err(why) => panic!("python client venv: {why}"),
+    };
+    install_package(&python);
+    let mut pytest = command(
+        &python,
+        &[
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--durations=5",
+            "clients/python/tests",
+        ],
+    );
+    pytest
+        .current_dir(manifest_dir())
+        .env("RAFTLOG_BIN", RAFTLOG)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env_remove("RAFTLOG_CLUSTER")
+        .env_remove("RAFTLOG_TLS_DIR");
+    let started = std::time::Instant::now();
+    let finished = run_command(pytest, b"", PYTEST_WAIT);
+    eprintln!("pytest clients/python/tests: {:.0?}", started.elapsed());
+    print!("{}", finished.stdout);
+    eprint!("{}", finished.stderr);
+    assert!(
+        finished.status.success(),
+        "the Python client suite failed ({}); output above",
+        finished.status
+    );
+    assert!(
+        finished.stdout.contains(" passed"),
+        "pytest ran no test:\n{}",
+        finished.stdout
+    );
+}
