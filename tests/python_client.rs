@@ -19,10 +19,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use common::process::{run_command, Finished, RAFTLOG};
+use common::process::{run_command, RAFTLOG};
+use common::venv::{check, command, required, venv};
 
 const REQUIREMENTS: &str = include_str!("../clients/python/tests/requirements.txt");
 /// The cargo profile the test builds the extension with (defined in
@@ -33,17 +33,6 @@ const PROFILE: &str = "quick";
 const BUILD_WAIT: Duration = Duration::from_secs(1200);
 /// Bound on the pytest run.
 const PYTEST_WAIT: Duration = Duration::from_secs(300);
-
-fn required() -> bool {
-    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
-        || std::env::var("RAFTLOG_PYTHON_CLIENT").is_ok_and(|v| v == "1")
-}
-
-fn command(program: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(program);
-    command.args(args);
-    command
-}
 
 fn manifest_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -58,55 +47,6 @@ fn check(finished: &Finished, what: &str) -> Result<(), String> {
             finished.status, finished.stdout, finished.stderr
         ))
     }
-}
-
-/// The venv's python, made (or reused) under the target dir; `Err` says why not.
-fn venv() -> Result<PathBuf, String> {
-    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("python-client-venv");
-    let python = venv.join("bin").join("python");
-    let stamp = venv.join("requirements.installed");
-    if python.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(REQUIREMENTS) {
-        return Ok(python);
-    }
-    let _ = std::fs::remove_dir_all(&venv);
-    let venv_arg = venv
-        .to_str()
-        .ok_or_else(|| format!("target dir {} is not UTF-8", venv.display()))?;
-    let made = run_command(
-        command(Path::new("python3"), &["-m", "venv", venv_arg]),
-        b"",
-        Duration::from_secs(60),
-    );
-    check(&made, "python3 -m venv")?;
-    let requirements = manifest_dir().join("clients/python/tests/requirements.txt");
-    let requirements_arg = requirements
-        .to_str()
-        .ok_or_else(|| format!("{} is not UTF-8", requirements.display()))?;
-    let installed = run_command(
-        command(
-            &python,
-            &[
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--timeout",
-                "20",
-                "-r",
-                requirements_arg,
-            ],
-        ),
-        b"",
-        Duration::from_secs(180),
-    );
-    check(
-        &installed,
-        "pip install -r clients/python/tests/requirements.txt",
-    )?;
-    std::fs::write(&stamp, REQUIREMENTS)
-        .map_err(|error| format!("{}: {error}", stamp.display()))?;
-    Ok(python)
 }
 
 /// Builds `clients/python` and installs it into the venv.
@@ -152,9 +92,15 @@ fn install_package(python: &Path) {
 
 #[test]
 fn python_client_suite_passes_against_a_3_node_cluster() {
-    let python = match venv() {
+    let requirements = manifest_dir().join("clients/python/tests/requirements.txt");
+    let python = match venv(
+        "python-client-venv",
+        &requirements,
+        REQUIREMENTS,
+        Duration::from_secs(180),
+    ) {
         Ok(python) => python,
-        Err(why) if !required() => {
+        Err(why) if !required("RAFTLOG_PYTHON_CLIENT") => {
             eprintln!(
                 "SKIPPED: the Python client test needs python3 and PyPI (maturin, pytest) and \
                  could not set them up; set CI or RAFTLOG_PYTHON_CLIENT=1 to make that a \

@@ -27,8 +27,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::wire::client::ClientResponse;
 use super::stages::{AppendStages, StageLabels};
+use crate::wire::client::ClientResponse;
 
 /// 25 µs .. ~0.8 s, doubling: a stage can be as short as a task wake-up.
 fn stage_histogram() -> Histogram {

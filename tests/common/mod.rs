@@ -9,6 +9,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod process;
+pub mod venv;
 
 use std::collections::BTreeMap;
 use std::future::Future;
