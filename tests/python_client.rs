@@ -38,17 +38,6 @@ fn manifest_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn check(finished: &Finished, what: &str) -> Result<(), String> {
-    if finished.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{what} failed ({}):\n{}{}",
-            finished.status, finished.stdout, finished.stderr
-        ))
-    }
-}
-
 /// Builds `clients/python` and installs it into the venv.
 fn install_package(python: &Path) {
     let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("python-client-target");

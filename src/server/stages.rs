@@ -168,7 +168,7 @@ impl AppendStages {
             .iter()
             .filter_map(|&stage| {
                 let histogram = histograms.get(stage.slot())?;
-                (histogram.len() > 0).then(|| StageSummary {
+                (!histogram.is_empty()).then(|| StageSummary {
                     stage,
                     samples: histogram.len(),
                     p50_us: histogram.value_at_quantile(0.5),
