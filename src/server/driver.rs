@@ -91,9 +91,6 @@ struct PendingAppend {
     /// matching), so every lower index is unchanged too.
     term: Term,
     reply: oneshot::Sender<ClientResponse>,
-    /// When the leader accepted the proposal (for `raftlog_commit_seconds`);
-    /// `None` for a re-sent batch already in the log.
-    proposed: Option<Instant>,
 }
 
 enum AdminGoal {
@@ -620,7 +617,7 @@ impl Driver {
                 return refuse(reply, invalid("an append needs at least one record"));
             };
             let term = self.core.term_at(highest).unwrap_or(0);
-            self.wait_for_commit(known_indexes, highest, term, reply, None);
+            self.wait_for_commit(known_indexes, highest, term, reply);
             return;
         }
         // Record `offset` of the new ones has sequence `sequence + known +
@@ -688,8 +685,10 @@ impl Driver {
                     );
                 }
                 let term = self.core.term();
+                // Also what `raftlog_commit_seconds` observes (a re-sent
+                // batch already in the log is not proposed, so not timed).
                 self.stage_clock.proposed(last_index, accepted);
-                self.wait_for_commit(indexes, last_index, term, reply, Some(accepted));
+                self.wait_for_commit(indexes, last_index, term, reply);
             }
             Err(ProposeError::NotLeader { .. }) => refuse(reply, self.not_leader()),
             // Routine, not the caller's fault: the client waits and retries.
@@ -708,14 +707,8 @@ impl Driver {
         highest: LogIndex,
         term: Term,
         reply: oneshot::Sender<ClientResponse>,
-        proposed: Option<Instant>,
     ) {
         if highest <= self.core.commit_index() {
-            if let Some(proposed) = proposed {
-                self.metrics
-                    .commit_seconds
-                    .observe(proposed.elapsed().as_secs_f64());
-            }
             let _ = reply.send(ClientResponse::appended(indexes));
             return;
         }
@@ -726,7 +719,6 @@ impl Driver {
                 indexes,
                 term,
                 reply,
-                proposed,
             });
     }
 
@@ -738,14 +730,8 @@ impl Driver {
                 break;
             }
             let term = self.core.term_at(last_index);
-            let now = Instant::now();
             for pending in entry.remove() {
                 let response = if term == Some(pending.term) {
-                    if let Some(proposed) = pending.proposed {
-                        self.metrics
-                            .commit_seconds
-                            .observe(now.saturating_duration_since(proposed).as_secs_f64());
-                    }
                     ClientResponse::appended(pending.indexes)
                 } else {
                     refused(ErrorResponse::Unavailable)

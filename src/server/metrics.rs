@@ -187,6 +187,7 @@ impl Metrics {
     pub fn new() -> Metrics {
         let append_stage_seconds: Family<StageLabels, Histogram> =
             Family::new_with_constructor(stage_histogram);
+        let commit_seconds = Histogram::new(COMMIT_SECONDS_BUCKETS);
         Metrics {
             // 50 µs .. ~1.6 s, doubling: covers page-cache "syncs" to slow disks.
             role: Gauge::default(),
@@ -207,9 +208,12 @@ impl Metrics {
             replication_probes: Counter::default(),
             rejected_frames: Family::default(),
             fsync_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
-            stages: AppendStages::new(Some(append_stage_seconds.clone())),
+            stages: AppendStages::new(
+                Some(append_stage_seconds.clone()),
+                Some(commit_seconds.clone()),
+            ),
             append_stage_seconds,
-            commit_seconds: Histogram::new(COMMIT_SECONDS_BUCKETS),
+            commit_seconds,
             client_requests: Family::default(),
             client_connections: Gauge::default(),
             peer_connections: Gauge::default(),

@@ -92,6 +92,8 @@ pub struct AppendStages {
     histograms: Arc<Mutex<Vec<Histogram<u64>>>>,
     /// Mirrors into the Prometheus histogram family, when registered.
     exported: Option<prometheus_client::metrics::family::Family<StageLabels, PromHistogram>>,
+    /// `raftlog_commit_seconds`, fed by the `commit` stage (its own buckets).
+    commit_seconds: Option<PromHistogram>,
 }
 
 type PromHistogram = prometheus_client::metrics::histogram::Histogram;
@@ -109,7 +111,7 @@ impl std::fmt::Debug for AppendStages {
 
 impl Default for AppendStages {
     fn default() -> AppendStages {
-        AppendStages::new(None)
+        AppendStages::new(None, None)
     }
 }
 
@@ -123,12 +125,14 @@ fn new_histogram() -> Histogram<u64> {
 impl AppendStages {
     pub fn new(
         exported: Option<prometheus_client::metrics::family::Family<StageLabels, PromHistogram>>,
+        commit_seconds: Option<PromHistogram>,
     ) -> AppendStages {
         AppendStages {
             histograms: Arc::new(Mutex::new(
                 Stage::ALL.iter().map(|_| new_histogram()).collect(),
             )),
             exported,
+            commit_seconds,
         }
     }
 
@@ -147,6 +151,9 @@ impl AppendStages {
                     stage: stage.name(),
                 })
                 .observe(took.as_secs_f64());
+        }
+        if let (Stage::Commit, Some(histogram)) = (stage, &self.commit_seconds) {
+            histogram.observe(took.as_secs_f64());
         }
     }
 
