@@ -353,8 +353,8 @@ async fn serve_appends(
     context: ClientContext,
 ) {
     // Each answer travels with the bytes its request holds, given back once
-    // the answer is written.
-    // and with when the request was read, for the stage timings.
+    // the answer is written, and with when the request was read (for the
+    // stage timings).
     type Pending = (
         oneshot::Receiver<ClientResponse>,
         Option<BufferPermit>,
