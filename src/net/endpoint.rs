@@ -487,6 +487,10 @@ async fn accept_loop(
     let peer_handshakes = Arc::new(Semaphore::new(PEER_HANDSHAKES_CONCURRENT_MAX));
     let client_handshakes = Arc::new(Semaphore::new(CLIENT_HANDSHAKES_CONCURRENT_MAX));
     while let Some(incoming) = endpoint.accept().await {
+        // Under a flood `accept` is always ready, and quinn's futures take
+        // no part in tokio's cooperative budget: without a yield this loop
+        // would hold its worker and starve the links and the metrics.
+        tokio::task::yield_now().await;
         let remote = incoming.remote_address();
         let from_member = read(&shared.peer_addrs).contains(&canonical(remote));
         let validated = incoming.remote_address_validated();
