@@ -11,24 +11,6 @@ use std::time::{Duration, Instant};
 
 use common::process::*;
 
-/// `count` consecutive UDP ports on 127.0.0.1 that are free right now.
-fn free_port_range(count: u16) -> u16 {
-    for _ in 0..100 {
-        let base = common::free_udp_ports(1)[0];
-        if base.checked_add(count).is_none() {
-            continue;
-        }
-        let all_free = (base..base + count)
-            .map(|port| std::net::UdpSocket::bind(("127.0.0.1", port)))
-            .collect::<Result<Vec<_>, _>>()
-            .is_ok();
-        if all_free {
-            return base;
-        }
-    }
-    panic!("no {count} consecutive free UDP ports");
-}
-
 /// A printed command line with the binary replaced by the one under test
 /// (dev prints its own absolute path, which is already that binary).
 fn with_binary(line: &str) -> String {
@@ -96,7 +78,7 @@ fn run_until_success(line: &str, timeout: Duration) -> String {
 fn dev_prints_working_commands_stops_on_sigint_and_resumes_its_data() {
     let dir = tempfile::tempdir().expect("temp dir");
     let dev_dir = dir.path().join("raftlog-dev");
-    let base_port = free_port_range(3);
+    let base_port = common::free_consecutive_ports(3);
     let mut dev = start_dev(&dev_dir, base_port);
     let (publish, consume, status) = (
         dev.commands[0].clone(),

@@ -38,22 +38,86 @@ pub const CATCH_UP_WAIT: Duration = Duration::from_secs(60);
 /// quickly, long enough for a loaded machine.
 pub const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// `count` distinct UDP ports on 127.0.0.1 that were free a moment ago (all
-/// are held at once while choosing, so they differ from each other).
+/// `count` distinct ports on 127.0.0.1, free for both UDP and TCP a moment
+/// ago (see [`free_port`]).
 pub fn free_udp_ports(count: usize) -> Vec<u16> {
-    let sockets: Vec<UdpSocket> = (0..count)
-        .map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral UDP port"))
-        .collect();
-    sockets
-        .iter()
-        .map(|socket| socket.local_addr().expect("local addr").port())
-        .collect()
+    (0..count).map(|_| free_port()).collect()
 }
 
-/// A free TCP port on 127.0.0.1 (for the metrics endpoint).
+/// A port on 127.0.0.1 for a listener a test starts (a node's QUIC socket
+/// or its metrics endpoint).
 pub fn free_tcp_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral TCP port");
-    listener.local_addr().expect("local addr").port()
+    free_port()
+}
+
+/// A port on 127.0.0.1 that is free for UDP and TCP right now, taken from
+/// below the kernel's ephemeral range.
+///
+/// Why not port 0: the kernel hands out ephemeral ports to every outgoing
+/// connection and client socket, so a port a test read from a bind to
+/// port 0 and released can be the source port of another test's
+/// connection by the time a node binds it (CI saw a metrics endpoint fail
+/// with "Address already in use" while a neighbouring test held hundreds
+/// of TCP connections). Nothing allocates below the ephemeral range by
+/// itself, and a process-wide cursor keeps the ports of one test binary
+/// distinct; the start differs per process so concurrent binaries rarely
+/// meet, and a port some other program holds is skipped by the probe.
+pub fn free_port() -> u16 {
+    free_consecutive_ports(1)
+}
+
+/// The first of `count` consecutive ports that are free like [`free_port`]'s
+/// (e.g. for `raftlog dev`, which takes a base port).
+pub fn free_consecutive_ports(count: u16) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::OnceLock;
+    static CURSOR: OnceLock<AtomicU32> = OnceLock::new();
+    let (low, high) = non_ephemeral_ports();
+    let span = u32::from(high - low);
+    let count = u32::from(count.max(1));
+    assert!(
+        count < span,
+        "{count} consecutive ports do not fit in {low}..{high}"
+    );
+    let cursor = CURSOR.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.subsec_nanos())
+            .unwrap_or(0);
+        AtomicU32::new(std::process::id().wrapping_mul(7919).wrapping_add(nanos) % span)
+    });
+    for _ in 0..span {
+        let offset = cursor.fetch_add(count, Ordering::Relaxed) % span;
+        if offset + count > span {
+            continue; // the run would wrap past the top of the range
+        }
+        let base = low + offset as u16;
+        let all_free = (base..base + count as u16).all(|port| {
+            UdpSocket::bind(("127.0.0.1", port)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+        });
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no {count} free consecutive ports on 127.0.0.1 in {low}..{high}");
+}
+
+/// The ports [`free_port`] chooses from: below the ephemeral range of
+/// `/proc/sys/net/ipv4/ip_local_port_range` (Linux's default starts at
+/// 32768), above the ports services commonly own.
+fn non_ephemeral_ports() -> (u16, u16) {
+    const LOW: u16 = 20_000;
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    if ephemeral_start > LOW + 1_000 {
+        (LOW, ephemeral_start)
+    } else {
+        // An unusual range that starts low: above it instead.
+        (61_000, 65_000)
+    }
 }
 
 /// Polls `check` until it yields a value; fails the test after `timeout`
