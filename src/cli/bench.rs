@@ -640,10 +640,17 @@ fn progress_bar(goal: Goal, output: OutputFormat) -> Option<indicatif::ProgressB
 }
 
 /// Finds `count` consecutive free UDP ports on 127.0.0.1 for an embedded cluster.
-fn free_port_range(count: u64) -> anyhow::Result<u16> {
-    let seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
-    for attempt in 0..200u64 {
-        let base = 20_000 + ((seed.wrapping_mul(2654435761) + attempt * 7919) % 40_000) as u16;
+fn free_port_range(count: u64, attempt: u64) -> anyhow::Result<u16> {
+    // Differs between processes started at the same moment (pid) and
+    // between the attempts of one process (time, attempt).
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| u64::from(elapsed.subsec_nanos()))
+        .unwrap_or(0);
+    let seed = (u64::from(std::process::id()) << 32) ^ nanos ^ attempt.wrapping_mul(0x9e37_79b9);
+    for probe in 0..200u64 {
+        let base =
+            20_000 + (seed.wrapping_mul(2654435761).wrapping_add(probe * 7919) % 40_000) as u16;
         let all_free = (0..count)
             .all(|offset| std::net::UdpSocket::bind(("127.0.0.1", base + offset as u16)).is_ok());
         if all_free {
@@ -651,6 +658,41 @@ fn free_port_range(count: u64) -> anyhow::Result<u16> {
         }
     }
     anyhow::bail!("found no {count} consecutive free UDP ports on 127.0.0.1")
+}
+
+/// Starts an embedded cluster in `dir` on free ports.
+///
+/// Ports are probed and released before the nodes bind them, so another
+/// process may take one in between (CI saw two benches started at once
+/// meet): a start that fails on a port in use is retried on other ports.
+async fn start_embedded_cluster(
+    dir: &std::path::Path,
+    nodes: u64,
+    fsync: Fsync,
+) -> anyhow::Result<super::dev::LocalCluster> {
+    const ATTEMPTS: u64 = 5;
+    let mut attempt = 0;
+    loop {
+        let cluster_dir = dir.join(format!("cluster-{attempt}"));
+        let base_port = free_port_range(nodes, attempt)?;
+        match super::dev::start_local_cluster(&cluster_dir, nodes, base_port, fsync).await {
+            Ok(cluster) => return Ok(cluster),
+            Err(error) if attempt + 1 < ATTEMPTS && is_port_in_use(&error) => {
+                let _ = std::fs::remove_dir_all(&cluster_dir);
+                attempt += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Whether `error` comes from binding a port another socket holds.
+fn is_port_in_use(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
+    })
 }
 
 /// How long a fresh embedded cluster may take to elect its first leader.
@@ -680,9 +722,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             FsyncPolicy::Always => Fsync::Always,
             FsyncPolicy::Never => Fsync::Never,
         };
-        let base_port = free_port_range(args.nodes)?;
-        let cluster =
-            super::dev::start_local_cluster(dir.path(), args.nodes, base_port, fsync).await?;
+        let cluster = start_embedded_cluster(dir.path(), args.nodes, fsync).await?;
         let config = ClientConfig {
             cluster: cluster.addrs.clone(),
             tls_dir: cluster.tls_dir.clone(),
@@ -733,4 +773,31 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         OutputFormat::Text => println!("{}", report.to_text()),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_port_held_by_another_socket_is_recognised_through_the_start_error() {
+        let held = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a UDP port");
+        let port = held.local_addr().expect("local addr").port();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let error =
+            match super::super::dev::start_local_cluster(dir.path(), 1, port, Fsync::Never).await {
+                Ok(_) => panic!("a node started on a port another socket holds"),
+                Err(error) => error,
+            };
+        assert!(
+            is_port_in_use(&error),
+            "not seen as a port in use: {error:#}"
+        );
+
+        let refused = super::super::dev::start_local_cluster(dir.path(), 0, port, Fsync::Never)
+            .await
+            .err()
+            .expect("zero nodes is refused");
+        assert!(!is_port_in_use(&refused), "{refused:#}");
+    }
 }

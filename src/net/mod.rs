@@ -39,7 +39,9 @@ pub use endpoint::{
 pub use frame::{
     read_frame, read_frame_body, read_frame_length, write_frame, FrameReadError, FrameWriteError,
 };
-pub use peers::{Lane, PeerInbound, PeerLinks, PeerLinksConfig, PeerSendError};
+pub use peers::{
+    Lane, PeerInbound, PeerLinks, PeerLinksConfig, PeerLinksConfigError, PeerSendError,
+};
 pub use tls::{ClientTls, NodeTls, TlsError, ALPN_CLIENT, ALPN_PEER};
 
 /// QUIC application error codes this module closes connections with.

@@ -46,7 +46,9 @@ pub enum ServerError {
     #[error("cannot start the consensus core: {0}")]
     Core(String),
     #[error("network: {0}")]
-    Net(String),
+    Net(#[source] net::NetError),
+    #[error("network: {0}")]
+    PeerLinks(#[source] net::PeerLinksConfigError),
     #[error("metrics endpoint {addr}: {source}")]
     Metrics {
         addr: SocketAddr,
@@ -95,13 +97,11 @@ impl NodeHandle {
     /// Connections already open keep their certificates.
     pub fn reload_tls(&self) -> Result<(), ServerError> {
         let tls = net::tls::NodeTls::load(&self.tls_dir, self.id, false)
-            .map_err(|error| ServerError::Net(error.to_string()))?;
+            .map_err(|error| ServerError::Net(error.into()))?;
         let dates = tls
             .certificate_not_after()
-            .map_err(|error| ServerError::Net(error.to_string()))?;
-        self.endpoint
-            .reload_tls(&tls)
-            .map_err(|error| ServerError::Net(error.to_string()))?;
+            .map_err(|error| ServerError::Net(error.into()))?;
+        self.endpoint.reload_tls(&tls).map_err(ServerError::Net)?;
         self.metrics.set_certificates(&dates);
         Ok(())
     }
@@ -283,16 +283,14 @@ impl Node {
         // requests with a typed PermissionDenied, which says what is missing,
         // instead of a bare TLS alert.
         let tls = net::tls::NodeTls::load(&config.tls_dir, config.id, false)
-            .map_err(|error| ServerError::Net(error.to_string()))?;
+            .map_err(|error| ServerError::Net(error.into()))?;
         metrics.set_certificates(
             &tls.certificate_not_after()
-                .map_err(|error| ServerError::Net(error.to_string()))?,
+                .map_err(|error| ServerError::Net(error.into()))?,
         );
-        let (endpoint, incoming) = net::Endpoint::bind(config.listen, &tls)
-            .map_err(|error| ServerError::Net(error.to_string()))?;
-        let local_addr = endpoint
-            .local_addr()
-            .map_err(|error| ServerError::Net(error.to_string()))?;
+        let (endpoint, incoming) =
+            net::Endpoint::bind(config.listen, &tls).map_err(ServerError::Net)?;
+        let local_addr = endpoint.local_addr().map_err(ServerError::Net)?;
         let (links, peer_frames) = net::PeerLinks::new(
             endpoint.clone(),
             net::PeerLinksConfig {
@@ -301,7 +299,7 @@ impl Node {
                 ..net::PeerLinksConfig::default()
             },
         )
-        .map_err(|error| ServerError::Net(error.to_string()))?;
+        .map_err(ServerError::PeerLinks)?;
         let links = Arc::new(links);
         // A node that is joining knows no membership yet: it links to the
         // nodes it was told of, and learns the rest from the leader.
