@@ -21,6 +21,7 @@
 //! runs. Every rule and process is removed when the test ends, also on a
 //! failure.
 
+mod common;
 mod faults;
 
 use faults::nemesis::FaultKind;

@@ -58,7 +58,9 @@ pub fn free_tcp_port() -> u16 {
 /// port 0 and released can be the source port of another test's
 /// connection by the time a node binds it (CI saw a metrics endpoint fail
 /// with "Address already in use" while a neighbouring test held hundreds
-/// of TCP connections). Nothing allocates below the ephemeral range by
+/// of TCP connections, and a node restarted by the fault suite fail to bind
+/// its port on a loopback alias: clients bind 0.0.0.0:0, and a wildcard
+/// socket on port P blocks P on every address). Nothing allocates below the ephemeral range by
 /// itself, and a process-wide cursor keeps the ports of one test binary
 /// distinct; the start differs per process so concurrent binaries rarely
 /// meet, and a port some other program holds is skipped by the probe.
@@ -69,6 +71,16 @@ pub fn free_port() -> u16 {
 /// The first of `count` consecutive ports that are free like [`free_port`]'s
 /// (e.g. for `raftlog dev`, which takes a base port).
 pub fn free_consecutive_ports(count: u16) -> u16 {
+    free_consecutive_ports_on("127.0.0.1", count)
+}
+
+/// A port free like [`free_port`]'s on the address `ip` (a loopback alias
+/// such as 127.0.0.11, which the fault suite gives each node).
+pub fn free_port_on(ip: &str) -> u16 {
+    free_consecutive_ports_on(ip, 1)
+}
+
+fn free_consecutive_ports_on(ip: &str, count: u16) -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::OnceLock;
     static CURSOR: OnceLock<AtomicU32> = OnceLock::new();
@@ -93,14 +105,13 @@ pub fn free_consecutive_ports(count: u16) -> u16 {
         }
         let base = low + offset as u16;
         let all_free = (base..base + count as u16).all(|port| {
-            UdpSocket::bind(("127.0.0.1", port)).is_ok()
-                && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            UdpSocket::bind((ip, port)).is_ok() && std::net::TcpListener::bind((ip, port)).is_ok()
         });
         if all_free {
             return base;
         }
     }
-    panic!("no {count} free consecutive ports on 127.0.0.1 in {low}..{high}");
+    panic!("no {count} free consecutive ports on {ip} in {low}..{high}");
 }
 
 /// The ports [`free_port`] chooses from: below the ephemeral range of

@@ -10,7 +10,6 @@
 //! also when the test panics.
 
 use std::collections::BTreeMap;
-use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -53,12 +52,6 @@ fn subnet() -> String {
     format!("127.{}.{}", 100 + (pid >> 8) % 128, pid % 256)
 }
 
-fn free_udp_port(ip: &str) -> u16 {
-    let socket = UdpSocket::bind((ip, 0))
-        .unwrap_or_else(|error| panic!("bind a UDP port on {ip} (loopback alias): {error}"));
-    socket.local_addr().expect("local addr").port()
-}
-
 impl Cluster {
     /// Certificates and addresses for `slot_count` nodes; starts nothing.
     pub fn prepare(slot_count: u64, flags: &[&str]) -> Cluster {
@@ -72,7 +65,7 @@ impl Cluster {
             assert!(id + 10 < 255, "at most 244 node slots");
             let ip = format!("{subnet}.{}", 10 + id);
             certs.arg("--node").arg(format!("{id}={ip}"));
-            let addr = format!("{ip}:{}", free_udp_port(&ip));
+            let addr = format!("{ip}:{}", crate::common::free_port_on(&ip));
             nodes.insert(
                 id,
                 Node {

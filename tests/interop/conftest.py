@@ -4,6 +4,7 @@ data directory and log file per node under a temp dir. The binary is
 $RAFTLOG_BIN (tests/interop.rs passes the one cargo built)."""
 
 import os
+import random
 import socket
 import subprocess
 import tempfile
@@ -15,13 +16,34 @@ RECORD_BYTES_MAX = 64 * 1024  # --max-record-bytes of every node
 
 
 def free_udp_ports(count):
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+    """`count` distinct ports free on 127.0.0.1 (UDP and TCP), from below the
+    kernel's ephemeral range: a port read from a bind to port 0 can become a
+    client's source port (clients bind 0.0.0.0:0) before a node binds it or
+    while a stopped node is down. Same rule as tests/common/mod.rs."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral_start = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_start = 32768
+    low, high = (20000, ephemeral_start) if ephemeral_start > 21000 else (61000, 65000)
+    start = random.Random(os.getpid() ^ time.time_ns()).randrange(low, high)
+    ports = []
+    for offset in range(high - low):
+        port = low + (start - low + offset) % (high - low)
+        if all(_bindable(kind, port) for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM)):
+            ports.append(port)
+            if len(ports) == count:
+                return ports
+    raise RuntimeError(f"no {count} free ports on 127.0.0.1 in {low}..{high}")
+
+
+def _bindable(kind, port):
+    with socket.socket(socket.AF_INET, kind) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
 
 
 class Cluster:
