@@ -846,3 +846,72 @@ fn dump_prints_the_documented_json_lines() {
     assert_eq!(dump("5").lines().count(), 2);
     assert_eq!(dump("7"), "", "past the last index: nothing");
 }
+
+/// The blocks of `path` that are allocated but unwritten (`filefrag -v`),
+/// as block ranges, and the block size; `None` where the file system cannot
+/// say (no FIEMAP, e.g. tmpfs).
+fn unwritten_blocks(path: &Path) -> Option<(u64, Vec<std::ops::RangeInclusive<u64>>)> {
+    let output = std::process::Command::new("filefrag")
+        .arg("-v")
+        .arg(path)
+        .output()
+        .expect("run filefrag (e2fsprogs)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() || !text.contains("logical_offset") {
+        return None;
+    }
+    let block_bytes = text
+        .split("blocks of ")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let ranges = text
+        .lines()
+        .filter(|line| line.contains("unwritten"))
+        .filter_map(|line| {
+            // `   1:        1..    1023:   24114177..  24115199:   1023:   last,unwritten,eof`
+            let logical = line.split(':').nth(1)?;
+            let (low, high) = logical.split_once("..")?;
+            Some(low.trim().parse().ok()?..=high.trim().parse().ok()?)
+        })
+        .collect();
+    Some((block_bytes, ranges))
+}
+
+/// A synced append leaves the space just past its frames *written*, not an
+/// unwritten extent of the preallocation: otherwise every group commit
+/// converts an extent, a metadata change its fdatasync must commit to the
+/// journal (`Segment::zero_ahead`).
+#[test]
+fn a_sync_leaves_no_unwritten_extent_just_past_the_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 8 * 1024 * 1024,
+        preallocate: true,
+    };
+    let mut log = Log::open(dir.path(), config).unwrap().log;
+    log.append(&entries(1..=100, 1)).unwrap();
+    log.sync().unwrap();
+    let segment = log_file(dir.path(), "00000000000000000001.seg");
+    let Some((block_bytes, unwritten)) = unwritten_blocks(&segment) else {
+        eprintln!(
+            "the file system of {} reports no extents; nothing to check",
+            segment.display()
+        );
+        return;
+    };
+    assert!(
+        !unwritten.is_empty(),
+        "the preallocation beyond the zeroed steps should still be unwritten: {unwritten:?}"
+    );
+    let frames_end_block = (100 * 200) / block_bytes; // 100 frames of < 200 bytes
+    let must_be_written = 0..=frames_end_block + (256 * 1024) / block_bytes;
+    for range in &unwritten {
+        assert!(
+            range.start() > must_be_written.end(),
+            "blocks {range:?} are unwritten, within {must_be_written:?}"
+        );
+    }
+}

@@ -903,6 +903,7 @@ impl Log {
                 ix.offsets.push(start as u32);
                 ix.end = start + frame_bytes;
             }
+            segment.zero_ahead(start + frame_bytes);
             self.last_index = entry.index;
             self.last_term = entry.term;
         }
@@ -998,12 +999,15 @@ impl Log {
             }
             if flush_from < end {
                 // One range per segment: each msync is a device flush, so the
-                // header slot and the new frames share one.
+                // header slot, the new frames and the zeros written ahead of
+                // them (`Segment::zero_ahead`) share one. msync writes only
+                // dirty pages, so the zeros cost once.
+                let flush_to = end.max(segment.zeroed_end.min(segment.capacity()));
                 ranges.push(SyncRange {
                     map: Arc::clone(&segment.map),
                     path: segment.path.clone(),
                     offset: flush_from,
-                    len: end - flush_from,
+                    len: flush_to - flush_from,
                 });
             }
             segment.requested_end = end;
@@ -1122,6 +1126,7 @@ impl Log {
                     requested_end: segment.requested_end,
                     durable_end: segment.durable_end,
                     watermark_written: segment.watermark_written,
+                    zeroed_end: segment.zeroed_end,
                     modified: segment.modified,
                 },
                 entry_count: self.segment_last_index(pos) + 1 - segment.first_index,
