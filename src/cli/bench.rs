@@ -640,14 +640,14 @@ fn progress_bar(goal: Goal, output: OutputFormat) -> Option<indicatif::ProgressB
 }
 
 /// Finds `count` consecutive free UDP ports on 127.0.0.1 for an embedded cluster.
-fn free_port_range(count: u64, attempt: u64) -> anyhow::Result<u16> {
+fn free_port_range(count: u64) -> anyhow::Result<u16> {
     // Differs between processes started at the same moment (pid) and
-    // between the attempts of one process (time, attempt).
+    // between the attempts of one process (time).
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| u64::from(elapsed.subsec_nanos()))
         .unwrap_or(0);
-    let seed = (u64::from(std::process::id()) << 32) ^ nanos ^ attempt.wrapping_mul(0x9e37_79b9);
+    let seed = (u64::from(std::process::id()) << 32) ^ nanos;
     for probe in 0..200u64 {
         let base =
             20_000 + (seed.wrapping_mul(2654435761).wrapping_add(probe * 7919) % 40_000) as u16;
@@ -674,7 +674,7 @@ async fn start_embedded_cluster(
     let mut attempt = 0;
     loop {
         let cluster_dir = dir.join(format!("cluster-{attempt}"));
-        let base_port = free_port_range(nodes, attempt)?;
+        let base_port = free_port_range(nodes)?;
         match super::dev::start_local_cluster(&cluster_dir, nodes, base_port, fsync).await {
             Ok(cluster) => return Ok(cluster),
             Err(error) if attempt + 1 < ATTEMPTS && is_port_in_use(&error) => {

@@ -903,9 +903,17 @@ impl Log {
                 ix.offsets.push(start as u32);
                 ix.end = start + frame_bytes;
             }
-            segment.zero_ahead(start + frame_bytes);
             self.last_index = entry.index;
             self.last_term = entry.term;
+        }
+        // Once per append, on the segment that takes the next one (a
+        // segment rolled away from takes no more frames).
+        if let Some(segment) = self.segments.last_mut() {
+            let end = segment
+                .index
+                .get()
+                .map_or(SEGMENT_HEADER_BYTES, |ix| ix.end);
+            segment.zero_ahead(end);
         }
         Ok(())
     }
@@ -1002,7 +1010,7 @@ impl Log {
                 // header slot, the new frames and the zeros written ahead of
                 // them (`Segment::zero_ahead`) share one. msync writes only
                 // dirty pages, so the zeros cost once.
-                let flush_to = end.max(segment.zeroed_end.min(segment.capacity()));
+                let flush_to = end.max(segment.zeroed_end);
                 ranges.push(SyncRange {
                     map: Arc::clone(&segment.map),
                     path: segment.path.clone(),

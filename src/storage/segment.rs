@@ -33,10 +33,10 @@ pub(crate) const SEGMENT_SUFFIX: &str = ".seg";
 pub(crate) const INDEX_SUFFIX: &str = ".idx";
 /// Digits of the zero-padded first index in a segment's name (u64::MAX has 20).
 pub(crate) const NAME_DIGITS: usize = 20;
-/// [`Segment::zero_ahead`] keeps at least this many bytes past the frames
-/// written, extending by a step at a time.
-pub const ZERO_AHEAD_MIN_BYTES: usize = 256 * 1024;
-pub const ZERO_AHEAD_STEP_BYTES: usize = 1024 * 1024;
+/// [`Segment::zero_ahead`] keeps at least `ZERO_AHEAD_MIN_BYTES` past the
+/// frames written, extending by `ZERO_AHEAD_STEP_BYTES` at a time.
+pub(crate) const ZERO_AHEAD_MIN_BYTES: usize = 256 * 1024;
+pub(crate) const ZERO_AHEAD_STEP_BYTES: usize = 1024 * 1024;
 /// Granule of the zero-scan past a cut tail.
 const ZERO_SCAN_CHUNK_BYTES: usize = 64 * 1024;
 
@@ -200,7 +200,8 @@ pub(crate) struct Segment {
     /// Watermark value last written into the header slot.
     pub watermark_written: usize,
     /// Bytes below were dirtied, zeros ahead of the frames included (see
-    /// [`Segment::zero_ahead`]); the next sync flushes up to here.
+    /// [`Segment::zero_ahead`]); the next sync flushes up to here. Never
+    /// above the capacity.
     pub zeroed_end: usize,
     pub modified: SystemTime,
 }

@@ -60,10 +60,11 @@ pub fn free_tcp_port() -> u16 {
 /// with "Address already in use" while a neighbouring test held hundreds
 /// of TCP connections, and a node restarted by the fault suite fail to bind
 /// its port on a loopback alias: clients bind 0.0.0.0:0, and a wildcard
-/// socket on port P blocks P on every address). Nothing allocates below the ephemeral range by
-/// itself, and a process-wide cursor keeps the ports of one test binary
-/// distinct; the start differs per process so concurrent binaries rarely
-/// meet, and a port some other program holds is skipped by the probe.
+/// socket on port P blocks P on every address). Nothing allocates outside
+/// the ephemeral range by itself, and a process-wide cursor keeps the
+/// ports of one test binary distinct; the start differs per process so
+/// concurrent binaries rarely meet, and a port some other program holds is
+/// skipped by the probe.
 pub fn free_port() -> u16 {
     free_consecutive_ports(1)
 }
@@ -83,21 +84,25 @@ pub fn free_port_on(ip: &str) -> u16 {
 fn free_consecutive_ports_on(ip: &str, count: u16) -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::OnceLock;
-    static CURSOR: OnceLock<AtomicU32> = OnceLock::new();
-    let (low, high) = non_ephemeral_ports();
+    /// The range to choose from (read once) and where the next choice starts.
+    static PORTS: OnceLock<(u16, u16, AtomicU32)> = OnceLock::new();
+    let (low, high, cursor) = PORTS.get_or_init(|| {
+        let (low, high) = non_ephemeral_ports();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.subsec_nanos())
+            .unwrap_or(0);
+        let start =
+            std::process::id().wrapping_mul(7919).wrapping_add(nanos) % u32::from(high - low);
+        (low, high, AtomicU32::new(start))
+    });
+    let (low, high) = (*low, *high);
     let span = u32::from(high - low);
     let count = u32::from(count.max(1));
     assert!(
         count < span,
         "{count} consecutive ports do not fit in {low}..{high}"
     );
-    let cursor = CURSOR.get_or_init(|| {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|elapsed| elapsed.subsec_nanos())
-            .unwrap_or(0);
-        AtomicU32::new(std::process::id().wrapping_mul(7919).wrapping_add(nanos) % span)
-    });
     for _ in 0..span {
         let offset = cursor.fetch_add(count, Ordering::Relaxed) % span;
         if offset + count > span {
@@ -114,20 +119,29 @@ fn free_consecutive_ports_on(ip: &str, count: u16) -> u16 {
     panic!("no {count} free consecutive ports on {ip} in {low}..{high}");
 }
 
-/// The ports [`free_port`] chooses from: below the ephemeral range of
-/// `/proc/sys/net/ipv4/ip_local_port_range` (Linux's default starts at
-/// 32768), above the ports services commonly own.
+/// The ports [`free_port`] chooses from, `low..high`: outside the
+/// ephemeral range of `/proc/sys/net/ipv4/ip_local_port_range` (Linux's
+/// default 32768..=60999), below it from 20000 up when there is room, else
+/// above it.
 fn non_ephemeral_ports() -> (u16, u16) {
     const LOW: u16 = 20_000;
-    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32_768);
+    let (ephemeral_start, ephemeral_end) =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|range| {
+                let mut bounds = range.split_whitespace().map(|b| b.parse::<u16>().ok());
+                Some((bounds.next()??, bounds.next()??))
+            })
+            .unwrap_or((32_768, 60_999));
     if ephemeral_start > LOW + 1_000 {
         (LOW, ephemeral_start)
     } else {
-        // An unusual range that starts low: above it instead.
-        (61_000, 65_000)
+        let above = ephemeral_end.saturating_add(1).max(LOW);
+        assert!(
+            above < u16::MAX - 1_000,
+            "the ephemeral range {ephemeral_start}..={ephemeral_end} leaves no ports for tests"
+        );
+        (above, u16::MAX)
     }
 }
 

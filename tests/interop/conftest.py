@@ -22,10 +22,15 @@ def free_udp_ports(count):
     while a stopped node is down. Same rule as tests/common/mod.rs."""
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            ephemeral_start = int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        ephemeral_start = 32768
-    low, high = (20000, ephemeral_start) if ephemeral_start > 21000 else (61000, 65000)
+            ephemeral_start, ephemeral_end = (int(b) for b in f.read().split()[:2])
+    except (OSError, ValueError):
+        ephemeral_start, ephemeral_end = 32768, 60999
+    if ephemeral_start > 21000:
+        low, high = 20000, ephemeral_start
+    else:  # no room below the ephemeral range: above it
+        low, high = max(ephemeral_end + 1, 20000), 65535
+    if high - low < 1000:
+        raise RuntimeError(f"the ephemeral range {ephemeral_start}..={ephemeral_end} leaves no ports")
     start = random.Random(os.getpid() ^ time.time_ns()).randrange(low, high)
     ports = []
     for offset in range(high - low):
